@@ -1,0 +1,264 @@
+//! The broker's durable state, on sqlx: SQLite (the embedded default) or PostgreSQL (several
+//! instances sharing one database).
+//!
+//! One [`Store`] hides the engine. Writes go through a [`Tx`]; SQLite gets a single writer
+//! connection (`BEGIN IMMEDIATE`, WAL, `synchronous=FULL`) and a separate read pool, PostgreSQL a
+//! pool shared by writers and readers. SQL is written once with `$n` placeholders, which both
+//! engines bind by number, and run through the `on_tx!`/`on_pool!` macros that expand the same
+//! code once per engine, so there is no `Any` driver and no per-engine copy of a query.
+//!
+//! Modules:
+//! - [`patients`]: identities, merges, history, and the inbound-message log that makes ADT idempotent.
+//! - [`outbox`]: the durable outbox (enqueue in the caller's transaction, leased claims, backoff).
+
+pub mod outbox;
+pub mod patients;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+/// Which database engine a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite://path/file.db` or `postgres://user:password@host/db`.
+    pub url: String,
+    /// Connections in the (read) pool; the SQLite writer is always one connection.
+    pub max_connections: u32,
+    /// How long to wait for a lock or a connection before giving up.
+    pub acquire_timeout: Duration,
+}
+
+/// Errors from the store, split by what the caller can do about them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The URL names no engine we support, or is malformed: a configuration problem.
+    #[error("store url: {0}")]
+    BadUrl(String),
+    /// Migrations failed: the database is not in a state this version can use.
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database refused or lost the operation; usually worth retrying later.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row held something this version cannot read (a bug or a foreign writer).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite { writer: SqlitePool, readers: SqlitePool },
+    Postgres { pool: PgPool },
+}
+
+/// A write transaction (or a savepoint inside one) on either engine.
+#[derive(Debug)]
+pub enum Tx<'c> {
+    Sqlite(Transaction<'c, Sqlite>),
+    Postgres(Transaction<'c, Postgres>),
+}
+
+/// Runs the same code against whichever engine a [`Tx`] holds: `$conn` is bound to
+/// `&mut <Engine>Connection` in each arm, so queries and row decoding type-check per engine.
+macro_rules! on_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            $crate::Tx::Sqlite(transaction) => {
+                let $conn = &mut **transaction;
+                $body
+            }
+            $crate::Tx::Postgres(transaction) => {
+                let $conn = &mut **transaction;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_tx;
+
+/// Like `on_tx!`, for reads that need no transaction: `$pool` is the engine's read pool.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store.read_backend() {
+            $crate::ReadPool::Sqlite($pool) => $body,
+            $crate::ReadPool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+pub(crate) enum ReadPool<'a> {
+    Sqlite(&'a SqlitePool),
+    Postgres(&'a PgPool),
+}
+
+impl Store {
+    /// Opens the database named by `options.url` and brings its schema up to date.
+    pub async fn connect(options: &StoreOptions) -> Result<Store, StoreError> {
+        let url = options.url.as_str();
+        let backend = if url.starts_with("sqlite:") {
+            connect_sqlite(options).await?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            connect_postgres(options).await?
+        } else {
+            return Err(StoreError::BadUrl(format!(
+                "expected sqlite://… or postgres://…, got a url with scheme {:?}",
+                url.split(':').next().unwrap_or_default()
+            )));
+        };
+        Ok(Store { backend })
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self.backend {
+            Backend::Sqlite { .. } => Engine::Sqlite,
+            Backend::Postgres { .. } => Engine::Postgres,
+        }
+    }
+
+    /// Starts a write transaction. On SQLite this takes the write lock at once (`BEGIN
+    /// IMMEDIATE`) so a transaction never fails half-way on a lock upgrade.
+    pub async fn begin(&self) -> Result<Tx<'static>, StoreError> {
+        Ok(match &self.backend {
+            Backend::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres { pool } => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Checks the database answers; used by `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Closes every connection, waiting for checked-out ones to come back.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite { writer, readers } => {
+                writer.close().await;
+                readers.close().await;
+            }
+            Backend::Postgres { pool } => pool.close().await,
+        }
+    }
+
+    pub(crate) fn read_backend(&self) -> ReadPool<'_> {
+        match &self.backend {
+            Backend::Sqlite { readers, .. } => ReadPool::Sqlite(readers),
+            Backend::Postgres { pool } => ReadPool::Postgres(pool),
+        }
+    }
+}
+
+impl Tx<'_> {
+    /// Opens a savepoint: work in it can be rolled back alone, leaving the outer transaction
+    /// usable. The group-commit writer gives each message one.
+    pub async fn savepoint(&mut self) -> Result<Tx<'_>, StoreError> {
+        Ok(match self {
+            Tx::Sqlite(transaction) => Tx::Sqlite(sqlx::Connection::begin(&mut **transaction).await?),
+            Tx::Postgres(transaction) => Tx::Postgres(sqlx::Connection::begin(&mut **transaction).await?),
+        })
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(transaction) => transaction.commit().await?,
+            Tx::Postgres(transaction) => transaction.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(transaction) => transaction.rollback().await?,
+            Tx::Postgres(transaction) => transaction.rollback().await?,
+        }
+        Ok(())
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self {
+            Tx::Sqlite(_) => Engine::Sqlite,
+            Tx::Postgres(_) => Engine::Postgres,
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch: the one time representation in the schema, identical on
+/// both engines.
+pub fn now_micros() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
+}
+
+async fn connect_sqlite(options: &StoreOptions) -> Result<Backend, StoreError> {
+    let base = SqliteConnectOptions::from_str(&options.url)
+        .map_err(|error| StoreError::BadUrl(error.to_string()))?
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a commit is on disk (WAL fsynced) before we ACK anything that depends on it.
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(options.acquire_timeout);
+    let writer = SqlitePoolOptions::new()
+        // One writer: SQLite serializes writers anyway, and one connection lets the group-commit
+        // writer own the lock without contention.
+        .max_connections(1)
+        .min_connections(1)
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(base.clone().create_if_missing(true))
+        .await?;
+    sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+    let readers = SqlitePoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(base.read_only(true))
+        .await?;
+    Ok(Backend::Sqlite { writer, readers })
+}
+
+async fn connect_postgres(options: &StoreOptions) -> Result<Backend, StoreError> {
+    let connect_options =
+        PgConnectOptions::from_str(&options.url).map_err(|error| StoreError::BadUrl(error.to_string()))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(options.max_connections.max(2))
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect_options)
+        .await?;
+    // Several instances may start at once against an empty database; the migrator takes an
+    // advisory lock so only one applies the schema.
+    sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    warn_if_not_durable(&pool).await?;
+    Ok(Backend::Postgres { pool })
+}
+
+/// An ACK promises durability, so a server with fsync or synchronous_commit off is worth a loud
+/// warning at start (reliability-security R1).
+async fn warn_if_not_durable(pool: &PgPool) -> Result<(), StoreError> {
+    for setting in ["fsync", "synchronous_commit"] {
+        let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}"))).fetch_one(pool).await?;
+        if value != "on" {
+            tracing::warn!(setting, value, "PostgreSQL is not durable: ACKed messages can be lost on a crash");
+        }
+    }
+    Ok(())
+}

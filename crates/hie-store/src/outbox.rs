@@ -1,0 +1,522 @@
+//! The durable outbox: everything the broker must send later (identity feeds, registry
+//! submissions, audit records), written in the same transaction as the change it follows from.
+//!
+//! Life of an item: [`enqueue`] inserts it `pending` in the caller's transaction. A worker
+//! [`Store::outbox_claim`]s it, which sets a lease (owner, random token, expiry) and counts the
+//! attempt. The worker then reports [`Store::outbox_complete`] (`done`),
+//! [`Store::outbox_retry_later`] (`pending` again after an exponential backoff with jitter, or
+//! `failed` once the attempts are used up) or [`Store::outbox_fail`] (`failed`, permanent). A
+//! `failed` item stays visible and blocks its key until [`Store::outbox_retry_failed`] puts it back.
+//!
+//! Guarantees:
+//! - Per-key order: only the head of a key (its earliest item not `done`) can be claimed, so items
+//!   of one key are delivered one at a time, in id order. Other keys are not held up.
+//! - Leases: a crashed worker's item is claimed again once its lease runs out. Every report is
+//!   fenced by the claim's lease token, so a worker that lost its lease cannot overwrite the
+//!   outcome of the one that took the item over (it gets `false`).
+//! - Delivery is at least once: a taken-over item may have reached its peer already. Payloads carry
+//!   an idempotency key when the peer needs one.
+//!
+//! Payloads may hold PHI: nothing here logs them, and the `Debug` impls leave them out.
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::{Engine, Store, StoreError, Tx, on_pool, on_tx};
+
+/// An item to enqueue. `key` orders delivery: items with the same key go out one at a time, in
+/// enqueue order (e.g. `patient:42`, so a merge never overtakes the feed it refers to).
+#[derive(Clone, Copy)]
+pub struct NewItem<'a> {
+    pub topic: &'a str,
+    pub key: &'a str,
+    pub payload: &'a str,
+    /// At most one item per topic carries a given idempotency key; a second enqueue is a no-op.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// An item a worker holds a lease on. Reports about it are fenced by `lease_token`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: i64,
+    pub topic: String,
+    pub key: String,
+    pub payload: String,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+    pub lease_token: i64,
+}
+
+/// How long leases last and how failures are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxPolicy {
+    /// A claim older than this is presumed dead and taken over.
+    pub lease: Duration,
+    /// The delay after the first failed attempt; it doubles with each further one.
+    pub backoff_base: Duration,
+    /// The longest delay between attempts (before jitter).
+    pub backoff_max: Duration,
+    /// After this many attempts a retryable failure becomes permanent (`failed`).
+    pub max_attempts: u32,
+}
+
+/// One outbox row, as the API and console show it.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub topic: String,
+    pub key: String,
+    pub payload: String,
+    pub idempotency_key: Option<String>,
+    /// `pending`, `done` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// How many items are in each state, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    /// Waiting for a worker (due or in backoff).
+    pub pending: u64,
+    /// Pending and held by a worker (its lease may have run out without a takeover yet).
+    pub leased: u64,
+    pub failed: u64,
+    pub done: u64,
+}
+
+/// The spread of the backoff delay around its nominal value: ±20 % (reliability-security R4), so
+/// items that failed together do not all come back at the same instant.
+pub const BACKOFF_JITTER: f64 = 0.2;
+
+impl Default for OutboxPolicy {
+    fn default() -> Self {
+        OutboxPolicy {
+            lease: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            max_attempts: 20,
+        }
+    }
+}
+
+impl OutboxPolicy {
+    /// The delay before the next attempt after `attempts` failed ones, before jitter:
+    /// `backoff_base * 2^(attempts-1)`, capped at `backoff_max`.
+    pub fn nominal_backoff(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(31);
+        self.backoff_base.saturating_mul(1u32 << doublings).min(self.backoff_max)
+    }
+
+    /// [`Self::nominal_backoff`] spread by a random factor in `1 ± BACKOFF_JITTER`.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let factor = rand::rng().random_range((1.0 - BACKOFF_JITTER)..=(1.0 + BACKOFF_JITTER));
+        self.nominal_backoff(attempts).mul_f64(factor)
+    }
+}
+
+impl fmt::Debug for NewItem<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewItem")
+            .field("topic", &self.topic)
+            .field("key", &self.key)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claimed")
+            .field("id", &self.id)
+            .field("topic", &self.topic)
+            .field("key", &self.key)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for OutboxRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxRow")
+            .field("id", &self.id)
+            .field("topic", &self.topic)
+            .field("key", &self.key)
+            .field("state", &self.state)
+            .field("attempts", &self.attempts)
+            .field("next_attempt_at", &self.next_attempt_at)
+            .field("lease_owner", &self.lease_owner)
+            .field("lease_until", &self.lease_until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds `item` to the outbox inside the caller's transaction, so it commits (or rolls back) with
+/// the change it follows from. Returns the new id, or `None` when an item with the same topic and
+/// idempotency key exists already.
+///
+/// After the commit, poke the outbox worker (its `waker`) so the item goes out without waiting for a
+/// poll. Items of one key must come from transactions that commit one after the other (both
+/// engines ensure it here); their ids, and so their delivery order, follow commit order.
+pub async fn enqueue(tx: &mut Tx<'_>, item: &NewItem<'_>, now: i64) -> Result<Option<i64>, StoreError> {
+    if let Tx::Postgres(transaction) = tx {
+        // Per-key order is id order, so ids of one key must be handed out in commit order. Two
+        // concurrent transactions could otherwise take ids 10 and 11 for one key and commit 11
+        // first; a claimer would then deliver 11 before 10 becomes visible. The lock (held until
+        // the whole transaction ends) makes the second wait for the first to commit. SQLite has a
+        // single writer, which gives the same order for free.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(ENQUEUE_LOCK_CLASS)
+            .bind(item.key)
+            .execute(&mut **transaction)
+            .await?;
+    }
+    let id = on_tx!(tx, |conn| {
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO outbox (topic, key, payload, idempotency_key, state, attempts, \
+             next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5) \
+             ON CONFLICT (topic, idempotency_key) DO NOTHING \
+             RETURNING id",
+        )
+        .bind(item.topic)
+        .bind(item.key)
+        .bind(item.payload)
+        .bind(item.idempotency_key)
+        .bind(now)
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(id)
+}
+
+impl Store {
+    /// Claims up to `limit` due items of `topics` for `worker`, each leased until `now + lease`.
+    ///
+    /// An item is claimable when it is `pending`, due, not under a live lease, and the head of its
+    /// key (no earlier item of the same key is `pending` or `failed`). Items come back in id order.
+    pub async fn outbox_claim(
+        &self,
+        topics: &[&str],
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+        now: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if topics.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = claim_sql(self.engine(), topics.len());
+        let lease_until = now.saturating_add(micros(lease));
+        // One token per claim is enough: reports are fenced on (id, token), and a takeover always
+        // draws a new one.
+        let lease_token: i64 = rand::rng().random();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut tx = self.begin().await?;
+        let rows = on_tx!(&mut tx, |conn| {
+            let mut query = sqlx::query_as::<_, ClaimedRow>(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .bind(limit)
+                .bind(worker)
+                .bind(lease_token)
+                .bind(lease_until);
+            for topic in topics {
+                query = query.bind(*topic);
+            }
+            query.fetch_all(conn).await?
+        });
+        tx.commit().await?;
+        let mut claimed = rows.into_iter().map(ClaimedRow::into_claimed).collect::<Result<Vec<_>, _>>()?;
+        // RETURNING gives no order guarantee.
+        claimed.sort_by_key(|item| item.id);
+        Ok(claimed)
+    }
+
+    /// Marks a claimed item delivered. `false` when the lease was lost to another worker (the
+    /// item will be, or was, delivered again by that one).
+    pub async fn outbox_complete(&self, item: &Claimed, now: i64) -> Result<bool, StoreError> {
+        self.outbox_report(
+            "UPDATE outbox SET state = 'done', lease_owner = NULL, lease_token = NULL, \
+             lease_until = NULL, updated_at = $1 \
+             WHERE id = $2 AND lease_token = $3 AND state = 'pending'",
+            item,
+            now,
+            None,
+            now,
+        )
+        .await
+    }
+
+    /// Reports a failed attempt worth retrying: the item waits `policy.backoff(attempts)`, or
+    /// becomes `failed` once it has had `policy.max_attempts` attempts. `false` when the lease was
+    /// lost.
+    pub async fn outbox_retry_later(
+        &self,
+        item: &Claimed,
+        error: &str,
+        now: i64,
+        policy: &OutboxPolicy,
+    ) -> Result<bool, StoreError> {
+        if item.attempts >= policy.max_attempts {
+            return self.outbox_fail(item, error, now).await;
+        }
+        let next_attempt_at = now.saturating_add(micros(policy.backoff(item.attempts)));
+        self.outbox_report(
+            "UPDATE outbox SET lease_owner = NULL, lease_token = NULL, lease_until = NULL, \
+             updated_at = $1, last_error = $4, next_attempt_at = $5 \
+             WHERE id = $2 AND lease_token = $3 AND state = 'pending'",
+            item,
+            now,
+            Some(error),
+            next_attempt_at,
+        )
+        .await
+    }
+
+    /// Reports a permanent failure: the item becomes `failed`, stays visible, and blocks its key
+    /// until retried by hand. `false` when the lease was lost.
+    pub async fn outbox_fail(&self, item: &Claimed, error: &str, now: i64) -> Result<bool, StoreError> {
+        self.outbox_report(
+            "UPDATE outbox SET state = 'failed', lease_owner = NULL, lease_token = NULL, \
+             lease_until = NULL, updated_at = $1, last_error = $4, next_attempt_at = $5 \
+             WHERE id = $2 AND lease_token = $3 AND state = 'pending'",
+            item,
+            now,
+            Some(error),
+            now,
+        )
+        .await
+    }
+
+    /// Puts a `failed` item back to `pending`, due now, with its attempts reset (an operator's
+    /// retry). `false` when no failed item has this id.
+    pub async fn outbox_retry_failed(&self, id: i64, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let result = on_tx!(&mut tx, |conn| {
+            sqlx::query(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, \
+                 lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $1 \
+                 WHERE id = $2 AND state = 'failed'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        tx.commit().await?;
+        Ok(result == 1)
+    }
+
+    /// Items in `state` (all states when `None`), oldest first.
+    pub async fn outbox_list(&self, state: Option<&str>, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, OutboxRow>(
+                "SELECT id, topic, key, payload, idempotency_key, state, attempts, \
+                 next_attempt_at, lease_owner, lease_until, last_error, created_at, updated_at \
+                 FROM outbox WHERE ($1 IS NULL OR state = $1) ORDER BY id LIMIT $2",
+            )
+            .bind(state)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// How many items are in each state.
+    pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        let rows: Vec<(String, bool, i64)> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT state, lease_token IS NOT NULL AS leased, COUNT(*) \
+                 FROM outbox GROUP BY state, lease_token IS NOT NULL",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        let mut counts = OutboxCounts::default();
+        for (state, leased, count) in rows {
+            let count = u64::try_from(count).unwrap_or_default();
+            match (state.as_str(), leased) {
+                ("pending", false) => counts.pending += count,
+                ("pending", true) => counts.leased += count,
+                ("failed", _) => counts.failed += count,
+                ("done", _) => counts.done += count,
+                (other, _) => return Err(StoreError::Corrupt(format!("outbox state {other:?}"))),
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Deletes `done` items last updated before `older_than`; returns how many. Only `done` rows
+    /// go, so per-key order is unaffected.
+    pub async fn outbox_purge_done(&self, older_than: i64) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let deleted = on_tx!(&mut tx, |conn| {
+            sqlx::query("DELETE FROM outbox WHERE state = 'done' AND updated_at < $1")
+                .bind(older_than)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// Runs one fenced report: `$1` now, `$2` id, `$3` lease token, `$4` error, `$5` next attempt.
+    async fn outbox_report(
+        &self,
+        sql: &'static str,
+        item: &Claimed,
+        now: i64,
+        error: Option<&str>,
+        next_attempt_at: i64,
+    ) -> Result<bool, StoreError> {
+        let error = error.map(truncate_error);
+        let mut tx = self.begin().await?;
+        let updated = on_tx!(&mut tx, |conn| {
+            sqlx::query(sql)
+                .bind(now)
+                .bind(item.id)
+                .bind(item.lease_token)
+                .bind(error)
+                .bind(next_attempt_at)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
+        tx.commit().await?;
+        Ok(updated == 1)
+    }
+}
+
+/// The claim statement. `$1` now, `$2` limit, `$3` worker, `$4` lease token, `$5` lease end,
+/// `$6`.. the topics.
+///
+/// Why it keeps per-key order with several claimers on PostgreSQL (READ COMMITTED):
+/// - `FOR UPDATE SKIP LOCKED` alone would reorder: while claimer A holds the head of key K locked,
+///   claimer B would skip it and take K's second item. Here B never considers the second item: the
+///   `NOT EXISTS` sees the head as not `done` (locked, leased or not), so the second item is not a
+///   candidate until the head's `done` is committed. `done` is final (only `failed` goes back to
+///   `pending`), so a snapshot that shows the head `done` can never be stale in the unsafe
+///   direction; a stale snapshot only makes a claimer more careful, not less.
+/// - Two claimers racing for the same head: the loser either skips it (still locked) or, if the
+///   winner has committed meanwhile, locks the new row version, on which PostgreSQL re-checks the
+///   row's own conditions (EvalPlanQual): the fresh lease fails `lease_until <= now`, so it drops
+///   out. Hence the lease condition sits on the locked row, not in a sub-query.
+/// - Items of one key become visible in id order because `enqueue` serializes same-key inserts.
+/// - A lost lease is fenced: reports match `lease_token`, which a takeover replaces.
+///
+/// On SQLite the statement runs in a `BEGIN IMMEDIATE` transaction on the single writer, which
+/// serializes claimers outright.
+///
+/// The pending partial index yields candidates in id order; the open-by-key partial index answers
+/// each `NOT EXISTS` with one probe, so the cost does not grow with the done rows.
+fn claim_sql(engine: Engine, n_topics: usize) -> String {
+    let topics = (0..n_topics).map(|topic_idx| format!("${}", topic_idx + 6)).collect::<Vec<_>>().join(", ");
+    let lock = match engine {
+        Engine::Postgres => "FOR UPDATE SKIP LOCKED",
+        Engine::Sqlite => "",
+    };
+    format!(
+        "WITH candidates AS MATERIALIZED ( \
+             SELECT o.id FROM outbox o \
+             WHERE o.state = 'pending' \
+               AND o.next_attempt_at <= $1 \
+               AND (o.lease_until IS NULL OR o.lease_until <= $1) \
+               AND o.topic IN ({topics}) \
+               AND NOT EXISTS ( \
+                   SELECT 1 FROM outbox e \
+                   WHERE e.key = o.key AND e.id < o.id AND e.state <> 'done') \
+             ORDER BY o.id \
+             LIMIT $2 \
+             {lock}) \
+         UPDATE outbox SET attempts = attempts + 1, lease_owner = $3, lease_token = $4, \
+             lease_until = $5, updated_at = $1 \
+         WHERE id IN (SELECT id FROM candidates) \
+         RETURNING id, topic, key, payload, attempts, lease_token"
+    )
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: i64,
+    topic: String,
+    key: String,
+    payload: String,
+    attempts: i64,
+    lease_token: i64,
+}
+
+impl ClaimedRow {
+    fn into_claimed(self) -> Result<Claimed, StoreError> {
+        let attempts = u32::try_from(self.attempts)
+            .map_err(|_| StoreError::Corrupt(format!("outbox item {} has {} attempts", self.id, self.attempts)))?;
+        Ok(Claimed {
+            id: self.id,
+            topic: self.topic,
+            key: self.key,
+            payload: self.payload,
+            attempts,
+            lease_token: self.lease_token,
+        })
+    }
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Peers can answer with whole documents; the row keeps the start, enough to diagnose.
+fn truncate_error(error: &str) -> &str {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error;
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    &error[..end]
+}
+
+/// First key of the two-key PostgreSQL advisory locks that serialize same-key enqueues ("outb").
+/// The two-key space does not overlap the one-key space the migrator uses.
+const ENQUEUE_LOCK_CLASS: i32 = 0x6f75_7462;
+
+const MAX_ERROR_BYTES: usize = 2000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_then_caps() {
+        let policy = OutboxPolicy::default();
+        assert_eq!(policy.nominal_backoff(1), Duration::from_secs(1));
+        assert_eq!(policy.nominal_backoff(2), Duration::from_secs(2));
+        assert_eq!(policy.nominal_backoff(6), Duration::from_secs(32));
+        assert_eq!(policy.nominal_backoff(7), Duration::from_secs(60));
+        assert_eq!(policy.nominal_backoff(u32::MAX), Duration::from_secs(60));
+        for attempts in 1..30 {
+            let delay = policy.backoff(attempts).as_secs_f64();
+            let nominal = policy.nominal_backoff(attempts).as_secs_f64();
+            assert!(delay >= nominal * 0.8 - 1e-9 && delay <= nominal * 1.2 + 1e-9);
+        }
+    }
+
+    #[test]
+    fn errors_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(MAX_ERROR_BYTES);
+        let cut = truncate_error(&long);
+        assert!(cut.len() <= MAX_ERROR_BYTES);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}
