@@ -1,0 +1,14 @@
+//! What hie-edge opens towards its peers: the outbox drain worker and the deliverers it hands
+//! items to.
+//!
+//! Modules:
+//! - [`deliver`]: the [`Deliver`] trait a peer adapter implements, its error, and [`LogDeliverer`]
+//!   for topics with no peer configured yet.
+//! - [`worker`]: [`OutboxWorker`], which claims due items, delivers them concurrently and records
+//!   each outcome (done, retry with backoff, failed).
+
+pub mod deliver;
+pub mod worker;
+
+pub use deliver::{Deliver, DeliveryError, DeliveryFuture, LogDeliverer};
+pub use worker::OutboxWorker;
