@@ -1,0 +1,16 @@
+//! The broker's decisions. Given a decoded message, it decides what changes, writes the change
+//! and everything that must follow from it (outbox items) through `hie-store` in one
+//! transaction, and says what the peer is answered. It reaches no peer itself.
+//!
+//! Modules:
+//! - [`patients`]: ADT -> identities, merges (A40), identifier changes (A47); `apply_adt` is the entry.
+//! - [`adt`]: the HL7 edge of the broker: configuration, outcomes, and the one place ACKs are rendered.
+//! - [`commit`]: the group-commit writer that applies ADT from every connection in batched
+//!   transactions and answers each message only after its batch is durable.
+//! - [`from_wire`] / [`to_wire`]: HL7 types <-> domain types.
+
+pub mod adt;
+pub mod commit;
+pub mod from_wire;
+pub mod patients;
+pub mod to_wire;

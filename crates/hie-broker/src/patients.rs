@@ -1,0 +1,468 @@
+//! Patient identity from ADT: which patient a message addresses, what changes, and which
+//! changes are refused.
+//!
+//! Rules (HL7 v2 chapter 3, IHE ITI-8/ITI-30, and the merge pitfalls other systems hit):
+//! - PID-3 repetitions are kept with their assigning authorities; an identifier with no authority
+//!   is the hospital's MRN; one in the affinity domain's authority is the patient's
+//!   affinity-domain ID. A patient has at most one active identifier in each of those two.
+//! - A merge (A40) links the prior patient (MRG-1) to the survivor (PID-3); both rows and their
+//!   history stay. Refused: MRG-1 equal to PID-3, both naming one patient, a merge that would
+//!   make a cycle, merging into or out of a patient already merged elsewhere. A repeated merge
+//!   and an inverse duplicate (PID and MRG swapped after the merge was applied) are accepted and
+//!   change nothing.
+//! - A change of identifier (A47) retires MRG-1 and gives the patient PID-3.
+//! - Updates to a patient that was merged away are refused: its record is closed.
+
+use hie_core::{AffinityDomain, PatientIdentifier};
+use hie_hl7::adt::{AdtKind, AdtMessage, ErrorCode, Hl7Error, Location, PatientGroup};
+use hie_store::patients::{self, Demographics, IdentifierRow, PatientRow};
+use hie_store::{StoreError, Tx, outbox};
+
+use crate::from_wire;
+
+/// The outbox topic of identity feeds to the registry (ITI-8).
+pub const IDENTITY_FEED_TOPIC: &str = "iti8";
+
+/// What applying a message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Store ids of the patients the message changed (empty for a no-op repeat).
+    pub changed_patients: Vec<i64>,
+    /// Whether outbox items were written (the outbox worker should be woken).
+    pub enqueued: bool,
+}
+
+/// Why a message was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The message is wrong for the current state: answer AR with this error; do not retry.
+    #[error("rejected: {0:?}")]
+    Rejected(Hl7Error),
+    /// The store failed; answer AE so the sender tries again.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Applies one ADT message inside `tx`. The caller commits (or rolls back) and answers.
+pub async fn apply_adt(
+    tx: &mut Tx<'_>,
+    domain: &AffinityDomain,
+    message: &AdtMessage,
+    now: i64,
+) -> Result<Applied, ApplyError> {
+    let control_id = message.header.control_id.as_str();
+    // Variants are named after the trigger events (A01…A47).
+    let event = format!("{:?}", message.event);
+    let mut applied = Applied { changed_patients: Vec::new(), enqueued: false };
+    match message.event.kind() {
+        AdtKind::Demographics => {
+            // Only the first PID group matters for these events (HL7 v2 3.3).
+            if let Some(group) = message.groups.first() {
+                apply_demographics(tx, domain, group, &event, control_id, now, &mut applied).await?;
+            }
+        }
+        AdtKind::Merge => {
+            for group in &message.groups {
+                apply_merge(tx, domain, group, &event, control_id, now, &mut applied).await?;
+            }
+        }
+        AdtKind::ChangeIdentifier => {
+            for group in &message.groups {
+                apply_change_identifier(tx, domain, group, &event, control_id, now, &mut applied).await?;
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// An identifier normalized for storage: the canonical authority key plus what the message said.
+#[derive(Debug, Clone)]
+struct Keyed {
+    key: String,
+    identifier: PatientIdentifier,
+    in_affinity_domain: bool,
+    local: bool,
+}
+
+async fn apply_demographics(
+    tx: &mut Tx<'_>,
+    domain: &AffinityDomain,
+    group: &PatientGroup,
+    event: &str,
+    control_id: &str,
+    now: i64,
+    applied: &mut Applied,
+) -> Result<(), ApplyError> {
+    let identifiers = keyed_identifiers(domain, &group.pid.identifiers);
+    let pid_location = || location("PID", group.pid_index, 3, 0);
+    check_single_valued(&identifiers, pid_location)?;
+    let demographics = from_wire::demographics(&group.pid);
+    let patient = match resolve(tx, &identifiers, pid_location).await? {
+        Some(patient) => {
+            refuse_if_merged(&patient, pid_location())?;
+            check_no_conflicting_link(tx, &patient, &identifiers, pid_location).await?;
+            patients::update_demographics(tx, patient.id, &demographics, now).await?;
+            patient.id
+        }
+        None => patients::create_patient(tx, &demographics, now).await?,
+    };
+    let added = attach_all(tx, patient, &identifiers).await?;
+    let detail =
+        if added.is_empty() { "demographics".to_owned() } else { format!("identifiers added: {}", added.join(" ")) };
+    patients::add_history(tx, patient, event, control_id, &detail, now).await?;
+    applied.changed_patients.push(patient);
+    feed_identity(tx, domain, patient, event, now, applied).await
+}
+
+async fn apply_merge(
+    tx: &mut Tx<'_>,
+    domain: &AffinityDomain,
+    group: &PatientGroup,
+    event: &str,
+    control_id: &str,
+    now: i64,
+    applied: &mut Applied,
+) -> Result<(), ApplyError> {
+    let pid_location = || location("PID", group.pid_index, 3, 0);
+    // Each PID of a merge is followed by its MRG, so they share an occurrence number.
+    let mrg_index = group.pid_index;
+    let mrg_location = || location("MRG", mrg_index, 1, 1);
+    let survivor_ids = keyed_identifiers(domain, &group.pid.identifiers);
+    let prior_cx = group.mrg.as_ref().map(|mrg| mrg.prior_identifiers.as_slice()).unwrap_or_default();
+    let prior_ids = keyed_identifiers(domain, prior_cx);
+    if prior_ids.is_empty() {
+        return Err(rejected(mrg_location(), ErrorCode::RequiredFieldMissing, "MRG-1 holds no prior identifier"));
+    }
+    let same_literal = prior_ids.iter().any(|prior| {
+        survivor_ids.iter().any(|survivor| survivor.key == prior.key && survivor.identifier.id == prior.identifier.id)
+    });
+    if same_literal {
+        return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "MRG-1 names the same identifier as PID-3"));
+    }
+    check_single_valued(&survivor_ids, pid_location)?;
+
+    let demographics = from_wire::demographics(&group.pid);
+    let survivor = match resolve(tx, &survivor_ids, pid_location).await? {
+        Some(survivor) => survivor,
+        None => {
+            let id = patients::create_patient(tx, &demographics, now).await?;
+            attach_all(tx, id, &survivor_ids).await?;
+            patients::add_history(tx, id, event, control_id, "created as merge survivor", now).await?;
+            PatientRow { id, merged_into: None, demographics: demographics.clone() }
+        }
+    };
+    let prior = match resolve(tx, &prior_ids, mrg_location).await? {
+        Some(prior) => prior,
+        None => {
+            // A40 before the prior patient was ever announced: keep the prior identifiers, already
+            // merged, so a late message under them is recognized and refused.
+            let id = patients::create_patient(tx, &Demographics::default(), now).await?;
+            attach_all(tx, id, &prior_ids).await?;
+            patients::add_history(tx, id, event, control_id, "created as merge prior (not known before)", now).await?;
+            PatientRow { id, merged_into: None, demographics: Demographics::default() }
+        }
+    };
+
+    if prior.id == survivor.id {
+        return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "MRG-1 and PID-3 name the same patient"));
+    }
+    if prior.merged_into == Some(survivor.id) || survivor.merged_into == Some(prior.id) {
+        // A repeat, or an inverse duplicate of a merge already applied: nothing to change, and
+        // refusing would only make the sender retry forever.
+        patients::add_history(tx, survivor.id, event, control_id, "duplicate merge ignored", now).await?;
+        return Ok(());
+    }
+    if merge_chain(tx, survivor.id).await?.contains(&prior.id) {
+        return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "the merge would make a cycle"));
+    }
+    if let Some(other) = survivor.merged_into {
+        let message = format!("the surviving patient was merged into {}", describe(tx, other).await?);
+        return Err(rejected(pid_location(), ErrorCode::RecordLocked, &message));
+    }
+    if let Some(other) = prior.merged_into {
+        let message = format!("the prior patient was already merged into {}", describe(tx, other).await?);
+        return Err(rejected(mrg_location(), ErrorCode::RecordLocked, &message));
+    }
+
+    check_no_conflicting_link(tx, &survivor, &survivor_ids, pid_location).await?;
+    patients::set_merged_into(tx, prior.id, survivor.id, now).await?;
+    patients::update_demographics(tx, survivor.id, &demographics, now).await?;
+    attach_all(tx, survivor.id, &survivor_ids).await?;
+    let prior_name = describe(tx, prior.id).await?;
+    let survivor_name = describe(tx, survivor.id).await?;
+    patients::add_history(tx, prior.id, event, control_id, &format!("merged into {survivor_name}"), now).await?;
+    patients::add_history(tx, survivor.id, event, control_id, &format!("absorbed {prior_name}"), now).await?;
+    applied.changed_patients.extend([prior.id, survivor.id]);
+    feed_identity(tx, domain, survivor.id, event, now, applied).await
+}
+
+async fn apply_change_identifier(
+    tx: &mut Tx<'_>,
+    domain: &AffinityDomain,
+    group: &PatientGroup,
+    event: &str,
+    control_id: &str,
+    now: i64,
+    applied: &mut Applied,
+) -> Result<(), ApplyError> {
+    let pid_location = || location("PID", group.pid_index, 3, 0);
+    // Each PID of a merge is followed by its MRG, so they share an occurrence number.
+    let mrg_index = group.pid_index;
+    let mrg_location = || location("MRG", mrg_index, 1, 1);
+    let new_ids = keyed_identifiers(domain, &group.pid.identifiers);
+    let prior_cx = group.mrg.as_ref().map(|mrg| mrg.prior_identifiers.as_slice()).unwrap_or_default();
+    let old_ids = keyed_identifiers(domain, prior_cx);
+    if old_ids.is_empty() {
+        return Err(rejected(mrg_location(), ErrorCode::RequiredFieldMissing, "MRG-1 holds no prior identifier"));
+    }
+    if old_ids.iter().all(|old| new_ids.iter().any(|new| new.key == old.key && new.identifier.id == old.identifier.id))
+    {
+        return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "MRG-1 names the same identifier as PID-3"));
+    }
+    check_single_valued(&new_ids, pid_location)?;
+
+    let patient = match resolve(tx, &old_ids, mrg_location).await? {
+        Some(patient) => patient,
+        None => {
+            // A repeat after the change was applied: the old identifier is retired and the new
+            // one is active on the same patient.
+            if let Some(patient) = resolve(tx, &new_ids, pid_location).await? {
+                if retired_on(tx, &old_ids, patient.id).await? {
+                    return Ok(());
+                }
+            }
+            return Err(rejected(mrg_location(), ErrorCode::UnknownKey, "no patient holds the MRG-1 identifier"));
+        }
+    };
+    refuse_if_merged(&patient, mrg_location())?;
+    if let Some(holder) = resolve(tx, &new_ids, pid_location).await? {
+        if holder.id != patient.id {
+            return Err(rejected(
+                pid_location(),
+                ErrorCode::DuplicateKey,
+                "the new identifier belongs to another patient; send a merge (A40) instead",
+            ));
+        }
+    }
+    let retired: Vec<String> = old_ids
+        .iter()
+        .filter(|old| !new_ids.iter().any(|new| new.key == old.key && new.identifier.id == old.identifier.id))
+        .map(|old| old.identifier.id.clone())
+        .collect();
+    for old in &old_ids {
+        if !new_ids.iter().any(|new| new.key == old.key && new.identifier.id == old.identifier.id) {
+            patients::retire_identifier(tx, &old.key, &old.identifier.id).await?;
+        }
+    }
+    check_no_conflicting_link(tx, &patient, &new_ids, pid_location).await?;
+    patients::update_demographics(tx, patient.id, &from_wire::demographics(&group.pid), now).await?;
+    let added = attach_all(tx, patient.id, &new_ids).await?;
+    let detail = format!("identifier changed: retired {} added {}", retired.join(" "), added.join(" "));
+    patients::add_history(tx, patient.id, event, control_id, &detail, now).await?;
+    applied.changed_patients.push(patient.id);
+    feed_identity(tx, domain, patient.id, event, now, applied).await
+}
+
+fn keyed_identifiers(domain: &AffinityDomain, cxs: &[hie_hl7::adt::Cx]) -> Vec<Keyed> {
+    let mut keyed: Vec<Keyed> = Vec::with_capacity(cxs.len());
+    for cx in cxs {
+        let mut identifier = from_wire::identifier(cx);
+        identifier.authority = domain.normalize(&identifier.authority);
+        let key = domain.key(&identifier.authority).as_str().to_owned();
+        // The same identifier repeated in PID-3 counts once.
+        if keyed.iter().any(|seen| seen.key == key && seen.identifier.id == identifier.id) {
+            continue;
+        }
+        keyed.push(Keyed {
+            in_affinity_domain: domain.is_affinity_domain(&identifier.authority),
+            local: domain.is_local(&identifier.authority),
+            key,
+            identifier,
+        });
+    }
+    keyed
+}
+
+/// Two identifiers in the affinity domain's (or the local) authority would be two patients.
+fn check_single_valued(identifiers: &[Keyed], location: impl Fn() -> Location) -> Result<(), ApplyError> {
+    let n_affinity = identifiers.iter().filter(|keyed| keyed.in_affinity_domain).count();
+    let n_local = identifiers.iter().filter(|keyed| keyed.local).count();
+    if n_affinity > 1 {
+        return Err(rejected(
+            location(),
+            ErrorCode::DuplicateKey,
+            "two identifiers in the affinity domain's authority",
+        ));
+    }
+    if n_local > 1 {
+        return Err(rejected(location(), ErrorCode::DuplicateKey, "two identifiers in the local authority"));
+    }
+    Ok(())
+}
+
+/// The one patient the identifiers name, if any; identifiers naming different patients are refused.
+async fn resolve(
+    tx: &mut Tx<'_>,
+    identifiers: &[Keyed],
+    location: impl Fn() -> Location,
+) -> Result<Option<PatientRow>, ApplyError> {
+    let mut found: Option<i64> = None;
+    for keyed in identifiers {
+        let Some(row) = patients::find_identifier(tx, &keyed.key, &keyed.identifier.id).await? else {
+            continue;
+        };
+        if !row.active {
+            continue;
+        }
+        match found {
+            Some(patient_id) if patient_id != row.patient_id => {
+                return Err(rejected(
+                    location(),
+                    ErrorCode::DuplicateKey,
+                    "the identifiers belong to different patients",
+                ));
+            }
+            _ => found = Some(row.patient_id),
+        }
+    }
+    match found {
+        Some(patient_id) => Ok(patients::patient(tx, patient_id).await?),
+        None => Ok(None),
+    }
+}
+
+fn refuse_if_merged(patient: &PatientRow, location: Location) -> Result<(), ApplyError> {
+    match patient.merged_into {
+        Some(_) => Err(rejected(location, ErrorCode::RecordLocked, "the patient was merged into another patient")),
+        None => Ok(()),
+    }
+}
+
+/// A patient linked to one affinity-domain ID (or MRN) must not silently gain a second one.
+async fn check_no_conflicting_link(
+    tx: &mut Tx<'_>,
+    patient: &PatientRow,
+    identifiers: &[Keyed],
+    location: impl Fn() -> Location,
+) -> Result<(), ApplyError> {
+    let existing = patients::identifiers_of(tx, patient.id).await?;
+    for keyed in identifiers.iter().filter(|keyed| keyed.in_affinity_domain || keyed.local) {
+        let conflict = existing
+            .iter()
+            .any(|row| row.active && row.authority_key == keyed.key && row.id_value != keyed.identifier.id);
+        if conflict {
+            let what = if keyed.in_affinity_domain { "affinity-domain" } else { "local" };
+            let message = format!("the patient already has another {what} identifier");
+            return Err(rejected(location(), ErrorCode::DuplicateKey, &message));
+        }
+    }
+    Ok(())
+}
+
+/// Attaches identifiers the patient does not hold yet; returns their CX strings.
+async fn attach_all(tx: &mut Tx<'_>, patient_id: i64, identifiers: &[Keyed]) -> Result<Vec<String>, StoreError> {
+    let existing = patients::identifiers_of(tx, patient_id).await?;
+    let mut position = i64::try_from(existing.len()).unwrap_or(i64::MAX);
+    let mut added = Vec::new();
+    for keyed in identifiers {
+        let held = existing
+            .iter()
+            .any(|row| row.active && row.authority_key == keyed.key && row.id_value == keyed.identifier.id);
+        if held {
+            continue;
+        }
+        let row = identifier_row(patient_id, keyed);
+        patients::attach_identifier(tx, &row, position).await?;
+        added.push(crate::to_wire::cx_string(&row));
+        position += 1;
+    }
+    Ok(added)
+}
+
+async fn retired_on(tx: &mut Tx<'_>, identifiers: &[Keyed], patient_id: i64) -> Result<bool, StoreError> {
+    for keyed in identifiers {
+        match patients::find_identifier(tx, &keyed.key, &keyed.identifier.id).await? {
+            Some(row) if !row.active && row.patient_id == patient_id => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// The patients reached by following `merged_into` from `patient_id` (itself first). Bounded,
+/// so a corrupt cycle in the table cannot hang the writer.
+async fn merge_chain(tx: &mut Tx<'_>, patient_id: i64) -> Result<Vec<i64>, StoreError> {
+    const MAX_CHAIN: usize = 1_000;
+    let mut chain = vec![patient_id];
+    let mut current = patient_id;
+    while chain.len() < MAX_CHAIN {
+        match patients::patient(tx, current).await? {
+            Some(PatientRow { merged_into: Some(next), .. }) if !chain.contains(&next) => {
+                chain.push(next);
+                current = next;
+            }
+            _ => break,
+        }
+    }
+    Ok(chain)
+}
+
+/// A patient's first active identifier as CX, for history and error texts.
+async fn describe(tx: &mut Tx<'_>, patient_id: i64) -> Result<String, StoreError> {
+    let identifiers = patients::identifiers_of(tx, patient_id).await?;
+    Ok(identifiers
+        .iter()
+        .find(|row| row.active)
+        .or(identifiers.first())
+        .map(crate::to_wire::cx_string)
+        .unwrap_or_else(|| format!("patient #{patient_id}")))
+}
+
+/// Queues the identity feed (ITI-8) for a patient the registry can know: one with an
+/// affinity-domain ID. Keyed by patient, so feeds for one patient leave in order.
+async fn feed_identity(
+    tx: &mut Tx<'_>,
+    domain: &AffinityDomain,
+    patient_id: i64,
+    event: &str,
+    now: i64,
+    applied: &mut Applied,
+) -> Result<(), ApplyError> {
+    let identifiers = patients::identifiers_of(tx, patient_id).await?;
+    let affinity_key = domain.key(&hie_core::AssigningAuthority {
+        universal_id: domain.patient_id_authority().to_string(),
+        universal_id_type: "ISO".to_owned(),
+        ..Default::default()
+    });
+    let linked = identifiers.iter().any(|row| row.active && row.authority_key == affinity_key.as_str());
+    if !linked {
+        return Ok(());
+    }
+    let key = format!("patient:{patient_id}");
+    let payload = format!("event={event};patient={patient_id}");
+    let item = outbox::NewItem { topic: IDENTITY_FEED_TOPIC, key: &key, payload: &payload, idempotency_key: None };
+    outbox::enqueue(tx, &item, now).await?;
+    applied.enqueued = true;
+    Ok(())
+}
+
+fn identifier_row(patient_id: i64, keyed: &Keyed) -> IdentifierRow {
+    IdentifierRow {
+        authority_key: keyed.key.clone(),
+        id_value: keyed.identifier.id.clone(),
+        patient_id,
+        namespace_id: keyed.identifier.authority.namespace_id.clone(),
+        universal_id: keyed.identifier.authority.universal_id.clone(),
+        universal_id_type: keyed.identifier.authority.universal_id_type.clone(),
+        id_type_code: keyed.identifier.id_type_code.clone(),
+        active: true,
+    }
+}
+
+fn rejected(location: Location, code: ErrorCode, message: &str) -> ApplyError {
+    ApplyError::Rejected(Hl7Error { location, code, message: message.to_owned() })
+}
+
+fn location(segment: &str, sequence: usize, field: usize, component: usize) -> Location {
+    Location { segment: segment.to_owned(), sequence, field, component }
+}

@@ -1,0 +1,233 @@
+//! Identity rules applied to real stores on both engines: creation, linking to the affinity
+//! domain, merges and their refusals, identifier changes, idempotent repeats, group commit.
+
+#[path = "../../hie-store/tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+
+use hie_broker::adt::AdtConfig;
+use hie_broker::commit::AdtWriter;
+use hie_broker::patients::{ApplyError, apply_adt};
+use hie_core::{AffinityDomain, AssigningAuthority, Oid};
+use hie_hl7::adt::{AdtMessage, ErrorCode, parse_adt};
+use hie_store::{Store, now_micros};
+
+const AFFINITY_OID: &str = "1.3.6.1.4.1.21367.13.20.1000";
+
+fn domain() -> AffinityDomain {
+    AffinityDomain::new(
+        Oid::parse(AFFINITY_OID).unwrap(),
+        AssigningAuthority {
+            namespace_id: "HOSP".to_owned(),
+            universal_id: "1.2.840.99999.1.1".to_owned(),
+            universal_id_type: "ISO".to_owned(),
+        },
+    )
+}
+
+/// An ADT message; `pid3` and `mrg1` are raw field text.
+fn adt(event: &str, control_id: &str, pid3: &str, mrg1: Option<&str>) -> AdtMessage {
+    let mut text = format!(
+        "MSH|^~\\&|ADT|HOSP|HIE|HIE|20261128120000||ADT^{event}|{control_id}|P|2.5\rEVN|{event}|20261128120000\r\
+         PID|1||{pid3}||Doe^Ann||19800101|F\r"
+    );
+    if let Some(mrg1) = mrg1 {
+        text.push_str(&format!("MRG|{mrg1}\r"));
+    }
+    parse_adt(&text).unwrap_or_else(|error| panic!("test message does not parse: {error:?}"))
+}
+
+async fn apply(store: &Store, message: &AdtMessage) -> Result<(), ApplyError> {
+    let mut tx = store.begin().await.unwrap();
+    let result = apply_adt(&mut tx, &domain(), message, now_micros()).await.map(|_| ());
+    match result {
+        Ok(()) => tx.commit().await.unwrap(),
+        Err(_) => tx.rollback().await.unwrap(),
+    }
+    result
+}
+
+fn refusal(result: Result<(), ApplyError>) -> (ErrorCode, String) {
+    match result {
+        Err(ApplyError::Rejected(error)) => (error.code, error.location.to_string()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn patient_id(store: &Store, key: &str, id: &str) -> Option<i64> {
+    store.patient_by_identifier(key, id).await.unwrap().map(|record| record.patient.id)
+}
+
+async fn merged_into(store: &Store, key: &str, id: &str) -> Option<i64> {
+    store.patient_by_identifier(key, id).await.unwrap().and_then(|record| record.patient.merged_into)
+}
+
+const LOCAL: &str = "uid:1.2.840.99999.1.1";
+
+#[tokio::test]
+async fn a_new_patient_keeps_every_identifier_and_links_to_the_affinity_domain() {
+    for (engine, store) in support::each_engine().await {
+        let message = adt("A04", "M1", &format!("123^^^HOSP~AD9^^^&{AFFINITY_OID}&ISO~X7^^^OTHER"), None);
+        apply(&store, &message).await.unwrap();
+        let record = store.patient_by_identifier(LOCAL, "123").await.unwrap().expect("found by MRN");
+        assert_eq!(record.identifiers.len(), 3, "{engine:?}");
+        let by_affinity = patient_id(&store, &format!("uid:{AFFINITY_OID}"), "AD9").await;
+        assert_eq!(by_affinity, Some(record.patient.id), "{engine:?}");
+        assert_eq!(patient_id(&store, "ns:OTHER", "X7").await, Some(record.patient.id));
+        // An identifier without authority is the local MRN.
+        apply(&store, &adt("A08", "M2", "123", None)).await.unwrap();
+        assert_eq!(store.patient_counts().await.unwrap().0, 1, "{engine:?}");
+        let outbox = store.outbox_counts().await.unwrap();
+        assert_eq!(outbox.pending, 2, "one identity feed per change of a linked patient ({engine:?})");
+    }
+}
+
+#[tokio::test]
+async fn identifiers_of_two_patients_in_one_message_are_refused() {
+    for (engine, store) in support::each_engine().await {
+        apply(&store, &adt("A04", "M1", "1^^^HOSP", None)).await.unwrap();
+        apply(&store, &adt("A04", "M2", "2^^^HOSP~B^^^OTHER", None)).await.unwrap();
+        let (code, location) = refusal(apply(&store, &adt("A08", "M3", "1^^^HOSP~B^^^OTHER", None)).await);
+        assert_eq!((code, location.as_str()), (ErrorCode::DuplicateKey, "PID^1^3"), "{engine:?}");
+        let (code, _) = refusal(apply(&store, &adt("A08", "M4", "1^^^HOSP~3^^^HOSP", None)).await);
+        assert_eq!(code, ErrorCode::DuplicateKey, "two local MRNs in one PID-3 ({engine:?})");
+    }
+}
+
+#[tokio::test]
+async fn a_merge_links_prior_to_survivor_and_keeps_both() {
+    for (engine, store) in support::each_engine().await {
+        apply(&store, &adt("A04", "M1", "OLD^^^HOSP", None)).await.unwrap();
+        apply(&store, &adt("A04", "M2", "NEW^^^HOSP", None)).await.unwrap();
+        apply(&store, &adt("A40", "M3", "NEW^^^HOSP", Some("OLD^^^HOSP"))).await.unwrap();
+        let survivor = patient_id(&store, LOCAL, "NEW").await.unwrap();
+        assert_eq!(merged_into(&store, LOCAL, "OLD").await, Some(survivor), "{engine:?}");
+        let prior = store.patient_by_identifier(LOCAL, "OLD").await.unwrap().unwrap();
+        assert!(prior.history.iter().any(|entry| entry.event == "A40" && entry.detail.contains("merged into")));
+        // Repeat and inverse duplicate: accepted, nothing changes.
+        apply(&store, &adt("A40", "M4", "NEW^^^HOSP", Some("OLD^^^HOSP"))).await.unwrap();
+        apply(&store, &adt("A40", "M5", "OLD^^^HOSP", Some("NEW^^^HOSP"))).await.unwrap();
+        assert_eq!(merged_into(&store, LOCAL, "OLD").await, Some(survivor), "{engine:?}");
+        assert_eq!(merged_into(&store, LOCAL, "NEW").await, None, "{engine:?}");
+        // The merged patient's record is closed to updates.
+        let (code, location) = refusal(apply(&store, &adt("A08", "M6", "OLD^^^HOSP", None)).await);
+        assert_eq!((code, location.as_str()), (ErrorCode::RecordLocked, "PID^1^3"), "{engine:?}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_merges_are_refused_with_the_reason() {
+    for (engine, store) in support::each_engine().await {
+        let (code, location) = refusal(apply(&store, &adt("A40", "M1", "A^^^HOSP", Some("A^^^HOSP"))).await);
+        assert_eq!((code, location.as_str()), (ErrorCode::DuplicateKey, "MRG^1^1^1"), "{engine:?}");
+
+        apply(&store, &adt("A04", "M2", "A^^^HOSP~A2^^^OTHER", None)).await.unwrap();
+        let (code, _) = refusal(apply(&store, &adt("A40", "M3", "A^^^HOSP", Some("A2^^^OTHER"))).await);
+        assert_eq!(code, ErrorCode::DuplicateKey, "merge into itself ({engine:?})");
+
+        apply(&store, &adt("A04", "M4", "B^^^HOSP", None)).await.unwrap();
+        apply(&store, &adt("A04", "M5", "C^^^HOSP", None)).await.unwrap();
+        apply(&store, &adt("A40", "M6", "B^^^HOSP", Some("A^^^HOSP"))).await.unwrap();
+        apply(&store, &adt("A40", "M7", "C^^^HOSP", Some("B^^^HOSP"))).await.unwrap();
+        let (code, location) = refusal(apply(&store, &adt("A40", "M8", "A^^^HOSP", Some("C^^^HOSP"))).await);
+        assert_eq!((code, location.as_str()), (ErrorCode::DuplicateKey, "MRG^1^1^1"), "cycle ({engine:?})");
+        assert_eq!(merged_into(&store, LOCAL, "C").await, None, "the cycle was not written ({engine:?})");
+    }
+}
+
+#[tokio::test]
+async fn a_merge_before_the_prior_is_known_remembers_the_prior() {
+    for (engine, store) in support::each_engine().await {
+        apply(&store, &adt("A40", "M1", "S^^^HOSP", Some("P^^^HOSP"))).await.unwrap();
+        let survivor = patient_id(&store, LOCAL, "S").await.unwrap();
+        assert_eq!(merged_into(&store, LOCAL, "P").await, Some(survivor), "{engine:?}");
+        let (code, _) = refusal(apply(&store, &adt("A04", "M2", "P^^^HOSP", None)).await);
+        assert_eq!(code, ErrorCode::RecordLocked, "a late A04 under the merged ID ({engine:?})");
+    }
+}
+
+#[tokio::test]
+async fn a_change_of_identifier_retires_the_old_one() {
+    for (engine, store) in support::each_engine().await {
+        apply(&store, &adt("A04", "M1", "WRONG^^^HOSP~Z^^^OTHER", None)).await.unwrap();
+        let patient = patient_id(&store, LOCAL, "WRONG").await.unwrap();
+        apply(&store, &adt("A47", "M2", "RIGHT^^^HOSP", Some("WRONG^^^HOSP"))).await.unwrap();
+        assert_eq!(patient_id(&store, LOCAL, "RIGHT").await, Some(patient), "{engine:?}");
+        assert_eq!(patient_id(&store, LOCAL, "WRONG").await, None, "{engine:?}");
+        assert_eq!(patient_id(&store, "ns:OTHER", "Z").await, Some(patient), "{engine:?}");
+        // Sent again under another MSH-10: already done, accepted.
+        apply(&store, &adt("A47", "M3", "RIGHT^^^HOSP", Some("WRONG^^^HOSP"))).await.unwrap();
+        let (code, _) = refusal(apply(&store, &adt("A47", "M4", "NEW^^^HOSP", Some("NOBODY^^^HOSP"))).await);
+        assert_eq!(code, ErrorCode::UnknownKey, "{engine:?}");
+        apply(&store, &adt("A04", "M5", "TAKEN^^^HOSP", None)).await.unwrap();
+        let (code, location) = refusal(apply(&store, &adt("A47", "M6", "TAKEN^^^HOSP", Some("RIGHT^^^HOSP"))).await);
+        assert_eq!((code, location.as_str()), (ErrorCode::DuplicateKey, "PID^1^3"), "{engine:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_writer_applies_each_message_once_and_answers_repeats_alike() {
+    for (engine, store) in support::each_engine().await {
+        let config = Arc::new(AdtConfig {
+            domain: domain(),
+            application: "HIE_EDGE".to_owned(),
+            facility: "HIE_EDGE".to_owned(),
+            answer_never_ack: true,
+            max_batch: 64,
+        });
+        let (writer, _task) = AdtWriter::spawn(store.clone(), config, Arc::new(tokio::sync::Notify::new()));
+        // Many senders at once: they share commits, and every message is answered.
+        let mut sends = Vec::new();
+        for n in 0..200 {
+            let writer = writer.clone();
+            let message = adt("A04", &format!("C{n}"), &format!("P{n}^^^HOSP"), None);
+            sends.push(tokio::spawn(async move { writer.submit(message).await.unwrap() }));
+        }
+        for send in sends {
+            let frames = send.await.unwrap();
+            assert_eq!(frames.len(), 1);
+            assert!(frames[0].contains("\rMSA|AA|C"), "{engine:?}: {}", frames[0]);
+        }
+        let stats = writer.stats_handle();
+        let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(commits >= 1 && commits <= 200, "{engine:?}");
+        assert_eq!(store.patient_counts().await.unwrap(), (200, 0, 200), "{engine:?}");
+
+        let first = writer.submit(adt("A40", "R1", "P1^^^HOSP", Some("P1^^^HOSP"))).await.unwrap();
+        let again = writer.submit(adt("A40", "R1", "P1^^^HOSP", Some("P1^^^HOSP"))).await.unwrap();
+        assert!(first[0].contains("MSA|AR|R1"), "{engine:?}: {}", first[0]);
+        assert_eq!(first, again, "a repeat gets the recorded ACK, byte for byte ({engine:?})");
+        let repeat_apply = writer.submit(adt("A08", "C5", "P5^^^HOSP", None)).await.unwrap();
+        assert!(repeat_apply[0].contains("MSA|AA|C5"));
+        let history = store.patient_by_identifier(LOCAL, "P5").await.unwrap().unwrap().history;
+        assert_eq!(history.len(), 1, "the repeated C5 was not applied again ({engine:?})");
+    }
+}
+
+#[tokio::test]
+async fn enhanced_mode_sends_the_accept_ack_then_the_application_ack() {
+    let store = support::sqlite_store().await;
+    let config = Arc::new(AdtConfig {
+        domain: domain(),
+        application: "HIE_EDGE".to_owned(),
+        facility: "HIE_EDGE".to_owned(),
+        answer_never_ack: false,
+        max_batch: 8,
+    });
+    let (writer, _task) = AdtWriter::spawn(store, config, Arc::new(tokio::sync::Notify::new()));
+    let enhanced = |control_id: &str, accept: &str, application: &str| {
+        parse_adt(&format!(
+            "MSH|^~\\&|ADT|HOSP|HIE|HIE|20261128120000||ADT^A04|{control_id}|P|2.5|||{accept}|{application}\r\
+             PID|1||E{control_id}^^^HOSP||Doe^Ann\r"
+        ))
+        .unwrap()
+    };
+    let frames = writer.submit(enhanced("E1", "AL", "AL")).await.unwrap();
+    assert_eq!(frames.len(), 2);
+    assert!(frames[0].contains("MSA|CA|E1") && frames[1].contains("MSA|AA|E1"), "{frames:?}");
+    let frames = writer.submit(enhanced("E2", "AL", "ER")).await.unwrap();
+    assert_eq!(frames.len(), 1, "no application ACK on success when MSH-16 is ER: {frames:?}");
+    let frames = writer.submit(enhanced("E3", "NE", "NE")).await.unwrap();
+    assert!(frames.is_empty(), "strict mode: NE/NE gets nothing: {frames:?}");
+}
