@@ -1,0 +1,9 @@
+//! What hie-edge accepts from the network: each listener decodes, hands the decision to
+//! `hie-broker`, and answers in its own protocol through one rescue function.
+//!
+//! Modules:
+//! - [`mllp`]: the HL7 v2 MLLP listener (bounded frames, idle timeout, connection cap).
+//! - [`api`]: the HTTP listener: health, readiness, Prometheus metrics and the REST API.
+
+pub mod api;
+pub mod mllp;
