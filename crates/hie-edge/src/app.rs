@@ -1,0 +1,143 @@
+//! Wiring: `App::start` opens the store, starts the ADT writer and the outbox worker, binds the
+//! listeners, and only then reports itself healthy. `App::shutdown` stops accepting, lets
+//! in-flight work finish, and closes the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use hie_broker::adt::AdtConfig;
+use hie_broker::commit::AdtWriter;
+use hie_inbound::api::{self, ApiState};
+use hie_inbound::mllp::{self, MllpConfig, MllpStats};
+use hie_outbound::{Deliver, LogDeliverer, OutboxWorker};
+use hie_store::outbox::OutboxPolicy;
+use hie_store::{Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+
+/// A running broker.
+#[derive(Debug)]
+pub struct App {
+    /// Where the listeners are bound (useful when the config asked for port 0).
+    pub hl7_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    store: Store,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    writer_task: JoinHandle<()>,
+}
+
+impl App {
+    pub async fn start(config: Config) -> anyhow::Result<App> {
+        prepare_sqlite_directory(&config.store.url)?;
+        let store = Store::connect(&StoreOptions {
+            url: config.store.url.clone(),
+            max_connections: config.store.max_connections,
+            acquire_timeout: config.store.acquire_timeout,
+        })
+        .await
+        .context("opening the store")?;
+        tracing::info!(engine = ?store.engine(), "store ready");
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let policy = OutboxPolicy {
+            lease: config.store.outbox_lease,
+            backoff_base: config.store.outbox_backoff_base,
+            backoff_max: config.store.outbox_backoff_max,
+            max_attempts: config.store.outbox_max_attempts,
+        };
+        // Identity feeds are queued from this release on; the ITI-8 sender arrives with the
+        // registry configuration, until then they are acknowledged locally.
+        let deliverers: Vec<Arc<dyn Deliver>> =
+            vec![Arc::new(LogDeliverer::new(hie_broker::patients::IDENTITY_FEED_TOPIC))];
+        let worker = OutboxWorker::new(store.clone(), deliverers, policy, config.node_name.clone());
+        let outbox_waker = worker.waker();
+
+        let adt_config = Arc::new(AdtConfig {
+            domain: config.affinity_domain.clone(),
+            application: config.hl7.application.clone(),
+            facility: config.hl7.facility.clone(),
+            answer_never_ack: config.hl7.answer_never_ack,
+            max_batch: config.store.group_commit_max_batch,
+        });
+        let (writer, writer_task) = AdtWriter::spawn(store.clone(), Arc::clone(&adt_config), outbox_waker);
+
+        let hl7_listener = TcpListener::bind(config.hl7.listen)
+            .await
+            .with_context(|| format!("binding hl7.listen {}", config.hl7.listen))?;
+        let api_listener = TcpListener::bind(config.api_listen)
+            .await
+            .with_context(|| format!("binding api.listen {}", config.api_listen))?;
+        let hl7_addr = hl7_listener.local_addr()?;
+        let api_addr = api_listener.local_addr()?;
+
+        let mllp_stats = Arc::new(MllpStats::default());
+        let accepting = Arc::new(AtomicBool::new(false));
+        let api_state = ApiState {
+            store: store.clone(),
+            domain: config.affinity_domain.clone(),
+            adt_stats: writer.stats_handle(),
+            mllp_stats: Arc::clone(&mllp_stats),
+            accepting: Arc::clone(&accepting),
+            version: env!("CARGO_PKG_VERSION"),
+        };
+        let mllp_config = MllpConfig {
+            max_frame_bytes: config.hl7.max_frame_bytes,
+            idle_timeout: config.hl7.idle_timeout,
+            max_connections: config.hl7.max_connections,
+        };
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(worker.run(shutdown_rx.clone())));
+        tasks.push(tokio::spawn(mllp::serve(
+            hl7_listener,
+            mllp_config,
+            adt_config,
+            writer,
+            mllp_stats,
+            shutdown_rx.clone(),
+        )));
+        let mut api_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(api_listener, api::router(api_state)).with_graceful_shutdown(async move {
+                let _ = api_shutdown.changed().await;
+            });
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "API listener failed");
+            }
+        }));
+        accepting.store(true, Ordering::Release);
+        tracing::info!(%hl7_addr, %api_addr, version = env!("CARGO_PKG_VERSION"), "hie-edge accepting work");
+        Ok(App { hl7_addr, api_addr, store, shutdown, tasks, writer_task })
+    }
+
+    /// Stops listeners and workers, waits for them, then closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        // The writer ends once every connection (and so every sender handle) is gone.
+        let _ = self.writer_task.await;
+        self.store.close().await;
+    }
+}
+
+/// SQLite creates the database file but not its folder; the quickstart keeps it under `var/`.
+fn prepare_sqlite_directory(url: &str) -> anyhow::Result<()> {
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+        return Ok(());
+    };
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    Ok(())
+}

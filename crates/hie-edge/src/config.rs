@@ -1,0 +1,258 @@
+//! Configuration: one TOML file, overridable key by key from the environment
+//! (`HIE_EDGE__<SECTION>__<KEY>`), validated in two phases.
+//!
+//! Phase one ([`raw`]) checks the *shape*: every section and key must be known and of the right
+//! TOML type; it reports every problem, not just the first. Phase two ([`Config::from_raw`])
+//! checks *meaning* (addresses, OIDs, URLs, ranges) and builds the typed configuration each
+//! crate takes. Only this crate reads settings.
+//!
+//! Modules: [`schema`] (the list of keys, with defaults and docs), [`raw`] (phase one).
+
+pub mod raw;
+pub mod schema;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hie_core::{AffinityDomain, AssigningAuthority, Oid};
+use hie_telemetry::{LogFormat, TelemetryConfig};
+
+pub use raw::RawConfig;
+
+/// One configuration problem, with the key it concerns (`hl7.listen`) and where the value came
+/// from (the file or an environment variable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub store: StoreConfig,
+    pub hl7: Hl7Config,
+    pub api_listen: SocketAddr,
+    pub affinity_domain: AffinityDomain,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub group_commit_max_batch: usize,
+    pub outbox_lease: Duration,
+    pub outbox_backoff_base: Duration,
+    pub outbox_backoff_max: Duration,
+    pub outbox_max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Hl7Config {
+    pub listen: SocketAddr,
+    pub max_frame_bytes: usize,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub application: String,
+    pub facility: String,
+    pub answer_never_ack: bool,
+}
+
+/// Reads `path`, applies the environment overrides, and validates. Returns every problem found.
+pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Vec<Problem>> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        vec![Problem { key: path.display().to_string(), message: format!("cannot read the file: {error}") }]
+    })?;
+    let raw = RawConfig::parse(&text, env)?;
+    Config::from_raw(&raw)
+}
+
+impl Config {
+    /// Phase two: meaning. Collects every problem with its key path.
+    pub fn from_raw(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| problems.push(Problem { key: key.to_owned(), message });
+
+        let node_name = raw.string("node", "name");
+        if node_name.trim().is_empty() {
+            problem("node.name", "must not be empty".to_owned());
+        }
+
+        let store_url = raw.string("store", "url");
+        if !(store_url.starts_with("sqlite:")
+            || store_url.starts_with("postgres://")
+            || store_url.starts_with("postgresql://"))
+        {
+            problem("store.url", format!("{store_url:?} is neither sqlite://… nor postgres://…"));
+        }
+        let positive = |section: &str, key: &str, problem: &mut dyn FnMut(&str, String)| -> u64 {
+            let value = raw.integer(section, key);
+            if value <= 0 {
+                problem(&format!("{section}.{key}"), format!("must be a positive integer, got {value}"));
+                1
+            } else {
+                value.unsigned_abs()
+            }
+        };
+        let max_connections = positive("store", "max_connections", &mut problem);
+        let acquire_timeout_secs = positive("store", "acquire_timeout_secs", &mut problem);
+        let group_commit_max_batch = positive("store", "group_commit_max_batch", &mut problem);
+        let outbox_lease_secs = positive("store", "outbox_lease_secs", &mut problem);
+        let outbox_backoff_base_ms = positive("store", "outbox_backoff_base_ms", &mut problem);
+        let outbox_backoff_max_secs = positive("store", "outbox_backoff_max_secs", &mut problem);
+        let outbox_max_attempts = positive("store", "outbox_max_attempts", &mut problem);
+        if outbox_backoff_base_ms > outbox_backoff_max_secs.saturating_mul(1_000) {
+            problem("store.outbox_backoff_base_ms", "must not exceed store.outbox_backoff_max_secs".to_owned());
+        }
+
+        let hl7_listen = socket_address(raw, "hl7", "listen", &mut problem);
+        let max_frame_bytes = positive("hl7", "max_frame_bytes", &mut problem);
+        // Below a few KiB no real ADT fits; above 64 MiB one peer could pin a lot of memory.
+        if !(4_096..=64 * 1024 * 1024).contains(&max_frame_bytes) {
+            problem("hl7.max_frame_bytes", format!("must be between 4096 and 67108864, got {max_frame_bytes}"));
+        }
+        let idle_timeout_secs = positive("hl7", "idle_timeout_secs", &mut problem);
+        let hl7_max_connections = positive("hl7", "max_connections", &mut problem);
+        let application = raw.string("hl7", "application");
+        let facility = raw.string("hl7", "facility");
+        for (key, value) in [("hl7.application", &application), ("hl7.facility", &facility)] {
+            if value.is_empty() || value.contains(['|', '^', '~', '\\', '&', '\r', '\n']) {
+                problem(key, "must be non-empty and free of HL7 delimiters".to_owned());
+            }
+        }
+
+        let api_listen = socket_address(raw, "api", "listen", &mut problem);
+
+        let authority_text = raw.string("affinity_domain", "patient_id_authority");
+        let patient_id_authority = match Oid::parse(&authority_text) {
+            Ok(oid) => Some(oid),
+            Err(error) => {
+                problem("affinity_domain.patient_id_authority", format!("{authority_text:?} is not an OID: {error}"));
+                None
+            }
+        };
+        let local_text = raw.string("affinity_domain", "local_authority");
+        let local_authority = parse_hd(&local_text);
+        match &local_authority {
+            Err(message) => problem("affinity_domain.local_authority", message.clone()),
+            Ok(local) if patient_id_authority.as_ref().is_some_and(|oid| oid.as_str() == local.universal_id) => {
+                problem(
+                    "affinity_domain.local_authority",
+                    "must differ from affinity_domain.patient_id_authority".to_owned(),
+                )
+            }
+            Ok(_) => {}
+        }
+
+        let log_format = match raw.string("telemetry", "log_format").as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                problem("telemetry.log_format", format!("must be \"text\" or \"json\", got {other:?}"));
+                LogFormat::Text
+            }
+        };
+        let log_level = raw.string("telemetry", "log_level");
+        if let Err(error) = hie_telemetry::check_filter(&log_level) {
+            problem("telemetry.log_level", format!("{log_level:?} is not a valid log filter: {error}"));
+        }
+        let otlp_endpoint = raw.string("telemetry", "otlp_endpoint");
+        if !otlp_endpoint.is_empty() && !(otlp_endpoint.starts_with("http://") || otlp_endpoint.starts_with("https://"))
+        {
+            problem(
+                "telemetry.otlp_endpoint",
+                format!("{otlp_endpoint:?} must be an http:// or https:// URL, or empty"),
+            );
+        }
+
+        match (problems.is_empty(), patient_id_authority, local_authority, hl7_listen, api_listen) {
+            (true, Some(patient_id_authority), Ok(local_authority), Some(hl7_listen), Some(api_listen)) => Ok(Config {
+                store: StoreConfig {
+                    url: store_url,
+                    max_connections: u32::try_from(max_connections).unwrap_or(u32::MAX),
+                    acquire_timeout: Duration::from_secs(acquire_timeout_secs),
+                    group_commit_max_batch: usize::try_from(group_commit_max_batch).unwrap_or(usize::MAX),
+                    outbox_lease: Duration::from_secs(outbox_lease_secs),
+                    outbox_backoff_base: Duration::from_millis(outbox_backoff_base_ms),
+                    outbox_backoff_max: Duration::from_secs(outbox_backoff_max_secs),
+                    outbox_max_attempts: u32::try_from(outbox_max_attempts).unwrap_or(u32::MAX),
+                },
+                hl7: Hl7Config {
+                    listen: hl7_listen,
+                    max_frame_bytes: usize::try_from(max_frame_bytes).unwrap_or(usize::MAX),
+                    idle_timeout: Duration::from_secs(idle_timeout_secs),
+                    max_connections: usize::try_from(hl7_max_connections).unwrap_or(usize::MAX),
+                    application,
+                    facility,
+                    answer_never_ack: raw.boolean("hl7", "answer_never_ack"),
+                },
+                api_listen,
+                affinity_domain: AffinityDomain::new(patient_id_authority, local_authority),
+                telemetry: TelemetryConfig {
+                    log_format,
+                    log_level,
+                    otlp_endpoint: Some(otlp_endpoint).filter(|endpoint| !endpoint.is_empty()),
+                    service_name: node_name.clone(),
+                },
+                node_name,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+fn socket_address(
+    raw: &RawConfig,
+    section: &str,
+    key: &str,
+    problem: &mut dyn FnMut(&str, String),
+) -> Option<SocketAddr> {
+    let text = raw.string(section, key);
+    match text.parse::<SocketAddr>() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            problem(&format!("{section}.{key}"), format!("{text:?} is not a socket address such as 127.0.0.1:2575"));
+            None
+        }
+    }
+}
+
+/// Parses an HL7 HD: `NS`, `&1.2.3&ISO` or `NS&1.2.3&ISO`.
+fn parse_hd(text: &str) -> Result<AssigningAuthority, String> {
+    let mut parts = text.split('&');
+    let namespace_id = parts.next().unwrap_or_default().to_owned();
+    let universal_id = parts.next().unwrap_or_default().to_owned();
+    let universal_id_type = parts.next().unwrap_or_default().to_owned();
+    if parts.next().is_some() {
+        return Err(format!("{text:?} has more than three parts; write NS, &OID&ISO or NS&OID&ISO"));
+    }
+    if namespace_id.is_empty() && universal_id.is_empty() {
+        return Err("must name the hospital's MRN authority: NS, &OID&ISO or NS&OID&ISO".to_owned());
+    }
+    if !universal_id.is_empty() {
+        if let Err(error) = Oid::parse(&universal_id) {
+            return Err(format!("universal ID {universal_id:?} is not an OID: {error}"));
+        }
+    }
+    let universal_id_type = if universal_id.is_empty() {
+        universal_id_type
+    } else if universal_id_type.is_empty() {
+        "ISO".to_owned()
+    } else {
+        universal_id_type
+    };
+    Ok(AssigningAuthority { namespace_id, universal_id, universal_id_type })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! Phase one of configuration: the shape. The TOML file and the `HIE_EDGE__<SECTION>__<KEY>`
+//! environment overrides are checked against [`super::schema`]: unknown sections and keys,
+//! wrong types and missing required keys are all reported, each with its key path.
+
+use std::collections::BTreeMap;
+
+use super::Problem;
+use super::schema::{self, Kind};
+
+/// The prefix of environment overrides; sections and keys follow, separated by `__`.
+pub const ENV_PREFIX: &str = "HIE_EDGE__";
+
+/// Every key with a value of the right type (defaults filled in).
+#[derive(Debug, Clone, Default)]
+pub struct RawConfig {
+    values: BTreeMap<(String, String), Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    String(String),
+    Integer(i64),
+    Boolean(bool),
+}
+
+impl RawConfig {
+    /// Parses TOML text, then applies overrides from `env` (pairs of variable name and value;
+    /// other variables are ignored).
+    pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<RawConfig, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut raw = RawConfig::default();
+        match text.parse::<toml::Table>() {
+            Ok(table) => raw.take_file(table, &mut problems),
+            Err(error) => {
+                problems.push(Problem { key: "(file)".to_owned(), message: format!("not valid TOML: {error}") })
+            }
+        }
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+                raw.take_env(&name, path, value, &mut problems);
+            }
+        }
+        for key in schema::KEYS {
+            let slot = (key.section.to_owned(), key.name.to_owned());
+            if raw.values.contains_key(&slot) {
+                continue;
+            }
+            let default = match key.default {
+                schema::DefaultValue::Required => {
+                    problems.push(Problem {
+                        key: format!("{}.{}", key.section, key.name),
+                        message: "is required".to_owned(),
+                    });
+                    continue;
+                }
+                schema::DefaultValue::String(text) => Value::String(text.to_owned()),
+                schema::DefaultValue::Integer(number) => Value::Integer(number),
+                schema::DefaultValue::Boolean(flag) => Value::Boolean(flag),
+            };
+            raw.values.insert(slot, default);
+        }
+        if problems.is_empty() { Ok(raw) } else { Err(problems) }
+    }
+
+    /// A string key's value (empty when absent, which phase one rules out for known keys).
+    pub fn string(&self, section: &str, name: &str) -> String {
+        match self.values.get(&(section.to_owned(), name.to_owned())) {
+            Some(Value::String(text)) => text.clone(),
+            _ => String::new(),
+        }
+    }
+
+    pub fn integer(&self, section: &str, name: &str) -> i64 {
+        match self.values.get(&(section.to_owned(), name.to_owned())) {
+            Some(Value::Integer(number)) => *number,
+            _ => 0,
+        }
+    }
+
+    pub fn boolean(&self, section: &str, name: &str) -> bool {
+        matches!(self.values.get(&(section.to_owned(), name.to_owned())), Some(Value::Boolean(true)))
+    }
+
+    fn take_file(&mut self, table: toml::Table, problems: &mut Vec<Problem>) {
+        for (section, content) in table {
+            let toml::Value::Table(keys) = content else {
+                problems.push(Problem { key: section, message: "must be a [section] table".to_owned() });
+                continue;
+            };
+            if !schema::sections().contains(&section.as_str()) {
+                problems.push(Problem {
+                    key: section.clone(),
+                    message: format!("unknown section [{section}]; known: {}", schema::sections().join(", ")),
+                });
+                continue;
+            }
+            for (name, value) in keys {
+                let path = format!("{section}.{name}");
+                let Some(key) = schema::find(&section, &name) else {
+                    problems.push(Problem { key: path, message: "unknown key".to_owned() });
+                    continue;
+                };
+                let typed = match (key.kind, value) {
+                    (Kind::String, toml::Value::String(text)) => Value::String(text),
+                    (Kind::Integer, toml::Value::Integer(number)) => Value::Integer(number),
+                    (Kind::Boolean, toml::Value::Boolean(flag)) => Value::Boolean(flag),
+                    (kind, other) => {
+                        let message = format!("expected {}, found {}", kind_name(kind), other.type_str());
+                        problems.push(Problem { key: path, message });
+                        continue;
+                    }
+                };
+                self.values.insert((section.clone(), name), typed);
+            }
+        }
+    }
+
+    fn take_env(&mut self, variable: &str, path: &str, value: String, problems: &mut Vec<Problem>) {
+        let lowered = path.to_ascii_lowercase();
+        let mut parts = lowered.splitn(2, "__");
+        let (section, name) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        let Some(key) = schema::find(section, name) else {
+            problems.push(Problem {
+                key: format!("{section}.{name} (from {variable})"),
+                message: "unknown key; write HIE_EDGE__<SECTION>__<KEY> for a key of the configuration".to_owned(),
+            });
+            return;
+        };
+        let typed = match key.kind {
+            Kind::String => Some(Value::String(value.clone())),
+            Kind::Integer => value.trim().parse().ok().map(Value::Integer),
+            Kind::Boolean => match value.trim() {
+                "true" => Some(Value::Boolean(true)),
+                "false" => Some(Value::Boolean(false)),
+                _ => None,
+            },
+        };
+        match typed {
+            Some(typed) => {
+                self.values.insert((section.to_owned(), name.to_owned()), typed);
+            }
+            None => problems.push(Problem {
+                key: format!("{section}.{name} (from {variable})"),
+                message: format!("expected {}, found {value:?}", kind_name(key.kind)),
+            }),
+        }
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::String => "a string",
+        Kind::Integer => "an integer",
+        Kind::Boolean => "true or false",
+    }
+}

@@ -1,0 +1,155 @@
+//! Every configuration key: section, name, TOML type, default and meaning. Phase one checks
+//! files and environment overrides against this list, and a test checks that
+//! `docs/configuration.md` documents each entry.
+
+/// The TOML type a key takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    String,
+    Integer,
+    Boolean,
+}
+
+/// A key's default, or that it must be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultValue {
+    Required,
+    String(&'static str),
+    Integer(i64),
+    Boolean(bool),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub section: &'static str,
+    pub name: &'static str,
+    pub kind: Kind,
+    pub default: DefaultValue,
+    pub doc: &'static str,
+}
+
+const fn key(section: &'static str, name: &'static str, kind: Kind, default: DefaultValue, doc: &'static str) -> Key {
+    Key { section, name, kind, default, doc }
+}
+
+use DefaultValue as D;
+use Kind as K;
+
+/// All keys, in documentation order.
+pub const KEYS: &[Key] = &[
+    key("node", "name", K::String, D::String("hie-edge"), "Name of this broker instance, in logs and telemetry."),
+    key(
+        "store",
+        "url",
+        K::String,
+        D::Required,
+        "Database: sqlite://path/file.db (embedded) or postgres://user:password@host/db.",
+    ),
+    key(
+        "store",
+        "max_connections",
+        K::Integer,
+        D::Integer(8),
+        "Connections in the pool (SQLite: readers; its writer is one connection).",
+    ),
+    key(
+        "store",
+        "acquire_timeout_secs",
+        K::Integer,
+        D::Integer(10),
+        "How long to wait for a connection or a lock before failing.",
+    ),
+    key(
+        "store",
+        "group_commit_max_batch",
+        K::Integer,
+        D::Integer(256),
+        "Most ADT messages committed in one transaction.",
+    ),
+    key(
+        "store",
+        "outbox_lease_secs",
+        K::Integer,
+        D::Integer(30),
+        "How long a worker holds an outbox item before others may take it over.",
+    ),
+    key(
+        "store",
+        "outbox_backoff_base_ms",
+        K::Integer,
+        D::Integer(1000),
+        "First retry delay of a failed delivery; doubles per attempt.",
+    ),
+    key("store", "outbox_backoff_max_secs", K::Integer, D::Integer(60), "Cap of the retry delay."),
+    key(
+        "store",
+        "outbox_max_attempts",
+        K::Integer,
+        D::Integer(20),
+        "Attempts before an item is marked failed (visible, retried by hand).",
+    ),
+    key("hl7", "listen", K::String, D::String("127.0.0.1:2575"), "MLLP listen address (host:port)."),
+    key(
+        "hl7",
+        "max_frame_bytes",
+        K::Integer,
+        D::Integer(1_048_576),
+        "Largest MLLP frame accepted; a larger one closes the connection.",
+    ),
+    key("hl7", "idle_timeout_secs", K::Integer, D::Integer(300), "An MLLP connection silent this long is closed."),
+    key("hl7", "max_connections", K::Integer, D::Integer(256), "Concurrent MLLP connections; more are closed at once."),
+    key("hl7", "application", K::String, D::String("HIE_EDGE"), "MSH-3 (sending application) of our ACKs."),
+    key("hl7", "facility", K::String, D::String("HIE_EDGE"), "MSH-4 (sending facility) of our ACKs."),
+    key(
+        "hl7",
+        "answer_never_ack",
+        K::Boolean,
+        D::Boolean(true),
+        "Send the application ACK even when MSH-15 and MSH-16 are both NE.",
+    ),
+    key(
+        "api",
+        "listen",
+        K::String,
+        D::String("127.0.0.1:8080"),
+        "HTTP listen address for /healthz, /readyz, /metrics and /api.",
+    ),
+    key(
+        "affinity_domain",
+        "patient_id_authority",
+        K::String,
+        D::Required,
+        "OID of the affinity domain's patient ID assigning authority.",
+    ),
+    key(
+        "affinity_domain",
+        "local_authority",
+        K::String,
+        D::Required,
+        "The hospital's MRN assigning authority as an HL7 HD: NS, &OID&ISO or NS&OID&ISO.",
+    ),
+    key("telemetry", "log_format", K::String, D::String("text"), "Log format on stderr: text or json."),
+    key("telemetry", "log_level", K::String, D::String("info"), "Log filter, e.g. info or info,hie_store=debug."),
+    key(
+        "telemetry",
+        "otlp_endpoint",
+        K::String,
+        D::String(""),
+        "OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces; empty turns export off.",
+    ),
+];
+
+/// The sections that exist, in documentation order.
+pub fn sections() -> Vec<&'static str> {
+    let mut sections: Vec<&'static str> = Vec::new();
+    for key in KEYS {
+        if !sections.contains(&key.section) {
+            sections.push(key.section);
+        }
+    }
+    sections
+}
+
+pub fn find(section: &str, name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|key| key.section == section && key.name == name)
+}

@@ -1,0 +1,146 @@
+//! Configuration tests: both phases, overrides, and that docs/configuration.md covers every key.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[store]
+url = "sqlite://var/test.db"
+
+[affinity_domain]
+patient_id_authority = "1.3.6.1.4.1.21367.13.20.1000"
+local_authority = "HOSP&1.2.3.4&ISO"
+"#;
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+fn problems_of(text: &str, env: Vec<(String, String)>) -> Vec<String> {
+    match RawConfig::parse(text, env).and_then(|raw| Config::from_raw(&raw)) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let raw = RawConfig::parse(MINIMAL, no_env()).unwrap();
+    let config = Config::from_raw(&raw).unwrap();
+    assert_eq!(config.hl7.listen.to_string(), "127.0.0.1:2575");
+    assert_eq!(config.hl7.max_frame_bytes, 1_048_576);
+    assert_eq!(config.api_listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.affinity_domain.local_authority().namespace_id, "HOSP");
+    assert!(config.telemetry.otlp_endpoint.is_none());
+}
+
+#[test]
+fn environment_overrides_any_key_with_its_type() {
+    let env = vec![
+        ("HIE_EDGE__STORE__URL".to_owned(), "postgres://u:p@127.0.0.1/db".to_owned()),
+        ("HIE_EDGE__HL7__LISTEN".to_owned(), "127.0.0.1:12575".to_owned()),
+        ("HIE_EDGE__API__LISTEN".to_owned(), "127.0.0.1:18080".to_owned()),
+        ("HIE_EDGE__HL7__MAX_FRAME_BYTES".to_owned(), "65536".to_owned()),
+        ("HIE_EDGE__HL7__ANSWER_NEVER_ACK".to_owned(), "false".to_owned()),
+        ("HIE_EDGE__AFFINITY_DOMAIN__PATIENT_ID_AUTHORITY".to_owned(), "2.16.840.1.113883.3.72".to_owned()),
+        ("UNRELATED".to_owned(), "x".to_owned()),
+    ];
+    let config = Config::from_raw(&RawConfig::parse(MINIMAL, env).unwrap()).unwrap();
+    assert_eq!(config.store.url, "postgres://u:p@127.0.0.1/db");
+    assert_eq!(config.hl7.listen.port(), 12575);
+    assert_eq!(config.api_listen.port(), 18080);
+    assert_eq!(config.hl7.max_frame_bytes, 65_536);
+    assert!(!config.hl7.answer_never_ack);
+    assert_eq!(config.affinity_domain.patient_id_authority().as_str(), "2.16.840.1.113883.3.72");
+}
+
+#[test]
+fn every_shape_problem_is_reported_with_its_key() {
+    let text = r#"
+[store]
+url = 5
+colour = "blue"
+
+[hl7]
+max_frame_bytes = "big"
+
+[pacs_typo]
+kind = "dimse"
+"#;
+    let env = vec![
+        ("HIE_EDGE__HL7__IDLE_TIMEOUT_SECS".to_owned(), "soon".to_owned()),
+        ("HIE_EDGE__NOPE__KEY".to_owned(), "1".to_owned()),
+    ];
+    let problems = problems_of(text, env);
+    let expected_keys = [
+        "store.url: expected a string",
+        "store.colour: unknown key",
+        "hl7.max_frame_bytes: expected an integer",
+        "pacs_typo: unknown section",
+        "hl7.idle_timeout_secs (from HIE_EDGE__HL7__IDLE_TIMEOUT_SECS): expected an integer",
+        "nope.key (from HIE_EDGE__NOPE__KEY): unknown key",
+        "affinity_domain.patient_id_authority: is required",
+        "affinity_domain.local_authority: is required",
+    ];
+    for expected in expected_keys {
+        assert!(problems.iter().any(|problem| problem.starts_with(expected)), "missing {expected:?} in {problems:#?}");
+    }
+}
+
+#[test]
+fn every_meaning_problem_is_reported_with_its_key() {
+    let text = r#"
+[store]
+url = "mysql://x"
+max_connections = 0
+
+[hl7]
+listen = "localhost"
+max_frame_bytes = 10
+
+[api]
+listen = "127.0.0.1:99999"
+
+[affinity_domain]
+patient_id_authority = "not.an.oid"
+local_authority = "A&B&C&D"
+
+[telemetry]
+log_format = "xml"
+otlp_endpoint = "grpc://collector"
+"#;
+    let problems = problems_of(text, no_env());
+    for expected in [
+        "store.url:",
+        "store.max_connections:",
+        "hl7.listen:",
+        "hl7.max_frame_bytes:",
+        "api.listen:",
+        "affinity_domain.patient_id_authority:",
+        "affinity_domain.local_authority:",
+        "telemetry.log_format:",
+        "telemetry.otlp_endpoint:",
+    ] {
+        assert!(problems.iter().any(|problem| problem.starts_with(expected)), "missing {expected:?} in {problems:#?}");
+    }
+}
+
+#[test]
+fn quickstart_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/quickstart.toml");
+    let config = load(&path, no_env()).unwrap_or_else(|problems| panic!("{problems:#?}"));
+    assert!(config.store.url.starts_with("sqlite:"), "the embedded default must need no other service");
+}
+
+#[test]
+fn configuration_doc_lists_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    for key in schema::KEYS {
+        let heading = format!("[{}]", key.section);
+        assert!(doc.contains(&heading), "docs/configuration.md lacks section {heading}");
+        let entry = format!("`{}`", key.name);
+        assert!(doc.contains(&entry), "docs/configuration.md lacks key {}.{}", key.section, key.name);
+        let env = format!("HIE_EDGE__{}__{}", key.section.to_uppercase(), key.name.to_uppercase());
+        assert!(doc.contains(&env), "docs/configuration.md lacks the override {env}");
+    }
+}

@@ -1,0 +1,13 @@
+//! hie-edge, the binary's library: command line, configuration and wiring. The `hie-edge`
+//! binary is a one-line `main` over [`main_with_args`], so end-to-end tests run this same code.
+//!
+//! Modules:
+//! - [`cli`]: subcommands (`serve`, `check-config`) and exit codes.
+//! - [`config`]: the TOML file and `HIE_EDGE__*` overrides, validated in two phases.
+//! - [`app`]: `App::start` builds the store, the writer, the workers and the listeners.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+
+pub use cli::main_with_args;

@@ -1,0 +1,124 @@
+//! Tidy checks over the whole workspace, in the style of rust-analyzer's `tidy.rs`: the
+//! dependency rules of docs/ARCHITECTURE.md, read from each crate's Cargo.toml, and the rule that
+//! every Rust file opens with a `//!` doc saying what it owns.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Protocol codecs: sans-IO, self-contained.
+const CODECS: &[&str] = &["hie-hl7"];
+/// What a codec must never depend on.
+const IO_CRATES: &[&str] = &["tokio", "hyper", "hyper-util", "axum", "sqlx", "hie-core", "hie-store"];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Normal (non-dev) dependencies of every workspace crate, by package name.
+fn dependencies() -> BTreeMap<String, Vec<String>> {
+    let mut crates = BTreeMap::new();
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(workspace_root().join("crates"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path().join("Cargo.toml"))
+        .filter(|path| path.exists())
+        .collect();
+    manifests.push(workspace_root().join("tests/Cargo.toml"));
+    for manifest in manifests {
+        let table: toml::Table = std::fs::read_to_string(&manifest).unwrap().parse().unwrap();
+        let name = table["package"]["name"].as_str().unwrap().to_owned();
+        let folder = manifest.parent().unwrap().file_name().unwrap().to_str().unwrap().to_owned();
+        if folder != "tests" {
+            assert_eq!(name, folder, "crate folder and package name must match ({})", manifest.display());
+        }
+        let deps = table
+            .get("dependencies")
+            .and_then(toml::Value::as_table)
+            .map(|deps| deps.keys().cloned().collect())
+            .unwrap_or_default();
+        crates.insert(name, deps);
+    }
+    crates
+}
+
+fn depends(crates: &BTreeMap<String, Vec<String>>, from: &str, on: &str) -> bool {
+    crates.get(from).is_some_and(|deps| deps.iter().any(|dep| dep == on))
+}
+
+#[test]
+fn codecs_are_self_contained() {
+    let crates = dependencies();
+    for codec in CODECS {
+        assert!(crates.contains_key(*codec), "{codec} is listed as a codec but does not exist");
+        for forbidden in IO_CRATES {
+            assert!(!depends(&crates, codec, forbidden), "codec {codec} must not depend on {forbidden}");
+        }
+    }
+}
+
+#[test]
+fn core_depends_on_no_workspace_crate_and_no_io() {
+    let crates = dependencies();
+    let core = &crates["hie-core"];
+    for dep in core {
+        assert!(!dep.starts_with("hie-"), "hie-core must not depend on {dep}");
+        assert!(
+            !["tokio", "sqlx", "serde", "hyper", "axum"].contains(&dep.as_str()),
+            "hie-core must not depend on {dep}"
+        );
+    }
+}
+
+#[test]
+fn inbound_and_outbound_never_depend_on_each_other() {
+    let crates = dependencies();
+    assert!(!depends(&crates, "hie-inbound", "hie-outbound"));
+    assert!(!depends(&crates, "hie-outbound", "hie-inbound"));
+}
+
+#[test]
+fn the_broker_reaches_no_peer_and_the_database_only_through_the_store() {
+    let crates = dependencies();
+    for forbidden in ["hie-inbound", "hie-outbound", "hie-edge", "hyper", "axum", "sqlx"] {
+        assert!(!depends(&crates, "hie-broker", forbidden), "hie-broker must not depend on {forbidden}");
+    }
+    for forbidden in ["hie-broker", "hie-inbound", "hie-outbound", "hie-edge"] {
+        assert!(!depends(&crates, "hie-store", forbidden), "hie-store must not depend on {forbidden}");
+    }
+}
+
+#[test]
+fn only_the_binary_reads_settings() {
+    let crates = dependencies();
+    for (name, deps) in &crates {
+        if name == "hie-edge" || name == "hie-e2e" {
+            continue;
+        }
+        for settings_crate in ["toml", "clap", "figment", "config"] {
+            assert!(!deps.iter().any(|dep| dep == settings_crate), "{name} must not depend on {settings_crate}");
+        }
+    }
+}
+
+#[test]
+fn every_rust_file_opens_with_a_module_doc() {
+    let mut missing = Vec::new();
+    let mut stack = vec![workspace_root().join("crates"), workspace_root().join("tests")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !["target", "test_data", "fixtures", "fuzz"].contains(&name.as_str()) {
+                    stack.push(path);
+                }
+            } else if name.ends_with(".rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if !text.trim_start_matches('\u{feff}').starts_with("//!") {
+                    missing.push(path.strip_prefix(workspace_root()).unwrap().display().to_string());
+                }
+            }
+        }
+    }
+    missing.sort();
+    assert!(missing.is_empty(), "files without a leading //! doc: {missing:#?}");
+}
