@@ -97,7 +97,9 @@ async fn run(
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while receiver.recv_many(&mut batch, max_batch).await > 0 {
         let now = now_micros();
-        let (decisions, enqueued) = match commit_batch(&store, &config, &batch, now).await {
+        let span = tracing::info_span!("adt.group_commit", n_messages = batch.len());
+        let committed = tracing::Instrument::instrument(commit_batch(&store, &config, &batch, now), span).await;
+        let (decisions, enqueued) = match committed {
             Ok(result) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.committed_messages.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -179,7 +181,7 @@ async fn decide(
         }
     };
     let (code, application_ack) = adt::application_ack(config, header, &outcome);
-    let recorded = RecordedAck { ack_code: format!("{code:?}"), ack: application_ack.clone() };
+    let recorded = RecordedAck { ack_code: code.as_str().to_owned(), ack: application_ack.clone() };
     patients::record_ack(tx, &sender, &header.control_id, &recorded, now).await?;
     Ok((Decided { header: header.clone(), outcome, application_ack }, enqueued))
 }

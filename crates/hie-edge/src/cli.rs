@@ -83,26 +83,31 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    runtime.block_on(async move {
-        let _telemetry = match hie_telemetry::init(&config.telemetry) {
+    let (exit_code, telemetry) = runtime.block_on(async move {
+        let telemetry = match hie_telemetry::init(&config.telemetry) {
             Ok(guard) => guard,
             Err(error) => {
                 eprintln!("telemetry: {error}");
-                return ExitCode::from(EXIT_CONFIG);
+                return (ExitCode::from(EXIT_CONFIG), None);
             }
         };
         let app = match App::start(config).await {
             Ok(app) => app,
             Err(error) => {
                 tracing::error!(error = %format!("{error:#}"), "hie-edge failed to start");
-                return ExitCode::from(EXIT_RUNTIME);
+                return (ExitCode::from(EXIT_RUNTIME), Some(telemetry));
             }
         };
         shutdown_signal().await;
         tracing::info!("shutting down");
         app.shutdown().await;
-        ExitCode::SUCCESS
-    })
+        (ExitCode::SUCCESS, Some(telemetry))
+    });
+    // Flushing spans waits on a task of the runtime, so it must not block a runtime thread.
+    if let Some(telemetry) = telemetry {
+        let _ = runtime.block_on(tokio::task::spawn_blocking(move || drop(telemetry)));
+    }
+    exit_code
 }
 
 async fn shutdown_signal() {

@@ -107,8 +107,12 @@ async fn connection(
                 Ok(Some(frame)) => {
                     shared.stats.frames_received.fetch_add(1, Ordering::Relaxed);
                     out.clear();
-                    for answer in handle_frame(shared, &frame).await {
-                        hie_hl7::mllp::encode(answer.as_bytes(), &mut out);
+                    // Answers go back in the charset the sender declared in MSH-18.
+                    let charset = String::from_utf8_lossy(hie_hl7::charset::declared_charset(&frame)).into_owned();
+                    let span = tracing::info_span!("hl7.message", %peer, bytes = frame.len());
+                    for answer in tracing::Instrument::instrument(handle_frame(shared, &frame), span).await {
+                        let encoded = hie_hl7::charset::encode_from_utf8(&answer, &charset);
+                        hie_hl7::mllp::encode(&encoded, &mut out);
                     }
                     stream.write_all(&out).await?;
                 }

@@ -93,7 +93,15 @@ fn otlp_provider(endpoint: &str, service_name: &str) -> Result<SdkTracerProvider
         .build()
         .map_err(|error| TelemetryError::Otlp(error.to_string()))?;
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_owned()).build();
-    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+    // The exporter's HTTP client is hyper on tokio, so the batch processor must run its exports
+    // on the tokio runtime; the SDK's default processor uses a plain thread with no reactor and
+    // panics on the first export.
+    let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+        exporter,
+        opentelemetry_sdk::runtime::Tokio,
+    )
+    .build();
+    Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).build())
 }
 
 impl Drop for TelemetryGuard {
