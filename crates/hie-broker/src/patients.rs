@@ -97,21 +97,22 @@ async fn apply_demographics(
     let pid_location = || location("PID", group.pid_index, 3, 0);
     check_single_valued(&identifiers, pid_location)?;
     let demographics = from_wire::demographics(&group.pid);
-    let patient = match resolve(tx, &identifiers, pid_location).await? {
+    let (patient, existing) = match resolve(tx, &identifiers, pid_location).await? {
         Some(patient) => {
             refuse_if_merged(&patient, pid_location())?;
-            check_no_conflicting_link(tx, &patient, &identifiers, pid_location).await?;
+            let existing = patients::identifiers_of(tx, patient.id).await?;
+            check_no_conflicting_link(&existing, &identifiers, pid_location)?;
             patients::update_demographics(tx, patient.id, &demographics, now).await?;
-            patient.id
+            (patient.id, existing)
         }
-        None => patients::create_patient(tx, &demographics, now).await?,
+        None => (patients::create_patient(tx, &demographics, now).await?, Vec::new()),
     };
-    let added = attach_all(tx, patient, &identifiers).await?;
+    let added = attach_all(tx, patient, &identifiers, &existing).await?;
     let detail =
         if added.is_empty() { "demographics".to_owned() } else { format!("identifiers added: {}", added.join(" ")) };
     patients::add_history(tx, patient, event, control_id, &detail, now).await?;
     applied.changed_patients.push(patient);
-    feed_identity(tx, domain, patient, event, now, applied).await
+    feed_identity(tx, patient, linked(domain, &existing, &identifiers), event, now, applied).await
 }
 
 async fn apply_merge(
@@ -146,7 +147,7 @@ async fn apply_merge(
         Some(survivor) => survivor,
         None => {
             let id = patients::create_patient(tx, &demographics, now).await?;
-            attach_all(tx, id, &survivor_ids).await?;
+            attach_all(tx, id, &survivor_ids, &[]).await?;
             patients::add_history(tx, id, event, control_id, "created as merge survivor", now).await?;
             PatientRow { id, merged_into: None, demographics: demographics.clone() }
         }
@@ -157,7 +158,7 @@ async fn apply_merge(
             // A40 before the prior patient was ever announced: keep the prior identifiers, already
             // merged, so a late message under them is recognized and refused.
             let id = patients::create_patient(tx, &Demographics::default(), now).await?;
-            attach_all(tx, id, &prior_ids).await?;
+            attach_all(tx, id, &prior_ids, &[]).await?;
             patients::add_history(tx, id, event, control_id, "created as merge prior (not known before)", now).await?;
             PatientRow { id, merged_into: None, demographics: Demographics::default() }
         }
@@ -184,16 +185,18 @@ async fn apply_merge(
         return Err(rejected(mrg_location(), ErrorCode::RecordLocked, &message));
     }
 
-    check_no_conflicting_link(tx, &survivor, &survivor_ids, pid_location).await?;
+    let survivor_existing = patients::identifiers_of(tx, survivor.id).await?;
+    check_no_conflicting_link(&survivor_existing, &survivor_ids, pid_location)?;
     patients::set_merged_into(tx, prior.id, survivor.id, now).await?;
     patients::update_demographics(tx, survivor.id, &demographics, now).await?;
-    attach_all(tx, survivor.id, &survivor_ids).await?;
+    attach_all(tx, survivor.id, &survivor_ids, &survivor_existing).await?;
     let prior_name = describe(tx, prior.id).await?;
     let survivor_name = describe(tx, survivor.id).await?;
     patients::add_history(tx, prior.id, event, control_id, &format!("merged into {survivor_name}"), now).await?;
     patients::add_history(tx, survivor.id, event, control_id, &format!("absorbed {prior_name}"), now).await?;
     applied.changed_patients.extend([prior.id, survivor.id]);
-    feed_identity(tx, domain, survivor.id, event, now, applied).await
+    let linked = linked(domain, &survivor_existing, &survivor_ids);
+    feed_identity(tx, survivor.id, linked, event, now, applied).await
 }
 
 async fn apply_change_identifier(
@@ -254,13 +257,14 @@ async fn apply_change_identifier(
             patients::retire_identifier(tx, &old.key, &old.identifier.id).await?;
         }
     }
-    check_no_conflicting_link(tx, &patient, &new_ids, pid_location).await?;
+    let existing = patients::identifiers_of(tx, patient.id).await?;
+    check_no_conflicting_link(&existing, &new_ids, pid_location)?;
     patients::update_demographics(tx, patient.id, &from_wire::demographics(&group.pid), now).await?;
-    let added = attach_all(tx, patient.id, &new_ids).await?;
+    let added = attach_all(tx, patient.id, &new_ids, &existing).await?;
     let detail = format!("identifier changed: retired {} added {}", retired.join(" "), added.join(" "));
     patients::add_history(tx, patient.id, event, control_id, &detail, now).await?;
     applied.changed_patients.push(patient.id);
-    feed_identity(tx, domain, patient.id, event, now, applied).await
+    feed_identity(tx, patient.id, linked(domain, &existing, &new_ids), event, now, applied).await
 }
 
 fn keyed_identifiers(domain: &AffinityDomain, cxs: &[hie_hl7::adt::Cx]) -> Vec<Keyed> {
@@ -306,14 +310,10 @@ async fn resolve(
     identifiers: &[Keyed],
     location: impl Fn() -> Location,
 ) -> Result<Option<PatientRow>, ApplyError> {
+    let keys: Vec<(&str, &str)> =
+        identifiers.iter().map(|keyed| (keyed.key.as_str(), keyed.identifier.id.as_str())).collect();
     let mut found: Option<i64> = None;
-    for keyed in identifiers {
-        let Some(row) = patients::find_identifier(tx, &keyed.key, &keyed.identifier.id).await? else {
-            continue;
-        };
-        if !row.active {
-            continue;
-        }
+    for row in patients::find_identifiers(tx, &keys).await?.into_iter().filter(|row| row.active) {
         match found {
             Some(patient_id) if patient_id != row.patient_id => {
                 return Err(rejected(
@@ -339,13 +339,12 @@ fn refuse_if_merged(patient: &PatientRow, location: Location) -> Result<(), Appl
 }
 
 /// A patient linked to one affinity-domain ID (or MRN) must not silently gain a second one.
-async fn check_no_conflicting_link(
-    tx: &mut Tx<'_>,
-    patient: &PatientRow,
+/// `existing` are the patient's stored identifiers.
+fn check_no_conflicting_link(
+    existing: &[IdentifierRow],
     identifiers: &[Keyed],
     location: impl Fn() -> Location,
 ) -> Result<(), ApplyError> {
-    let existing = patients::identifiers_of(tx, patient.id).await?;
     for keyed in identifiers.iter().filter(|keyed| keyed.in_affinity_domain || keyed.local) {
         let conflict = existing
             .iter()
@@ -359,9 +358,14 @@ async fn check_no_conflicting_link(
     Ok(())
 }
 
-/// Attaches identifiers the patient does not hold yet; returns their CX strings.
-async fn attach_all(tx: &mut Tx<'_>, patient_id: i64, identifiers: &[Keyed]) -> Result<Vec<String>, StoreError> {
-    let existing = patients::identifiers_of(tx, patient_id).await?;
+/// Attaches identifiers the patient does not hold yet (`existing` are its stored ones); returns
+/// their CX strings.
+async fn attach_all(
+    tx: &mut Tx<'_>,
+    patient_id: i64,
+    identifiers: &[Keyed],
+    existing: &[IdentifierRow],
+) -> Result<Vec<String>, StoreError> {
     let mut position = i64::try_from(existing.len()).unwrap_or(i64::MAX);
     let mut added = Vec::new();
     for keyed in identifiers {
@@ -377,6 +381,22 @@ async fn attach_all(tx: &mut Tx<'_>, patient_id: i64, identifiers: &[Keyed]) -> 
         position += 1;
     }
     Ok(added)
+}
+
+/// Whether the patient has (or is getting) an affinity-domain ID, i.e. the registry can know it.
+fn linked(domain: &AffinityDomain, existing: &[IdentifierRow], identifiers: &[Keyed]) -> bool {
+    let affinity_key = affinity_key(domain);
+    identifiers.iter().any(|keyed| keyed.in_affinity_domain)
+        || existing.iter().any(|row| row.active && row.authority_key == affinity_key)
+}
+
+fn affinity_key(domain: &AffinityDomain) -> String {
+    let authority = hie_core::AssigningAuthority {
+        universal_id: domain.patient_id_authority().to_string(),
+        universal_id_type: "ISO".to_owned(),
+        ..Default::default()
+    };
+    domain.key(&authority).as_str().to_owned()
 }
 
 async fn retired_on(tx: &mut Tx<'_>, identifiers: &[Keyed], patient_id: i64) -> Result<bool, StoreError> {
@@ -422,19 +442,12 @@ async fn describe(tx: &mut Tx<'_>, patient_id: i64) -> Result<String, StoreError
 /// affinity-domain ID. Keyed by patient, so feeds for one patient leave in order.
 async fn feed_identity(
     tx: &mut Tx<'_>,
-    domain: &AffinityDomain,
     patient_id: i64,
+    linked: bool,
     event: &str,
     now: i64,
     applied: &mut Applied,
 ) -> Result<(), ApplyError> {
-    let identifiers = patients::identifiers_of(tx, patient_id).await?;
-    let affinity_key = domain.key(&hie_core::AssigningAuthority {
-        universal_id: domain.patient_id_authority().to_string(),
-        universal_id_type: "ISO".to_owned(),
-        ..Default::default()
-    });
-    let linked = identifiers.iter().any(|row| row.active && row.authority_key == affinity_key.as_str());
     if !linked {
         return Ok(());
     }

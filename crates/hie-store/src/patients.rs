@@ -79,6 +79,32 @@ pub async fn find_identifier(
     Ok(row.map(identifier_from_tuple))
 }
 
+/// Looks up several identifiers (`(authority_key, id_value)` pairs) in one statement.
+pub async fn find_identifiers(tx: &mut Tx<'_>, keys: &[(&str, &str)]) -> Result<Vec<IdentifierRow>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = String::from(
+        "SELECT authority_key, id_value, patient_id, namespace_id, universal_id, universal_id_type, id_type_code, \
+         active FROM patient_identifiers WHERE ",
+    );
+    for key_idx in 0..keys.len() {
+        if key_idx > 0 {
+            sql.push_str(" OR ");
+        }
+        sql.push_str(&format!("(authority_key = ${} AND id_value = ${})", 2 * key_idx + 1, 2 * key_idx + 2));
+    }
+    let rows: Vec<IdentifierTuple> = on_tx!(tx, |conn| {
+        // Built only from placeholders: no value is spliced into the text.
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+        for (authority_key, id_value) in keys {
+            query = query.bind(*authority_key).bind(*id_value);
+        }
+        query.fetch_all(conn).await?
+    });
+    Ok(rows.into_iter().map(identifier_from_tuple).collect())
+}
+
 pub async fn patient(tx: &mut Tx<'_>, patient_id: i64) -> Result<Option<PatientRow>, StoreError> {
     let row: Option<PatientTuple> =
         on_tx!(tx, |conn| sqlx::query_as(SELECT_PATIENT).bind(patient_id).fetch_optional(conn).await?);
