@@ -20,8 +20,8 @@ pub struct AdtConfig {
     pub application: String,
     /// MSH-4 of our ACKs.
     pub facility: String,
-    /// When MSH-15 and MSH-16 are both NE, still send the application ACK. MLLP senders block on
-    /// a reply, so silence looks like a hung receiver; turn this off for strict HL7 behaviour.
+    /// When MSH-15 and MSH-16 are both NE, still send the application ACK. HL7 says never (the
+    /// default); some MLLP senders block on a reply regardless and need this on.
     pub answer_never_ack: bool,
     /// The most messages one group commit takes.
     pub max_batch: usize,

@@ -73,8 +73,18 @@ pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Res
     let text = std::fs::read_to_string(path).map_err(|error| {
         vec![Problem { key: path.display().to_string(), message: format!("cannot read the file: {error}") }]
     })?;
-    let raw = RawConfig::parse(&text, env)?;
-    Config::from_raw(&raw)
+    let (raw, mut problems) = RawConfig::parse_lenient(&text, env);
+    match Config::from_raw(&raw) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(problems),
+        Err(meaning_problems) => {
+            // A key phase one already reported (wrong type, missing) is not reported twice.
+            let already = |key: &str| problems.iter().any(|problem| problem.key.split(' ').next() == Some(key));
+            let fresh: Vec<Problem> = meaning_problems.into_iter().filter(|problem| !already(&problem.key)).collect();
+            problems.extend(fresh);
+            Err(problems)
+        }
+    }
 }
 
 impl Config {

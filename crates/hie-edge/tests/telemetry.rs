@@ -45,7 +45,8 @@ fn collector() -> (String, mpsc::Receiver<(String, Vec<u8>)>) {
                 }
                 request.extend_from_slice(&chunk[..n]);
             }
-            let request_line = String::from_utf8_lossy(&request[..head_end]).lines().next().unwrap_or_default().to_owned();
+            let request_line =
+                String::from_utf8_lossy(&request[..head_end]).lines().next().unwrap_or_default().to_owned();
             let _ = stream.write_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
             );
@@ -73,7 +74,8 @@ fn spans_reach_an_otlp_collector() {
         let guard = hie_telemetry::init(&config.telemetry).unwrap();
         let app = App::start(config).await.unwrap();
         let mut stream = tokio::net::TcpStream::connect(app.hl7_addr).await.unwrap();
-        let message = b"\x0bMSH|^~\\&|ADT|HOSP|HIE|HIE|20261128120000||ADT^A04|OTLP1|P|2.5\rPID|1||T1^^^HOSP||Doe^Ann\r\x1c\r";
+        let message =
+            b"\x0bMSH|^~\\&|ADT|HOSP|HIE|HIE|20261128120000||ADT^A04|OTLP1|P|2.5\rPID|1||T1^^^HOSP||Doe^Ann\r\x1c\r";
         tokio::io::AsyncWriteExt::write_all(&mut stream, message).await.unwrap();
         let mut ack = vec![0u8; 4096];
         let n = tokio::io::AsyncReadExt::read(&mut stream, &mut ack).await.unwrap();

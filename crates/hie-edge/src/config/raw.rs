@@ -27,6 +27,14 @@ impl RawConfig {
     /// Parses TOML text, then applies overrides from `env` (pairs of variable name and value;
     /// other variables are ignored).
     pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<RawConfig, Vec<Problem>> {
+        let (raw, problems) = RawConfig::parse_lenient(text, env);
+        if problems.is_empty() { Ok(raw) } else { Err(problems) }
+    }
+
+    /// Like [`RawConfig::parse`], but also returns what could be read despite the problems
+    /// (defaults standing in for bad or missing keys), so phase two can report its own problems
+    /// in the same run: a user fixes every mistake at once.
+    pub fn parse_lenient(text: &str, env: impl IntoIterator<Item = (String, String)>) -> (RawConfig, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut raw = RawConfig::default();
         match text.parse::<toml::Table>() {
@@ -47,10 +55,11 @@ impl RawConfig {
             }
             let default = match key.default {
                 schema::DefaultValue::Required => {
-                    problems.push(Problem {
-                        key: format!("{}.{}", key.section, key.name),
-                        message: "is required".to_owned(),
-                    });
+                    let path = format!("{}.{}", key.section, key.name);
+                    // A key given with the wrong type was reported already; don't add "required".
+                    if !problems.iter().any(|problem| problem.key.starts_with(&path)) {
+                        problems.push(Problem { key: path, message: "is required".to_owned() });
+                    }
                     continue;
                 }
                 schema::DefaultValue::String(text) => Value::String(text.to_owned()),
@@ -59,7 +68,7 @@ impl RawConfig {
             };
             raw.values.insert(slot, default);
         }
-        if problems.is_empty() { Ok(raw) } else { Err(problems) }
+        (raw, problems)
     }
 
     /// A string key's value (empty when absent, which phase one rules out for known keys).

@@ -104,8 +104,8 @@ pub const KEYS: &[Key] = &[
         "hl7",
         "answer_never_ack",
         K::Boolean,
-        D::Boolean(true),
-        "Send the application ACK even when MSH-15 and MSH-16 are both NE.",
+        D::Boolean(false),
+        "Answer even messages whose MSH-15 and MSH-16 are both NE (HL7: never acknowledge); for senders that block on a reply.",
     ),
     key(
         "api",

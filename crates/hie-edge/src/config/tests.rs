@@ -31,6 +31,7 @@ fn minimal_file_gets_defaults() {
     assert_eq!(config.api_listen.to_string(), "127.0.0.1:8080");
     assert_eq!(config.affinity_domain.local_authority().namespace_id, "HOSP");
     assert!(config.telemetry.otlp_endpoint.is_none());
+    assert!(!config.hl7.answer_never_ack, "HL7 table 0155: NE means never");
 }
 
 #[test]
@@ -40,7 +41,7 @@ fn environment_overrides_any_key_with_its_type() {
         ("HIE_EDGE__HL7__LISTEN".to_owned(), "127.0.0.1:12575".to_owned()),
         ("HIE_EDGE__API__LISTEN".to_owned(), "127.0.0.1:18080".to_owned()),
         ("HIE_EDGE__HL7__MAX_FRAME_BYTES".to_owned(), "65536".to_owned()),
-        ("HIE_EDGE__HL7__ANSWER_NEVER_ACK".to_owned(), "false".to_owned()),
+        ("HIE_EDGE__HL7__ANSWER_NEVER_ACK".to_owned(), "true".to_owned()),
         ("HIE_EDGE__AFFINITY_DOMAIN__PATIENT_ID_AUTHORITY".to_owned(), "2.16.840.1.113883.3.72".to_owned()),
         ("UNRELATED".to_owned(), "x".to_owned()),
     ];
@@ -49,7 +50,7 @@ fn environment_overrides_any_key_with_its_type() {
     assert_eq!(config.hl7.listen.port(), 12575);
     assert_eq!(config.api_listen.port(), 18080);
     assert_eq!(config.hl7.max_frame_bytes, 65_536);
-    assert!(!config.hl7.answer_never_ack);
+    assert!(config.hl7.answer_never_ack);
     assert_eq!(config.affinity_domain.patient_id_authority().as_str(), "2.16.840.1.113883.3.72");
 }
 
@@ -143,4 +144,19 @@ fn configuration_doc_lists_every_key() {
         let env = format!("HIE_EDGE__{}__{}", key.section.to_uppercase(), key.name.to_uppercase());
         assert!(doc.contains(&env), "docs/configuration.md lacks the override {env}");
     }
+}
+
+#[test]
+fn shape_and_meaning_problems_are_reported_together_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[store]\nurl = \"sqlite://x.db\"\n[hl7]\nno_such_key = 1\n[api]\nlisten = \"nowhere\"\n")
+        .unwrap();
+    let problems: Vec<String> = load(&path, no_env()).unwrap_err().iter().map(ToString::to_string).collect();
+    for expected in ["hl7.no_such_key:", "api.listen:", "affinity_domain.patient_id_authority: is required"] {
+        assert!(problems.iter().any(|problem| problem.starts_with(expected)), "missing {expected:?} in {problems:#?}");
+    }
+    let authority_problems =
+        problems.iter().filter(|problem| problem.starts_with("affinity_domain.patient_id_authority")).count();
+    assert_eq!(authority_problems, 1, "{problems:#?}");
 }
