@@ -1,0 +1,32 @@
+//! The end-to-end test binary: the broker runs as a child process (`hie-edge-e2e`, the same code as
+//! `hie-edge`) and every test talks to it over the real wire. One module per concern.
+
+mod adt_fixtures;
+mod config;
+mod crash;
+mod mllp_abuse;
+
+use hie_e2e::{BrokerOptions, BrokerProc, Engine};
+
+/// The affinity domain authority the IPF PIX fixtures use for their MPI identifiers; the tests set
+/// it as `[affinity_domain] patient_id_authority` so those identifiers link.
+pub const IPF_MPI_OID: &str = "2.16.840.1.113883.3.37.4.1.1.2.1.1";
+
+/// The hospital's MRN authority the tests configure (`[affinity_domain] local_authority`): PID-3
+/// entries without an assigning authority are taken to be in it.
+pub const LOCAL_AUTHORITY: &str = "E2EHOSP&1.2.3.4.5.6.7&ISO";
+
+/// Starts a broker for a test, with the fixtures' affinity domain authority.
+pub fn broker(engine: Engine) -> BrokerProc {
+    broker_with(BrokerOptions::new(engine))
+}
+
+pub fn broker_with(opts: BrokerOptions) -> BrokerProc {
+    hie_e2e::init!();
+    // The caller's overrides come last so they win.
+    let mut o = BrokerOptions::new(opts.engine)
+        .env("HIE_EDGE__AFFINITY_DOMAIN__PATIENT_ID_AUTHORITY", IPF_MPI_OID)
+        .env("HIE_EDGE__AFFINITY_DOMAIN__LOCAL_AUTHORITY", LOCAL_AUTHORITY);
+    o.extra_env.extend(opts.extra_env);
+    BrokerProc::start_with(o)
+}
