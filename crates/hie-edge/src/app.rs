@@ -101,6 +101,7 @@ impl App {
             mllp_stats,
             shutdown_rx.clone(),
         )));
+        tasks.push(tokio::spawn(housekeeping(store.clone(), config.store.retention, shutdown_rx.clone())));
         let mut api_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(api_listener, api::router(api_state)).with_graceful_shutdown(async move {
@@ -124,6 +125,28 @@ impl App {
         // The writer ends once every connection (and so every sender handle) is gone.
         let _ = self.writer_task.await;
         self.store.close().await;
+    }
+}
+
+/// Keeps the store bounded: recorded HL7 message IDs and delivered outbox items older than the
+/// retention window are deleted, hourly. Failed outbox items are kept until handled.
+async fn housekeeping(store: Store, retention: std::time::Duration, mut shutdown: watch::Receiver<bool>) {
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(3600);
+    let retention_micros = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+    loop {
+        let cutoff = hie_store::now_micros().saturating_sub(retention_micros);
+        match store.purge_recorded_acks(cutoff).await {
+            Ok(n_deleted) => tracing::debug!(n_deleted, "purged recorded HL7 messages"),
+            Err(error) => tracing::warn!(%error, "housekeeping: purging recorded HL7 messages failed"),
+        }
+        match store.outbox_purge_done(cutoff).await {
+            Ok(n_deleted) => tracing::debug!(n_deleted, "purged delivered outbox items"),
+            Err(error) => tracing::warn!(%error, "housekeeping: purging the outbox failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PERIOD) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -55,6 +55,7 @@ pub struct StoreConfig {
     pub outbox_backoff_base: Duration,
     pub outbox_backoff_max: Duration,
     pub outbox_max_attempts: u32,
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +122,7 @@ impl Config {
         let outbox_backoff_base_ms = positive("store", "outbox_backoff_base_ms", &mut problem);
         let outbox_backoff_max_secs = positive("store", "outbox_backoff_max_secs", &mut problem);
         let outbox_max_attempts = positive("store", "outbox_max_attempts", &mut problem);
+        let retention_days = positive("store", "retention_days", &mut problem);
         if outbox_backoff_base_ms > outbox_backoff_max_secs.saturating_mul(1_000) {
             problem("store.outbox_backoff_base_ms", "must not exceed store.outbox_backoff_max_secs".to_owned());
         }
@@ -196,6 +198,7 @@ impl Config {
                     outbox_backoff_base: Duration::from_millis(outbox_backoff_base_ms),
                     outbox_backoff_max: Duration::from_secs(outbox_backoff_max_secs),
                     outbox_max_attempts: u32::try_from(outbox_max_attempts).unwrap_or(u32::MAX),
+                    retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
                 },
                 hl7: Hl7Config {
                     listen: hl7_listen,

@@ -288,6 +288,16 @@ impl Store {
         }))
     }
 
+    /// Forgets recorded HL7 messages received before `older_than` (micros): past the retention
+    /// window a repeat is applied again, which is what senders expect of a duplicate window.
+    pub async fn purge_recorded_acks(&self, older_than: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM hl7_inbound WHERE received_at < $1";
+        let mut tx = self.begin().await?;
+        let deleted = on_tx!(&mut tx, |conn| sqlx::query(SQL).bind(older_than).execute(conn).await?.rows_affected());
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     /// Counts for metrics: patients, merged patients, messages recorded.
     pub async fn patient_counts(&self) -> Result<(i64, i64, i64), StoreError> {
         const SQL: &str = "SELECT (SELECT COUNT(*) FROM patients), \

@@ -135,3 +135,20 @@ async fn the_first_recorded_ack_for_a_message_stays() {
         assert_eq!(store.patient_counts().await.unwrap().2, 2, "{engine:?}");
     }
 }
+
+#[tokio::test]
+async fn recorded_acks_older_than_the_window_are_purged() {
+    for (engine, store) in support::each_engine().await {
+        let now = now_micros();
+        let mut tx = store.begin().await.unwrap();
+        let recorded = RecordedAck { ack_code: "AA".to_owned(), ack: "MSH|x".to_owned() };
+        patients::record_ack(&mut tx, "APP|FAC", "OLD", &recorded, now - 1_000).await.unwrap();
+        patients::record_ack(&mut tx, "APP|FAC", "NEW", &recorded, now).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(store.purge_recorded_acks(now - 500).await.unwrap(), 1, "{engine:?}");
+        let mut tx = store.begin().await.unwrap();
+        assert!(patients::recorded_ack(&mut tx, "APP|FAC", "OLD").await.unwrap().is_none());
+        assert!(patients::recorded_ack(&mut tx, "APP|FAC", "NEW").await.unwrap().is_some(), "{engine:?}");
+        tx.rollback().await.unwrap();
+    }
+}

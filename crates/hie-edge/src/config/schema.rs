@@ -88,6 +88,13 @@ pub const KEYS: &[Key] = &[
         D::Integer(20),
         "Attempts before an item is marked failed (visible, retried by hand).",
     ),
+    key(
+        "store",
+        "retention_days",
+        K::Integer,
+        D::Integer(30),
+        "How long recorded HL7 message IDs (duplicate detection) and delivered outbox items are kept.",
+    ),
     key("hl7", "listen", K::String, D::String("127.0.0.1:2575"), "MLLP listen address (host:port)."),
     key(
         "hl7",
