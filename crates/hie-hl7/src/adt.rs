@@ -220,10 +220,11 @@ impl Hd {
     }
 
     fn from_component(component: Component<'_>) -> Hd {
+        let mut parts = component.subcomponents().map(|subcomponent| subcomponent.value().into_owned());
         Hd {
-            namespace_id: component.subcomponent(1).value().into_owned(),
-            universal_id: component.subcomponent(2).value().into_owned(),
-            universal_id_type: component.subcomponent(3).value().into_owned(),
+            namespace_id: parts.next().unwrap_or_default(),
+            universal_id: parts.next().unwrap_or_default(),
+            universal_id_type: parts.next().unwrap_or_default(),
         }
     }
 }
@@ -266,13 +267,14 @@ impl Cx {
     }
 
     fn from_repetition(repetition: Repetition<'_>) -> Cx {
-        Cx {
-            id: repetition.component(1).value().into_owned(),
-            check_digit: repetition.component(2).value().into_owned(),
-            check_digit_scheme: repetition.component(3).value().into_owned(),
-            authority: Hd::from_component(repetition.component(4)),
-            id_type_code: repetition.component(5).value().into_owned(),
-        }
+        let mut components = repetition.components();
+        let mut next_value = || components.next().map(|component| component.value().into_owned()).unwrap_or_default();
+        let id = next_value();
+        let check_digit = next_value();
+        let check_digit_scheme = next_value();
+        let authority = components.next().map(Hd::from_component).unwrap_or_default();
+        let id_type_code = components.next().map(|component| component.value().into_owned()).unwrap_or_default();
+        Cx { id, check_digit, check_digit_scheme, authority, id_type_code }
     }
 }
 
@@ -517,6 +519,12 @@ pub(crate) fn header_from_msh(msh: &Segment<'_>) -> MessageHeader {
 /// `""`, trailing empty parts left off.
 pub(crate) fn canonical(repetition: Repetition<'_>) -> String {
     let separators = Separators::default();
+    // Fast path for the common case: already in default separators, with no escapes, nulls or
+    // subcomponents, the canonical form is the raw text without trailing empty components.
+    let raw = repetition.raw();
+    if *repetition.separators() == separators && !raw.contains(['\\', '"', '&', '~', '|']) {
+        return raw.trim_end_matches('^').to_owned();
+    }
     join_trimmed(
         repetition.components().map(|component| {
             Cow::Owned(join_trimmed(

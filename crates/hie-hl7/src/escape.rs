@@ -104,7 +104,7 @@ fn decode_sequence(body: &str, separators: &Separators, out: &mut String) -> boo
         Some('X') => decode_hex(chars.as_str(), out),
         Some('C') | Some('M') => {
             let hex = chars.as_str();
-            !hex.is_empty() && hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            !hex.is_empty() && hex.len().is_multiple_of(2) && hex.bytes().all(|b| b.is_ascii_hexdigit())
         }
         Some('.') => decode_formatting(chars.as_str(), out),
         _ => false,
@@ -112,7 +112,7 @@ fn decode_sequence(body: &str, separators: &Separators, out: &mut String) -> boo
 }
 
 fn decode_hex(hex: &str, out: &mut String) -> bool {
-    if hex.is_empty() || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return false;
     }
     let bytes: Vec<u8> =

@@ -218,13 +218,13 @@ impl<'a> Segment<'a> {
     pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + 'a {
         let separators = self.separators;
         let is_msh = self.is_msh();
-        let msh_1 = is_msh.then(|| Field { raw: self.line.get(3..4).unwrap_or(""), separators, literal: true });
-        Parts::new(self.line, Some(separators.field))
+        let msh_1 = is_msh.then(|| self.field(1));
+        let rest = Parts::new(self.line, Some(separators.field))
             .skip(1)
             .enumerate()
-            .map(move |(i, raw)| Field { raw, separators, literal: is_msh && i == 0 })
-            .scan(msh_1, |pending, field| Some(std::iter::once(pending.take()).flatten().chain(std::iter::once(field))))
-            .flatten()
+            // MSH-2 (the first part after "MSH") holds the separators and is read literally.
+            .map(move |(i, raw)| Field { raw, separators, literal: is_msh && i == 0 });
+        msh_1.into_iter().chain(rest)
     }
 
     fn is_msh(&self) -> bool {
@@ -310,6 +310,10 @@ pub struct Repetition<'a> {
 }
 
 impl<'a> Repetition<'a> {
+    pub fn separators(&self) -> &Separators {
+        &self.separators
+    }
+
     /// Reads `raw` as one repetition (no repetition split) with the given separators.
     pub fn from_raw(raw: &'a str, separators: Separators) -> Repetition<'a> {
         Repetition { raw, separators, literal: false }
