@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hie_store::outbox::{Claimed, OutboxPolicy};
+use hie_store::outbox::{Claimed, OutboxPolicy, Report};
 use hie_store::{Store, now_micros};
 use tokio::sync::{Notify, watch};
 use tokio::task::{Id as TaskId, JoinError, JoinSet};
@@ -27,6 +27,7 @@ pub struct OutboxWorker {
     waker: Arc<Notify>,
     poll_interval: Duration,
     concurrency: usize,
+    linger: Duration,
 }
 
 impl OutboxWorker {
@@ -42,6 +43,7 @@ impl OutboxWorker {
             waker: Arc::new(Notify::new()),
             poll_interval: DEFAULT_POLL_INTERVAL,
             concurrency: DEFAULT_CONCURRENCY,
+            linger: DEFAULT_LINGER,
         }
     }
 
@@ -54,6 +56,13 @@ impl OutboxWorker {
     /// How many deliveries may run at once (default 16, at least 1).
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// How long to wait after a poke before claiming (default 20 ms), so that one claim and one
+    /// report transaction cover everything enqueued meanwhile instead of one item each.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -98,16 +107,28 @@ impl OutboxWorker {
                     }
                 }
                 Some(joined) = in_flight.join_next_with_id() => {
-                    self.settle(joined, &mut claimed_by_task).await;
+                    // Every delivery that has finished is recorded in one transaction.
+                    let mut outcomes = vec![settle(joined, &mut claimed_by_task)];
+                    while let Some(joined) = in_flight.try_join_next_with_id() {
+                        outcomes.push(settle(joined, &mut claimed_by_task));
+                    }
+                    self.record_all(outcomes.into_iter().flatten().collect()).await;
                 }
-                () = self.waker.notified() => {}
+                () = self.waker.notified() => {
+                    tokio::select! {
+                        () = tokio::time::sleep(self.linger) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
                 () = tokio::time::sleep(self.poll_interval) => {}
             }
         }
         tracing::info!(worker = %self.worker_id, in_flight = in_flight.len(), "outbox worker stopping");
+        let mut outcomes = Vec::new();
         while let Some(joined) = in_flight.join_next_with_id().await {
-            self.settle(joined, &mut claimed_by_task).await;
+            outcomes.extend(settle(joined, &mut claimed_by_task));
         }
+        self.record_all(outcomes).await;
         tracing::info!(worker = %self.worker_id, "outbox worker stopped");
     }
 
@@ -144,65 +165,87 @@ impl OutboxWorker {
         claimed_by_task.insert(handle.id(), item);
     }
 
-    async fn settle(
-        &self,
-        joined: Result<(TaskId, Result<(), DeliveryError>), JoinError>,
-        claimed_by_task: &mut HashMap<TaskId, Claimed>,
-    ) {
-        let (task_id, outcome) = match joined {
-            Ok((task_id, outcome)) => (task_id, outcome),
-            Err(join_error) => {
-                // A panic is a bug in the deliverer, not a verdict on the item: retry it.
-                let reason = if join_error.is_panic() { "deliverer panicked" } else { "delivery cancelled" };
-                (join_error.id(), Err(DeliveryError::Retryable(reason.to_owned())))
-            }
-        };
-        if let Some(item) = claimed_by_task.remove(&task_id) {
-            self.record(&item, outcome).await;
-        }
+    async fn record(&self, item: &Claimed, outcome: Result<(), DeliveryError>) {
+        self.record_all(vec![(item.clone(), outcome)]).await;
     }
 
-    async fn record(&self, item: &Claimed, outcome: Result<(), DeliveryError>) {
-        let now = now_micros();
-        let (recorded, outcome_name) = match &outcome {
-            Ok(()) => (self.store.outbox_complete(item, now).await, "done"),
-            Err(DeliveryError::Retryable(error)) => {
-                (self.store.outbox_retry_later(item, error, now, &self.policy).await, "retry")
-            }
-            Err(DeliveryError::Permanent(error)) => (self.store.outbox_fail(item, error, now).await, "failed"),
-        };
-        // Error texts come from peers and may quote the payload: debug level only.
-        if let Err(error) = &outcome {
-            tracing::debug!(id = item.id, %error, "outbox delivery failed");
+    /// Records outcomes in one transaction, then logs each (no payloads: they may hold PHI).
+    async fn record_all(&self, outcomes: Vec<(Claimed, Result<(), DeliveryError>)>) {
+        if outcomes.is_empty() {
+            return;
         }
-        match recorded {
-            Ok(true) if outcome.is_ok() => {
-                tracing::debug!(id = item.id, topic = %item.topic, attempts = item.attempts, "outbox item delivered");
+        let reports: Vec<(&Claimed, Report<'_>)> = outcomes
+            .iter()
+            .map(|(item, outcome)| {
+                let report = match outcome {
+                    Ok(()) => Report::Delivered,
+                    Err(DeliveryError::Retryable(error)) => Report::RetryLater { error },
+                    Err(DeliveryError::Permanent(error)) => Report::Failed { error },
+                };
+                (item, report)
+            })
+            .collect();
+        let recorded = self.store.outbox_report_all(&reports, now_micros(), &self.policy).await;
+        for (item_idx, (item, outcome)) in outcomes.iter().enumerate() {
+            let outcome_name = match outcome {
+                Ok(()) => "done",
+                Err(DeliveryError::Retryable(_)) if item.attempts >= self.policy.max_attempts => "failed",
+                Err(DeliveryError::Retryable(_)) => "retry",
+                Err(DeliveryError::Permanent(_)) => "failed",
+            };
+            // Error texts come from peers and may quote the payload: debug level only.
+            if let Err(error) = outcome {
+                tracing::debug!(id = item.id, %error, "outbox delivery failed");
             }
-            Ok(true) => tracing::info!(
-                id = item.id,
-                topic = %item.topic,
-                attempts = item.attempts,
-                outcome = outcome_name,
-                "outbox delivery failed"
-            ),
-            Ok(false) => tracing::warn!(
-                id = item.id,
-                topic = %item.topic,
-                outcome = outcome_name,
-                "outbox lease lost before the outcome was recorded; another worker owns the item"
-            ),
-            // The lease runs out and the item is delivered again: at least once.
-            Err(error) => tracing::warn!(
-                id = item.id,
-                topic = %item.topic,
-                outcome = outcome_name,
-                %error,
-                "could not record an outbox outcome"
-            ),
+            match &recorded {
+                Ok(flags) if flags.get(item_idx).copied().unwrap_or(false) => {
+                    if outcome.is_ok() {
+                        tracing::debug!(id = item.id, topic = %item.topic, attempts = item.attempts, "outbox item delivered");
+                    } else {
+                        tracing::info!(
+                            id = item.id,
+                            topic = %item.topic,
+                            attempts = item.attempts,
+                            outcome = outcome_name,
+                            "outbox delivery failed"
+                        );
+                    }
+                }
+                Ok(_) => tracing::warn!(
+                    id = item.id,
+                    topic = %item.topic,
+                    outcome = outcome_name,
+                    "outbox lease lost before the outcome was recorded; another worker owns the item"
+                ),
+                // The lease runs out and the item is delivered again: at least once.
+                Err(error) => tracing::warn!(
+                    id = item.id,
+                    topic = %item.topic,
+                    outcome = outcome_name,
+                    %error,
+                    "could not record an outbox outcome"
+                ),
+            }
         }
     }
 }
 
+/// Pairs a finished delivery task with its item; a panic is a bug in the deliverer, not a
+/// verdict on the item, so it counts as retryable.
+fn settle(
+    joined: Result<(TaskId, Result<(), DeliveryError>), JoinError>,
+    claimed_by_task: &mut HashMap<TaskId, Claimed>,
+) -> Option<(Claimed, Result<(), DeliveryError>)> {
+    let (task_id, outcome) = match joined {
+        Ok((task_id, outcome)) => (task_id, outcome),
+        Err(join_error) => {
+            let reason = if join_error.is_panic() { "deliverer panicked" } else { "delivery cancelled" };
+            (join_error.id(), Err(DeliveryError::Retryable(reason.to_owned())))
+        }
+    };
+    claimed_by_task.remove(&task_id).map(|item| (item, outcome))
+}
+
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_CONCURRENCY: usize = 16;
+const DEFAULT_LINGER: Duration = Duration::from_millis(20);

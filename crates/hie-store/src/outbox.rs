@@ -242,16 +242,7 @@ impl Store {
     /// Marks a claimed item delivered. `false` when the lease was lost to another worker (the
     /// item will be, or was, delivered again by that one).
     pub async fn outbox_complete(&self, item: &Claimed, now: i64) -> Result<bool, StoreError> {
-        self.outbox_report(
-            "UPDATE outbox SET state = 'done', lease_owner = NULL, lease_token = NULL, \
-             lease_until = NULL, updated_at = $1 \
-             WHERE id = $2 AND lease_token = $3 AND state = 'pending'",
-            item,
-            now,
-            None,
-            now,
-        )
-        .await
+        self.single_report(item, Report::Delivered, now, &OutboxPolicy::default()).await
     }
 
     /// Reports a failed attempt worth retrying: the item waits `policy.backoff(attempts)`, or
@@ -264,35 +255,43 @@ impl Store {
         now: i64,
         policy: &OutboxPolicy,
     ) -> Result<bool, StoreError> {
-        if item.attempts >= policy.max_attempts {
-            return self.outbox_fail(item, error, now).await;
-        }
-        let next_attempt_at = now.saturating_add(micros(policy.backoff(item.attempts)));
-        self.outbox_report(
-            "UPDATE outbox SET lease_owner = NULL, lease_token = NULL, lease_until = NULL, \
-             updated_at = $1, last_error = $4, next_attempt_at = $5 \
-             WHERE id = $2 AND lease_token = $3 AND state = 'pending'",
-            item,
-            now,
-            Some(error),
-            next_attempt_at,
-        )
-        .await
+        self.single_report(item, Report::RetryLater { error }, now, policy).await
     }
 
     /// Reports a permanent failure: the item becomes `failed`, stays visible, and blocks its key
     /// until retried by hand. `false` when the lease was lost.
     pub async fn outbox_fail(&self, item: &Claimed, error: &str, now: i64) -> Result<bool, StoreError> {
-        self.outbox_report(
-            "UPDATE outbox SET state = 'failed', lease_owner = NULL, lease_token = NULL, \
-             lease_until = NULL, updated_at = $1, last_error = $4, next_attempt_at = $5 \
-             WHERE id = $2 AND lease_token = $3 AND state = 'pending'",
-            item,
-            now,
-            Some(error),
-            now,
-        )
-        .await
+        self.single_report(item, Report::Failed { error }, now, &OutboxPolicy::default()).await
+    }
+
+    /// Records many outcomes in one transaction (one commit, one fsync), as a worker does after
+    /// each round of deliveries. Returns, per report, `false` when that lease was lost.
+    pub async fn outbox_report_all(
+        &self,
+        reports: &[(&Claimed, Report<'_>)],
+        now: i64,
+        policy: &OutboxPolicy,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut recorded = Vec::with_capacity(reports.len());
+        for (item, report) in reports {
+            let (sql, error, next_attempt_at) = report_statement(item, *report, now, policy);
+            let error = error.map(truncate_error);
+            let updated = on_tx!(&mut tx, |conn| {
+                sqlx::query(sql)
+                    .bind(now)
+                    .bind(item.id)
+                    .bind(item.lease_token)
+                    .bind(error.as_deref())
+                    .bind(next_attempt_at)
+                    .execute(conn)
+                    .await?
+                    .rows_affected()
+            });
+            recorded.push(updated == 1);
+        }
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     /// Puts a `failed` item back to `pending`, due now, with its attempts reset (an operator's
@@ -371,30 +370,55 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Runs one fenced report: `$1` now, `$2` id, `$3` lease token, `$4` error, `$5` next attempt.
-    async fn outbox_report(
+    async fn single_report(
         &self,
-        sql: &'static str,
         item: &Claimed,
+        report: Report<'_>,
         now: i64,
-        error: Option<&str>,
-        next_attempt_at: i64,
+        policy: &OutboxPolicy,
     ) -> Result<bool, StoreError> {
-        let error = error.map(truncate_error);
-        let mut tx = self.begin().await?;
-        let updated = on_tx!(&mut tx, |conn| {
-            sqlx::query(sql)
-                .bind(now)
-                .bind(item.id)
-                .bind(item.lease_token)
-                .bind(error)
-                .bind(next_attempt_at)
-                .execute(conn)
-                .await?
-                .rows_affected()
-        });
-        tx.commit().await?;
-        Ok(updated == 1)
+        let recorded = self.outbox_report_all(&[(item, report)], now, policy).await?;
+        Ok(recorded.first().copied().unwrap_or(false))
+    }
+}
+
+/// The outcome of one delivery attempt, as a worker reports it.
+#[derive(Debug, Clone, Copy)]
+pub enum Report<'a> {
+    Delivered,
+    /// Worth retrying after the policy's backoff (becomes `Failed` at `max_attempts`).
+    RetryLater {
+        error: &'a str,
+    },
+    /// Permanent: the item stays visible as `failed` and blocks its key until retried by hand.
+    Failed {
+        error: &'a str,
+    },
+}
+
+/// The fenced statement for one report: `$1` now, `$2` id, `$3` lease token, `$4` error,
+/// `$5` next attempt.
+fn report_statement<'a>(
+    item: &Claimed,
+    report: Report<'a>,
+    now: i64,
+    policy: &OutboxPolicy,
+) -> (&'static str, Option<&'a str>, i64) {
+    const DELIVERED: &str = "UPDATE outbox SET state = 'done', lease_owner = NULL, lease_token = NULL, \
+         lease_until = NULL, updated_at = $1 WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
+    const RETRY_LATER: &str = "UPDATE outbox SET lease_owner = NULL, lease_token = NULL, lease_until = NULL, \
+         updated_at = $1, last_error = $4, next_attempt_at = $5 \
+         WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
+    const FAILED: &str = "UPDATE outbox SET state = 'failed', lease_owner = NULL, lease_token = NULL, \
+         lease_until = NULL, updated_at = $1, last_error = $4, next_attempt_at = $5 \
+         WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
+    match report {
+        Report::Delivered => (DELIVERED, None, now),
+        Report::RetryLater { error } if item.attempts >= policy.max_attempts => (FAILED, Some(error), now),
+        Report::RetryLater { error } => {
+            (RETRY_LATER, Some(error), now.saturating_add(micros(policy.backoff(item.attempts))))
+        }
+        Report::Failed { error } => (FAILED, Some(error), now),
     }
 }
 
