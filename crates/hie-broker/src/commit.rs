@@ -4,9 +4,11 @@
 //! One fsync per message caps a broker at the disk's commit rate (about 7-8k/s on SQLite here).
 //! Messages that arrive while a commit is in flight are taken together into the next one, so
 //! under load the cost of a commit is shared, and with one sender nothing waits for a batch to
-//! fill: the writer takes what is queued and goes. Each message runs in its own savepoint, so
-//! one refused message never undoes its neighbours.
+//! fill: the writer takes what is queued and goes. A refused message never undoes its
+//! neighbours: the identity rules check before they write, and messages with several PID/MRG
+//! groups run in a savepoint. Duplicate detection and ACK records cost one statement per batch.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -139,51 +141,76 @@ async fn commit_batch(
     now: i64,
 ) -> Result<(Vec<Decided>, bool), StoreError> {
     let mut tx = store.begin().await?;
+    let senders: Vec<String> = batch.iter().map(|job| sender_key(&job.message.header)).collect();
+    let keys: Vec<(&str, &str)> = batch
+        .iter()
+        .zip(&senders)
+        .map(|(job, sender)| (sender.as_str(), job.message.header.control_id.as_str()))
+        .collect();
+    // Seen before this batch, or earlier in it: (sender, control id) -> recorded ACK.
+    let mut seen: HashMap<(String, String), RecordedAck> = patients::recorded_acks(&mut tx, &keys)
+        .await?
+        .into_iter()
+        .map(|(sender, control_id, recorded)| ((sender, control_id), recorded))
+        .collect();
     let mut decisions = Vec::with_capacity(batch.len());
+    let mut to_record: Vec<(usize, RecordedAck)> = Vec::new();
     let mut enqueued = false;
-    for job in batch {
-        let (decided, job_enqueued) = decide(&mut tx, config, &job.message, now).await?;
+    for (job_idx, job) in batch.iter().enumerate() {
+        let header = &job.message.header;
+        let key = (senders[job_idx].clone(), header.control_id.clone());
+        if let Some(recorded) = seen.get(&key) {
+            let outcome = Outcome::Repeated { accepted: recorded.ack_code == "AA" };
+            decisions.push(Decided { header: header.clone(), outcome, application_ack: recorded.ack.clone() });
+            continue;
+        }
+        let (outcome, job_enqueued) = apply(&mut tx, config, &job.message, now).await?;
         enqueued |= job_enqueued;
-        decisions.push(decided);
+        let (code, application_ack) = adt::application_ack(config, header, &outcome);
+        let recorded = RecordedAck { ack_code: code.as_str().to_owned(), ack: application_ack.clone() };
+        seen.insert(key, recorded.clone());
+        to_record.push((job_idx, recorded));
+        decisions.push(Decided { header: header.clone(), outcome, application_ack });
     }
+    // The answers are final (AA or AR) and recorded with the changes they answer, so a repeat
+    // gets the same ACK without being applied again.
+    let records: Vec<(&str, &str, &RecordedAck)> =
+        to_record.iter().map(|(job_idx, recorded)| (keys[*job_idx].0, keys[*job_idx].1, recorded)).collect();
+    patients::record_acks(&mut tx, &records, now).await?;
     tx.commit().await?;
     Ok((decisions, enqueued))
 }
 
-/// Applies one message in a savepoint of the batch's transaction, and records its ACK there
-/// when the answer is final (AA or AR), so a repeat is answered the same without being applied.
-async fn decide(
+/// Applies one message in the batch's transaction. The identity rules check everything before
+/// writing anything, so a refused single-group message leaves no trace; a message with several
+/// PID/MRG groups (A40, A47) may be refused at a later group, so it gets a savepoint.
+async fn apply(
     tx: &mut Tx<'static>,
     config: &AdtConfig,
     message: &AdtMessage,
     now: i64,
-) -> Result<(Decided, bool), StoreError> {
-    let header = &message.header;
-    let sender = sender_key(header);
-    if let Some(recorded) = patients::recorded_ack(tx, &sender, &header.control_id).await? {
-        let outcome = Outcome::Repeated { accepted: recorded.ack_code == "AA" };
-        return Ok((Decided { header: header.clone(), outcome, application_ack: recorded.ack }, false));
+) -> Result<(Outcome, bool), StoreError> {
+    if message.groups.len() <= 1 {
+        return match apply_adt(tx, &config.domain, message, now).await {
+            Ok(applied) => Ok((Outcome::Accepted, applied.enqueued)),
+            Err(ApplyError::Rejected(error)) => Ok((Outcome::Rejected(error), false)),
+            // A failed statement can leave the transaction unusable (PostgreSQL aborts it), so
+            // the whole batch is answered AE and resent rather than committed around the hole.
+            Err(ApplyError::Store(error)) => Err(error),
+        };
     }
     let mut savepoint = tx.savepoint().await?;
-    let (outcome, enqueued) = match apply_adt(&mut savepoint, &config.domain, message, now).await {
+    match apply_adt(&mut savepoint, &config.domain, message, now).await {
         Ok(applied) => {
             savepoint.commit().await?;
-            (Outcome::Accepted, applied.enqueued)
+            Ok((Outcome::Accepted, applied.enqueued))
         }
         Err(ApplyError::Rejected(error)) => {
             savepoint.rollback().await?;
-            (Outcome::Rejected(error), false)
+            Ok((Outcome::Rejected(error), false))
         }
-        Err(ApplyError::Store(error)) => {
-            // A failed statement can leave the transaction unusable (PostgreSQL aborts it), so
-            // the whole batch is retried by its senders rather than committed around the hole.
-            return Err(error);
-        }
-    };
-    let (code, application_ack) = adt::application_ack(config, header, &outcome);
-    let recorded = RecordedAck { ack_code: code.as_str().to_owned(), ack: application_ack.clone() };
-    patients::record_ack(tx, &sender, &header.control_id, &recorded, now).await?;
-    Ok((Decided { header: header.clone(), outcome, application_ack }, enqueued))
+        Err(ApplyError::Store(error)) => Err(error),
+    }
 }
 
 /// Who sent a message, for duplicate detection: MSH-3 and MSH-4 as received.

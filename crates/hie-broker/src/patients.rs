@@ -23,6 +23,9 @@ use crate::from_wire;
 /// The outbox topic of identity feeds to the registry (ITI-8).
 pub const IDENTITY_FEED_TOPIC: &str = "iti8";
 
+/// Most identifiers one PID-3 or MRG-1 may carry.
+pub const MAX_IDENTIFIERS: usize = 64;
+
 /// What applying a message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -93,14 +96,13 @@ async fn apply_demographics(
     now: i64,
     applied: &mut Applied,
 ) -> Result<(), ApplyError> {
-    let identifiers = keyed_identifiers(domain, &group.pid.identifiers);
     let pid_location = || location("PID", group.pid_index, 3, 0);
+    let identifiers = keyed_identifiers(domain, &group.pid.identifiers, pid_location)?;
     check_single_valued(&identifiers, pid_location)?;
     let demographics = from_wire::demographics(&group.pid);
     let (patient, existing) = match resolve(tx, &identifiers, pid_location).await? {
-        Some(patient) => {
+        Some((patient, existing)) => {
             refuse_if_merged(&patient, pid_location())?;
-            let existing = patients::identifiers_of(tx, patient.id).await?;
             check_no_conflicting_link(&existing, &identifiers, pid_location)?;
             patients::update_demographics(tx, patient.id, &demographics, now).await?;
             (patient.id, existing)
@@ -126,77 +128,79 @@ async fn apply_merge(
 ) -> Result<(), ApplyError> {
     let pid_location = || location("PID", group.pid_index, 3, 0);
     // Each PID of a merge is followed by its MRG, so they share an occurrence number.
-    let mrg_index = group.pid_index;
-    let mrg_location = || location("MRG", mrg_index, 1, 1);
-    let survivor_ids = keyed_identifiers(domain, &group.pid.identifiers);
+    let mrg_location = || location("MRG", group.pid_index, 1, 1);
+    let survivor_ids = keyed_identifiers(domain, &group.pid.identifiers, pid_location)?;
     let prior_cx = group.mrg.as_ref().map(|mrg| mrg.prior_identifiers.as_slice()).unwrap_or_default();
-    let prior_ids = keyed_identifiers(domain, prior_cx);
+    let prior_ids = keyed_identifiers(domain, prior_cx, mrg_location)?;
     if prior_ids.is_empty() {
         return Err(rejected(mrg_location(), ErrorCode::RequiredFieldMissing, "MRG-1 holds no prior identifier"));
     }
-    let same_literal = prior_ids.iter().any(|prior| {
-        survivor_ids.iter().any(|survivor| survivor.key == prior.key && survivor.identifier.id == prior.identifier.id)
-    });
-    if same_literal {
+    if prior_ids.iter().any(|prior| survivor_ids.iter().any(|survivor| same_identifier(survivor, prior))) {
         return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "MRG-1 names the same identifier as PID-3"));
     }
     check_single_valued(&survivor_ids, pid_location)?;
 
-    let demographics = from_wire::demographics(&group.pid);
-    let survivor = match resolve(tx, &survivor_ids, pid_location).await? {
-        Some(survivor) => survivor,
-        None => {
-            let id = patients::create_patient(tx, &demographics, now).await?;
-            attach_all(tx, id, &survivor_ids, &[]).await?;
-            patients::add_history(tx, id, event, control_id, "created as merge survivor", now).await?;
-            PatientRow { id, merged_into: None, demographics: demographics.clone() }
+    // Every check reads before anything is written, so a refusal leaves no trace and needs no
+    // savepoint (the writer relies on this).
+    let survivor = resolve(tx, &survivor_ids, pid_location).await?;
+    let prior = resolve(tx, &prior_ids, mrg_location).await?;
+    if let (Some((survivor, _)), Some((prior, _))) = (&survivor, &prior) {
+        if prior.id == survivor.id {
+            return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "MRG-1 and PID-3 name the same patient"));
         }
-    };
-    let prior = match resolve(tx, &prior_ids, mrg_location).await? {
-        Some(prior) => prior,
-        None => {
-            // A40 before the prior patient was ever announced: keep the prior identifiers, already
-            // merged, so a late message under them is recognized and refused.
-            let id = patients::create_patient(tx, &Demographics::default(), now).await?;
-            attach_all(tx, id, &prior_ids, &[]).await?;
-            patients::add_history(tx, id, event, control_id, "created as merge prior (not known before)", now).await?;
-            PatientRow { id, merged_into: None, demographics: Demographics::default() }
+        if prior.merged_into == Some(survivor.id) || survivor.merged_into == Some(prior.id) {
+            // A repeat, or an inverse duplicate of a merge already applied: nothing to change,
+            // and refusing would only make the sender retry forever.
+            patients::add_history(tx, survivor.id, event, control_id, "duplicate merge ignored", now).await?;
+            return Ok(());
         }
-    };
-
-    if prior.id == survivor.id {
-        return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "MRG-1 and PID-3 name the same patient"));
+        if merge_chain(tx, survivor.id).await?.contains(&prior.id) {
+            return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "the merge would make a cycle"));
+        }
     }
-    if prior.merged_into == Some(survivor.id) || survivor.merged_into == Some(prior.id) {
-        // A repeat, or an inverse duplicate of a merge already applied: nothing to change, and
-        // refusing would only make the sender retry forever.
-        patients::add_history(tx, survivor.id, event, control_id, "duplicate merge ignored", now).await?;
-        return Ok(());
-    }
-    if merge_chain(tx, survivor.id).await?.contains(&prior.id) {
-        return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "the merge would make a cycle"));
-    }
-    if let Some(other) = survivor.merged_into {
+    if let Some(other) = survivor.as_ref().and_then(|(survivor, _)| survivor.merged_into) {
         let message = format!("the surviving patient was merged into {}", describe(tx, other).await?);
         return Err(rejected(pid_location(), ErrorCode::RecordLocked, &message));
     }
-    if let Some(other) = prior.merged_into {
+    if let Some(other) = prior.as_ref().and_then(|(prior, _)| prior.merged_into) {
         let message = format!("the prior patient was already merged into {}", describe(tx, other).await?);
         return Err(rejected(mrg_location(), ErrorCode::RecordLocked, &message));
     }
-
-    let survivor_existing = patients::identifiers_of(tx, survivor.id).await?;
+    let survivor_existing = survivor.as_ref().map(|(_, identifiers)| identifiers.clone()).unwrap_or_default();
     check_no_conflicting_link(&survivor_existing, &survivor_ids, pid_location)?;
-    patients::set_merged_into(tx, prior.id, survivor.id, now).await?;
-    patients::update_demographics(tx, survivor.id, &demographics, now).await?;
-    attach_all(tx, survivor.id, &survivor_ids, &survivor_existing).await?;
-    let prior_name = describe(tx, prior.id).await?;
-    let survivor_name = describe(tx, survivor.id).await?;
-    patients::add_history(tx, prior.id, event, control_id, &format!("merged into {survivor_name}"), now).await?;
-    patients::add_history(tx, survivor.id, event, control_id, &format!("absorbed {prior_name}"), now).await?;
-    applied.changed_patients.extend([prior.id, survivor.id]);
+
+    let demographics = from_wire::demographics(&group.pid);
+    let survivor_id = match &survivor {
+        Some((survivor, _)) => {
+            patients::update_demographics(tx, survivor.id, &demographics, now).await?;
+            survivor.id
+        }
+        None => {
+            let id = patients::create_patient(tx, &demographics, now).await?;
+            patients::add_history(tx, id, event, control_id, "created as merge survivor", now).await?;
+            id
+        }
+    };
+    attach_all(tx, survivor_id, &survivor_ids, &survivor_existing).await?;
+    let prior_id = match &prior {
+        Some((prior, _)) => prior.id,
+        None => {
+            // A40 before the prior patient was ever announced: keep the prior identifiers, merged,
+            // so a late message under them is recognized and refused.
+            let id = patients::create_patient(tx, &Demographics::default(), now).await?;
+            attach_all(tx, id, &prior_ids, &[]).await?;
+            patients::add_history(tx, id, event, control_id, "created as merge prior (not known before)", now).await?;
+            id
+        }
+    };
+    patients::set_merged_into(tx, prior_id, survivor_id, now).await?;
+    let prior_name = describe(tx, prior_id).await?;
+    let survivor_name = describe(tx, survivor_id).await?;
+    patients::add_history(tx, prior_id, event, control_id, &format!("merged into {survivor_name}"), now).await?;
+    patients::add_history(tx, survivor_id, event, control_id, &format!("absorbed {prior_name}"), now).await?;
+    applied.changed_patients.extend([prior_id, survivor_id]);
     let linked = linked(domain, &survivor_existing, &survivor_ids);
-    feed_identity(tx, survivor.id, linked, event, now, applied).await
+    feed_identity(tx, survivor_id, linked, event, now, applied).await
 }
 
 async fn apply_change_identifier(
@@ -209,71 +213,79 @@ async fn apply_change_identifier(
     applied: &mut Applied,
 ) -> Result<(), ApplyError> {
     let pid_location = || location("PID", group.pid_index, 3, 0);
-    // Each PID of a merge is followed by its MRG, so they share an occurrence number.
-    let mrg_index = group.pid_index;
-    let mrg_location = || location("MRG", mrg_index, 1, 1);
-    let new_ids = keyed_identifiers(domain, &group.pid.identifiers);
+    let mrg_location = || location("MRG", group.pid_index, 1, 1);
+    let new_ids = keyed_identifiers(domain, &group.pid.identifiers, pid_location)?;
     let prior_cx = group.mrg.as_ref().map(|mrg| mrg.prior_identifiers.as_slice()).unwrap_or_default();
-    let old_ids = keyed_identifiers(domain, prior_cx);
+    let old_ids = keyed_identifiers(domain, prior_cx, mrg_location)?;
     if old_ids.is_empty() {
         return Err(rejected(mrg_location(), ErrorCode::RequiredFieldMissing, "MRG-1 holds no prior identifier"));
     }
-    if old_ids.iter().all(|old| new_ids.iter().any(|new| new.key == old.key && new.identifier.id == old.identifier.id))
-    {
+    if old_ids.iter().all(|old| new_ids.iter().any(|new| same_identifier(new, old))) {
         return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "MRG-1 names the same identifier as PID-3"));
     }
     check_single_valued(&new_ids, pid_location)?;
 
-    let patient = match resolve(tx, &old_ids, mrg_location).await? {
-        Some(patient) => patient,
-        None => {
-            // A repeat after the change was applied: the old identifier is retired and the new
-            // one is active on the same patient.
-            if let Some(patient) = resolve(tx, &new_ids, pid_location).await? {
-                if retired_on(tx, &old_ids, patient.id).await? {
-                    return Ok(());
-                }
+    // Reads and checks first: a refusal writes nothing.
+    let holder = resolve(tx, &new_ids, pid_location).await?;
+    let Some((patient, existing)) = resolve(tx, &old_ids, mrg_location).await? else {
+        // A repeat after the change was applied: the old identifier is retired and the new one
+        // is active on the same patient.
+        if let Some((holder, _)) = &holder {
+            if retired_on(tx, &old_ids, holder.id).await? {
+                return Ok(());
             }
-            return Err(rejected(mrg_location(), ErrorCode::UnknownKey, "no patient holds the MRG-1 identifier"));
         }
+        return Err(rejected(mrg_location(), ErrorCode::UnknownKey, "no patient holds the MRG-1 identifier"));
     };
     refuse_if_merged(&patient, mrg_location())?;
-    if let Some(holder) = resolve(tx, &new_ids, pid_location).await? {
-        if holder.id != patient.id {
-            return Err(rejected(
-                pid_location(),
-                ErrorCode::DuplicateKey,
-                "the new identifier belongs to another patient; send a merge (A40) instead",
-            ));
-        }
+    if holder.as_ref().is_some_and(|(holder, _)| holder.id != patient.id) {
+        return Err(rejected(
+            pid_location(),
+            ErrorCode::DuplicateKey,
+            "the new identifier belongs to another patient; send a merge (A40) instead",
+        ));
     }
-    let retired: Vec<String> = old_ids
+    let retiring: Vec<&Keyed> =
+        old_ids.iter().filter(|old| !new_ids.iter().any(|new| same_identifier(new, old))).collect();
+    let remaining: Vec<IdentifierRow> = existing
         .iter()
-        .filter(|old| !new_ids.iter().any(|new| new.key == old.key && new.identifier.id == old.identifier.id))
-        .map(|old| old.identifier.id.clone())
+        .filter(|row| !retiring.iter().any(|old| row.authority_key == old.key && row.id_value == old.identifier.id))
+        .cloned()
         .collect();
-    for old in &old_ids {
-        if !new_ids.iter().any(|new| new.key == old.key && new.identifier.id == old.identifier.id) {
-            patients::retire_identifier(tx, &old.key, &old.identifier.id).await?;
-        }
+    check_no_conflicting_link(&remaining, &new_ids, pid_location)?;
+
+    for old in &retiring {
+        patients::retire_identifier(tx, &old.key, &old.identifier.id).await?;
     }
-    let existing = patients::identifiers_of(tx, patient.id).await?;
-    check_no_conflicting_link(&existing, &new_ids, pid_location)?;
     patients::update_demographics(tx, patient.id, &from_wire::demographics(&group.pid), now).await?;
-    let added = attach_all(tx, patient.id, &new_ids, &existing).await?;
+    let added = attach_all(tx, patient.id, &new_ids, &remaining).await?;
+    let retired: Vec<&str> = retiring.iter().map(|old| old.identifier.id.as_str()).collect();
     let detail = format!("identifier changed: retired {} added {}", retired.join(" "), added.join(" "));
     patients::add_history(tx, patient.id, event, control_id, &detail, now).await?;
     applied.changed_patients.push(patient.id);
-    feed_identity(tx, patient.id, linked(domain, &existing, &new_ids), event, now, applied).await
+    feed_identity(tx, patient.id, linked(domain, &remaining, &new_ids), event, now, applied).await
 }
 
-fn keyed_identifiers(domain: &AffinityDomain, cxs: &[hie_hl7::adt::Cx]) -> Vec<Keyed> {
+fn same_identifier(a: &Keyed, b: &Keyed) -> bool {
+    a.key == b.key && a.identifier.id == b.identifier.id
+}
+
+/// Normalizes identifiers and drops repeats. More than [`MAX_IDENTIFIERS`] is refused: no
+/// patient has that many, and each becomes a bound parameter of the lookup.
+fn keyed_identifiers(
+    domain: &AffinityDomain,
+    cxs: &[hie_hl7::adt::Cx],
+    location: impl Fn() -> Location,
+) -> Result<Vec<Keyed>, ApplyError> {
+    if cxs.len() > MAX_IDENTIFIERS {
+        let message = format!("{} identifiers; at most {MAX_IDENTIFIERS} are accepted", cxs.len());
+        return Err(rejected(location(), ErrorCode::DataType, &message));
+    }
     let mut keyed: Vec<Keyed> = Vec::with_capacity(cxs.len());
     for cx in cxs {
         let mut identifier = from_wire::identifier(cx);
         identifier.authority = domain.normalize(&identifier.authority);
         let key = domain.key(&identifier.authority).as_str().to_owned();
-        // The same identifier repeated in PID-3 counts once.
         if keyed.iter().any(|seen| seen.key == key && seen.identifier.id == identifier.id) {
             continue;
         }
@@ -284,7 +296,7 @@ fn keyed_identifiers(domain: &AffinityDomain, cxs: &[hie_hl7::adt::Cx]) -> Vec<K
             identifier,
         });
     }
-    keyed
+    Ok(keyed)
 }
 
 /// Two identifiers in the affinity domain's (or the local) authority would be two patients.
@@ -304,31 +316,20 @@ fn check_single_valued(identifiers: &[Keyed], location: impl Fn() -> Location) -
     Ok(())
 }
 
-/// The one patient the identifiers name, if any; identifiers naming different patients are refused.
+/// The one patient the identifiers name, if any, with its stored identifiers; identifiers
+/// naming different patients are refused.
 async fn resolve(
     tx: &mut Tx<'_>,
     identifiers: &[Keyed],
     location: impl Fn() -> Location,
-) -> Result<Option<PatientRow>, ApplyError> {
+) -> Result<Option<(PatientRow, Vec<IdentifierRow>)>, ApplyError> {
     let keys: Vec<(&str, &str)> =
         identifiers.iter().map(|keyed| (keyed.key.as_str(), keyed.identifier.id.as_str())).collect();
-    let mut found: Option<i64> = None;
-    for row in patients::find_identifiers(tx, &keys).await?.into_iter().filter(|row| row.active) {
-        match found {
-            Some(patient_id) if patient_id != row.patient_id => {
-                return Err(rejected(
-                    location(),
-                    ErrorCode::DuplicateKey,
-                    "the identifiers belong to different patients",
-                ));
-            }
-            _ => found = Some(row.patient_id),
-        }
+    let mut holders = patients::patients_holding(tx, &keys).await?;
+    if holders.len() > 1 {
+        return Err(rejected(location(), ErrorCode::DuplicateKey, "the identifiers belong to different patients"));
     }
-    match found {
-        Some(patient_id) => Ok(patients::patient(tx, patient_id).await?),
-        None => Ok(None),
-    }
+    Ok(holders.pop())
 }
 
 fn refuse_if_merged(patient: &PatientRow, location: Location) -> Result<(), ApplyError> {
@@ -358,29 +359,26 @@ fn check_no_conflicting_link(
     Ok(())
 }
 
-/// Attaches identifiers the patient does not hold yet (`existing` are its stored ones); returns
-/// their CX strings.
+/// Attaches identifiers the patient does not hold yet (`existing` are its stored ones), in one
+/// statement; returns their CX strings.
 async fn attach_all(
     tx: &mut Tx<'_>,
     patient_id: i64,
     identifiers: &[Keyed],
     existing: &[IdentifierRow],
 ) -> Result<Vec<String>, StoreError> {
-    let mut position = i64::try_from(existing.len()).unwrap_or(i64::MAX);
-    let mut added = Vec::new();
-    for keyed in identifiers {
-        let held = existing
-            .iter()
-            .any(|row| row.active && row.authority_key == keyed.key && row.id_value == keyed.identifier.id);
-        if held {
-            continue;
-        }
-        let row = identifier_row(patient_id, keyed);
-        patients::attach_identifier(tx, &row, position).await?;
-        added.push(crate::to_wire::cx_string(&row));
-        position += 1;
-    }
-    Ok(added)
+    let rows: Vec<IdentifierRow> = identifiers
+        .iter()
+        .filter(|keyed| {
+            !existing
+                .iter()
+                .any(|row| row.active && row.authority_key == keyed.key && row.id_value == keyed.identifier.id)
+        })
+        .map(|keyed| identifier_row(patient_id, keyed))
+        .collect();
+    let position = i64::try_from(existing.len()).unwrap_or(i64::MAX);
+    patients::attach_identifiers(tx, &rows, position).await?;
+    Ok(rows.iter().map(crate::to_wire::cx_string).collect())
 }
 
 /// Whether the patient has (or is getting) an affinity-domain ID, i.e. the registry can know it.

@@ -133,6 +133,13 @@ async fn wrong_merges_are_refused_with_the_reason() {
         let (code, location) = refusal(apply(&store, &adt("A40", "M8", "A^^^HOSP", Some("C^^^HOSP"))).await);
         assert_eq!((code, location.as_str()), (ErrorCode::DuplicateKey, "MRG^1^1^1"), "cycle ({engine:?})");
         assert_eq!(merged_into(&store, LOCAL, "C").await, None, "the cycle was not written ({engine:?})");
+
+        // A refusal writes nothing, even where the merge would have created patients.
+        let before = store.patient_counts().await.unwrap();
+        let (code, _) = refusal(apply(&store, &adt("A40", "M9", "NEWSURVIVOR^^^HOSP", Some("A^^^HOSP"))).await);
+        assert_eq!(code, ErrorCode::RecordLocked, "A was merged into B already ({engine:?})");
+        assert_eq!(store.patient_counts().await.unwrap(), before, "{engine:?}");
+        assert_eq!(patient_id(&store, LOCAL, "NEWSURVIVOR").await, None, "{engine:?}");
     }
 }
 
@@ -230,4 +237,36 @@ async fn enhanced_mode_sends_the_accept_ack_then_the_application_ack() {
     assert_eq!(frames.len(), 1, "no application ACK on success when MSH-16 is ER: {frames:?}");
     let frames = writer.submit(enhanced("E3", "NE", "NE")).await.unwrap();
     assert!(frames.is_empty(), "strict mode: NE/NE gets nothing: {frames:?}");
+}
+
+#[tokio::test]
+async fn a_refused_group_undoes_the_whole_message_but_not_its_neighbours() {
+    for (engine, store) in support::each_engine().await {
+        let config = Arc::new(AdtConfig {
+            domain: domain(),
+            application: "HIE_EDGE".to_owned(),
+            facility: "HIE_EDGE".to_owned(),
+            answer_never_ack: false,
+            max_batch: 64,
+        });
+        let (writer, _task) = AdtWriter::spawn(store.clone(), config, Arc::new(tokio::sync::Notify::new()));
+        for (control_id, mrn) in [("G1", "S1"), ("G2", "P1"), ("G3", "S2")] {
+            writer.submit(adt("A04", control_id, &format!("{mrn}^^^HOSP"), None)).await.unwrap();
+        }
+        // Two groups: P1 into S1 (fine), then S2 into S2 (refused): neither may be applied.
+        let two_groups = parse_adt(
+            "MSH|^~\\&|ADT|HOSP|HIE|HIE|20261128120000||ADT^A40|G4|P|2.5\rEVN|A40|20261128120000\r\
+             PID|1||S1^^^HOSP\rMRG|P1^^^HOSP\rPID|2||S2^^^HOSP\rMRG|S2^^^HOSP\r",
+        )
+        .unwrap();
+        // Sent together with a good neighbour so they share a batch as often as not.
+        let neighbour = adt("A08", "G5", "S1^^^HOSP", None);
+        let (refused, accepted) = tokio::join!(writer.submit(two_groups), writer.submit(neighbour));
+        let refused = refused.unwrap();
+        assert!(refused[0].contains("MSA|AR|G4") && refused[0].contains("MRG^2^1"), "{engine:?}: {refused:?}");
+        assert!(accepted.unwrap()[0].contains("MSA|AA|G5"), "{engine:?}");
+        assert_eq!(merged_into(&store, LOCAL, "P1").await, None, "group 1 was rolled back ({engine:?})");
+        let history = store.patient_by_identifier(LOCAL, "S1").await.unwrap().unwrap().history;
+        assert_eq!(history.len(), 2, "S1: A04 and the neighbour's A08 ({engine:?})");
+    }
 }

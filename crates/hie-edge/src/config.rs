@@ -118,6 +118,11 @@ impl Config {
         let max_connections = positive("store", "max_connections", &mut problem);
         let acquire_timeout_secs = positive("store", "acquire_timeout_secs", &mut problem);
         let group_commit_max_batch = positive("store", "group_commit_max_batch", &mut problem);
+        // Each message of a batch binds a few parameters of the batch's statements; both engines
+        // cap parameters per statement (SQLite 32766), so the batch is bounded well below that.
+        if group_commit_max_batch > 4_096 {
+            problem("store.group_commit_max_batch", format!("must be at most 4096, got {group_commit_max_batch}"));
+        }
         let outbox_lease_secs = positive("store", "outbox_lease_secs", &mut problem);
         let outbox_backoff_base_ms = positive("store", "outbox_backoff_base_ms", &mut problem);
         let outbox_backoff_max_secs = positive("store", "outbox_backoff_max_secs", &mut problem);

@@ -146,6 +146,110 @@ pub async fn update_demographics(
     Ok(())
 }
 
+/// The patients holding any of the active identifiers `keys` (`(authority_key, id_value)`),
+/// each with all its identifiers, in one statement. Ordered by patient id.
+pub async fn patients_holding(
+    tx: &mut Tx<'_>,
+    keys: &[(&str, &str)],
+) -> Result<Vec<(PatientRow, Vec<IdentifierRow>)>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = String::from(
+        "SELECT p.id, p.merged_into, p.family_name, p.given_name, p.birth_date, p.sex, \
+         h.authority_key, h.id_value, h.patient_id, h.namespace_id, h.universal_id, h.universal_id_type, \
+         h.id_type_code, h.active \
+         FROM patient_identifiers m JOIN patients p ON p.id = m.patient_id \
+         JOIN patient_identifiers h ON h.patient_id = p.id WHERE m.active = 1 AND (",
+    );
+    for key_idx in 0..keys.len() {
+        if key_idx > 0 {
+            sql.push_str(" OR ");
+        }
+        sql.push_str(&format!("(m.authority_key = ${} AND m.id_value = ${})", 2 * key_idx + 1, 2 * key_idx + 2));
+    }
+    sql.push_str(") ORDER BY p.id, h.position, h.authority_key, h.id_value");
+    type Joined =
+        (i64, Option<i64>, String, String, String, String, String, String, i64, String, String, String, String, i64);
+    let rows: Vec<Joined> = on_tx!(tx, |conn| {
+        // Built only from placeholders: no value is spliced into the text.
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+        for (authority_key, id_value) in keys {
+            query = query.bind(*authority_key).bind(*id_value);
+        }
+        query.fetch_all(conn).await?
+    });
+    let mut patients: Vec<(PatientRow, Vec<IdentifierRow>)> = Vec::new();
+    for (id, merged_into, family_name, given_name, birth_date, sex, a, v, pid, ns, uid, uidt, code, active) in rows {
+        if patients.last().is_none_or(|(patient, _)| patient.id != id) {
+            let patient = patient_from_tuple((id, merged_into, family_name, given_name, birth_date, sex));
+            patients.push((patient, Vec::new()));
+        }
+        if let Some((_, identifiers)) = patients.last_mut() {
+            // A patient matched through several identifiers comes back once per match.
+            if !identifiers.iter().any(|row: &IdentifierRow| row.authority_key == a && row.id_value == v) {
+                identifiers.push(identifier_from_tuple((a, v, pid, ns, uid, uidt, code, active)));
+            }
+        }
+    }
+    Ok(patients)
+}
+
+/// Attaches several identifiers in one statement (see [`attach_identifier`]); `position` is
+/// the first one's, the others follow.
+pub async fn attach_identifiers(
+    tx: &mut Tx<'_>,
+    identifiers: &[IdentifierRow],
+    position: i64,
+) -> Result<(), StoreError> {
+    if identifiers.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from(
+        "INSERT INTO patient_identifiers (authority_key, id_value, patient_id, namespace_id, universal_id, \
+         universal_id_type, id_type_code, active, position) VALUES ",
+    );
+    for row_idx in 0..identifiers.len() {
+        let base = row_idx * 8;
+        if row_idx > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, 1, ${})",
+            base + 1,
+            base + 2,
+            base + 3,
+            base + 4,
+            base + 5,
+            base + 6,
+            base + 7,
+            base + 8
+        ));
+    }
+    sql.push_str(
+        " ON CONFLICT (authority_key, id_value) DO UPDATE SET patient_id = excluded.patient_id, \
+         namespace_id = excluded.namespace_id, universal_id = excluded.universal_id, \
+         universal_id_type = excluded.universal_id_type, id_type_code = excluded.id_type_code, active = 1, \
+         position = excluded.position",
+    );
+    on_tx!(tx, |conn| {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+        for (row_idx, identifier) in identifiers.iter().enumerate() {
+            query = query
+                .bind(&identifier.authority_key)
+                .bind(&identifier.id_value)
+                .bind(identifier.patient_id)
+                .bind(&identifier.namespace_id)
+                .bind(&identifier.universal_id)
+                .bind(&identifier.universal_id_type)
+                .bind(&identifier.id_type_code)
+                .bind(position + i64::try_from(row_idx).unwrap_or(0));
+        }
+        query.execute(conn).await?.rows_affected()
+    });
+    Ok(())
+}
+
 /// Gives `identifier.patient_id` the identifier, taking over a retired row of the same value if
 /// there is one (an identifier retired by A47 may be issued again).
 pub async fn attach_identifier(tx: &mut Tx<'_>, identifier: &IdentifierRow, position: i64) -> Result<(), StoreError> {
@@ -217,6 +321,58 @@ pub async fn recorded_ack(tx: &mut Tx<'_>, sender: &str, control_id: &str) -> Re
     let row: Option<(String, String)> =
         on_tx!(tx, |conn| sqlx::query_as(SQL).bind(sender).bind(control_id).fetch_optional(conn).await?);
     Ok(row.map(|(ack_code, ack)| RecordedAck { ack_code, ack }))
+}
+
+/// The ACKs recorded for several messages (`(sender, control_id)`), in one statement.
+pub async fn recorded_acks(
+    tx: &mut Tx<'_>,
+    keys: &[(&str, &str)],
+) -> Result<Vec<(String, String, RecordedAck)>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = String::from("SELECT sender, control_id, ack_code, ack FROM hl7_inbound WHERE ");
+    for key_idx in 0..keys.len() {
+        if key_idx > 0 {
+            sql.push_str(" OR ");
+        }
+        sql.push_str(&format!("(sender = ${} AND control_id = ${})", 2 * key_idx + 1, 2 * key_idx + 2));
+    }
+    let rows: Vec<(String, String, String, String)> = on_tx!(tx, |conn| {
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+        for (sender, control_id) in keys {
+            query = query.bind(*sender).bind(*control_id);
+        }
+        query.fetch_all(conn).await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(sender, control_id, ack_code, ack)| (sender, control_id, RecordedAck { ack_code, ack }))
+        .collect())
+}
+
+/// Records several messages as handled in one statement (see [`record_ack`]).
+pub async fn record_acks(tx: &mut Tx<'_>, records: &[(&str, &str, &RecordedAck)], now: i64) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from("INSERT INTO hl7_inbound (sender, control_id, received_at, ack_code, ack) VALUES ");
+    for row_idx in 0..records.len() {
+        let base = row_idx * 4;
+        if row_idx > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("(${}, ${}, $1, ${}, ${})", base + 2, base + 3, base + 4, base + 5));
+    }
+    sql.push_str(" ON CONFLICT (sender, control_id) DO NOTHING");
+    on_tx!(tx, |conn| {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(now);
+        for (sender, control_id, recorded) in records {
+            query = query.bind(*sender).bind(*control_id).bind(&recorded.ack_code).bind(&recorded.ack);
+        }
+        query.execute(conn).await?.rows_affected()
+    });
+    Ok(())
 }
 
 /// Records a message as handled, with the ACK it got, in the transaction that applied it.
