@@ -14,6 +14,8 @@ APT_PACKAGES=(
   postgresql-15          # store contract tests and the PostgreSQL engine
   postgresql-client-15   # psql: the harness creates one database per test broker
   python3-venv           # the Python test peers live in a venv
+  dicom3tools            # dciodvfy: validates every KOS manifest we build (hie-kos tests)
+  dcmtk                  # dsrdump/dcmdump: parse our KOS manifests (hie-kos tests)
 )
 # Python peers (real clients nobody here wrote), pinned to the versions checked in real-peers.md.
 PIP_PACKAGES=(hl7==0.4.5 hl7apy==1.3.5)
@@ -62,6 +64,10 @@ if [ "$(psql "$HIE_TEST_PG_ADMIN_URL" -XtAc "SELECT 1 FROM pg_database WHERE dat
   psql "$HIE_TEST_PG_ADMIN_URL" -X -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $PGURL_DB"
 fi
 export HIE_TEST_PG_URL="${HIE_TEST_PG_URL:-postgres://hie:hie@127.0.0.1:5432/$PGURL_DB}"
+# Contract tests create one throw-away database each (hie_test_<hex>); drop those of earlier runs.
+stale=$(psql "$HIE_TEST_PG_ADMIN_URL" -XtAc "SELECT datname FROM pg_database WHERE datname ~ '^hie_test_[0-9a-f]+$'")
+for db in $stale; do psql "$HIE_TEST_PG_ADMIN_URL" -X -qc "DROP DATABASE IF EXISTS $db" >/dev/null || true; done
+[ -z "$stale" ] || echo "dropped $(echo "$stale" | wc -w) stale test databases"
 echo "ready: HIE_TEST_PG_ADMIN_URL=$HIE_TEST_PG_ADMIN_URL HIE_TEST_PG_URL=$HIE_TEST_PG_URL"
 
 say "Python test peers"
