@@ -126,19 +126,11 @@ async fn apply_merge(
     now: i64,
     applied: &mut Applied,
 ) -> Result<(), ApplyError> {
-    let pid_location = || location("PID", group.pid_index, 3, 0);
-    // Each PID of a merge is followed by its MRG, so they share an occurrence number.
-    let mrg_location = || location("MRG", group.pid_index, 1, 1);
-    let survivor_ids = keyed_identifiers(domain, &group.pid.identifiers, pid_location)?;
-    let prior_cx = group.mrg.as_ref().map(|mrg| mrg.prior_identifiers.as_slice()).unwrap_or_default();
-    let prior_ids = keyed_identifiers(domain, prior_cx, mrg_location)?;
-    if prior_ids.is_empty() {
-        return Err(rejected(mrg_location(), ErrorCode::RequiredFieldMissing, "MRG-1 holds no prior identifier"));
-    }
+    let (pid_location, mrg_location) = pid_and_mrg_locations(group);
+    let (survivor_ids, prior_ids) = pid_and_mrg_identifiers(domain, group)?;
     if prior_ids.iter().any(|prior| survivor_ids.iter().any(|survivor| same_identifier(survivor, prior))) {
         return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "MRG-1 names the same identifier as PID-3"));
     }
-    check_single_valued(&survivor_ids, pid_location)?;
 
     // Every check reads before anything is written, so a refusal leaves no trace and needs no
     // savepoint (the writer relies on this).
@@ -212,28 +204,21 @@ async fn apply_change_identifier(
     now: i64,
     applied: &mut Applied,
 ) -> Result<(), ApplyError> {
-    let pid_location = || location("PID", group.pid_index, 3, 0);
-    let mrg_location = || location("MRG", group.pid_index, 1, 1);
-    let new_ids = keyed_identifiers(domain, &group.pid.identifiers, pid_location)?;
-    let prior_cx = group.mrg.as_ref().map(|mrg| mrg.prior_identifiers.as_slice()).unwrap_or_default();
-    let old_ids = keyed_identifiers(domain, prior_cx, mrg_location)?;
-    if old_ids.is_empty() {
-        return Err(rejected(mrg_location(), ErrorCode::RequiredFieldMissing, "MRG-1 holds no prior identifier"));
-    }
+    let (pid_location, mrg_location) = pid_and_mrg_locations(group);
+    let (new_ids, old_ids) = pid_and_mrg_identifiers(domain, group)?;
     if old_ids.iter().all(|old| new_ids.iter().any(|new| same_identifier(new, old))) {
         return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "MRG-1 names the same identifier as PID-3"));
     }
-    check_single_valued(&new_ids, pid_location)?;
 
     // Reads and checks first: a refusal writes nothing.
     let holder = resolve(tx, &new_ids, pid_location).await?;
     let Some((patient, existing)) = resolve(tx, &old_ids, mrg_location).await? else {
         // A repeat after the change was applied: the old identifier is retired and the new one
         // is active on the same patient.
-        if let Some((holder, _)) = &holder {
-            if retired_on(tx, &old_ids, holder.id).await? {
-                return Ok(());
-            }
+        if let Some((holder, _)) = &holder
+            && retired_on(tx, &old_ids, holder.id).await?
+        {
+            return Ok(());
         }
         return Err(rejected(mrg_location(), ErrorCode::UnknownKey, "no patient holds the MRG-1 identifier"));
     };
@@ -264,6 +249,30 @@ async fn apply_change_identifier(
     patients::add_history(tx, patient.id, event, control_id, &detail, now).await?;
     applied.changed_patients.push(patient.id);
     feed_identity(tx, patient.id, linked(domain, &remaining, &new_ids), event, now, applied).await
+}
+
+/// Where PID-3 and MRG-1 of a group are, for ERR-2. Each PID of a merge is followed by its MRG,
+/// so they share an occurrence number.
+fn pid_and_mrg_locations(group: &PatientGroup) -> (impl Fn() -> Location + Copy, impl Fn() -> Location + Copy) {
+    let sequence = group.pid_index;
+    (move || location("PID", sequence, 3, 0), move || location("MRG", sequence, 1, 1))
+}
+
+/// PID-3 and MRG-1 of a merge or identifier change, normalized: MRG-1 must name someone, and
+/// PID-3 may hold one identifier per single-valued authority.
+fn pid_and_mrg_identifiers(
+    domain: &AffinityDomain,
+    group: &PatientGroup,
+) -> Result<(Vec<Keyed>, Vec<Keyed>), ApplyError> {
+    let (pid_location, mrg_location) = pid_and_mrg_locations(group);
+    let pid_ids = keyed_identifiers(domain, &group.pid.identifiers, pid_location)?;
+    let mrg_cx = group.mrg.as_ref().map(|mrg| mrg.prior_identifiers.as_slice()).unwrap_or_default();
+    let mrg_ids = keyed_identifiers(domain, mrg_cx, mrg_location)?;
+    if mrg_ids.is_empty() {
+        return Err(rejected(mrg_location(), ErrorCode::RequiredFieldMissing, "MRG-1 holds no prior identifier"));
+    }
+    check_single_valued(&pid_ids, pid_location)?;
+    Ok((pid_ids, mrg_ids))
 }
 
 fn same_identifier(a: &Keyed, b: &Keyed) -> bool {

@@ -184,7 +184,7 @@ impl Config {
             problem("telemetry.log_level", format!("{log_level:?} is not a valid log filter: {error}"));
         }
         let otlp_endpoint = raw.string("telemetry", "otlp_endpoint");
-        if !otlp_endpoint.is_empty() && !(otlp_endpoint.starts_with("http://") || otlp_endpoint.starts_with("https://"))
+        if !(otlp_endpoint.is_empty() || otlp_endpoint.starts_with("http://") || otlp_endpoint.starts_with("https://"))
         {
             problem(
                 "telemetry.otlp_endpoint",
@@ -257,10 +257,10 @@ fn parse_hd(text: &str) -> Result<AssigningAuthority, String> {
     if namespace_id.is_empty() && universal_id.is_empty() {
         return Err("must name the hospital's MRN authority: NS, &OID&ISO or NS&OID&ISO".to_owned());
     }
-    if !universal_id.is_empty() {
-        if let Err(error) = Oid::parse(&universal_id) {
-            return Err(format!("universal ID {universal_id:?} is not an OID: {error}"));
-        }
+    if !universal_id.is_empty()
+        && let Err(error) = Oid::parse(&universal_id)
+    {
+        return Err(format!("universal ID {universal_id:?} is not an OID: {error}"));
     }
     let universal_id_type = if universal_id.is_empty() {
         universal_id_type

@@ -186,10 +186,8 @@ async fn patient_dto(
 
 async fn outbox_list(State(state): State<ApiState>, Query(query): Query<OutboxQuery>) -> Response {
     let state_filter = query.state.as_deref();
-    if let Some(wanted) = state_filter {
-        if !matches!(wanted, "pending" | "failed" | "done") {
-            return bad_request("state must be pending, failed or done");
-        }
+    if state_filter.is_some_and(|wanted| !matches!(wanted, "pending" | "failed" | "done")) {
+        return bad_request("state must be pending, failed or done");
     }
     match state.store.outbox_list(state_filter, query.limit.unwrap_or(100).min(1_000)).await {
         Ok(rows) => Json(rows.into_iter().map(OutboxDto::from).collect::<Vec<_>>()).into_response(),

@@ -282,7 +282,7 @@ impl Store {
                     .bind(now)
                     .bind(item.id)
                     .bind(item.lease_token)
-                    .bind(error.as_deref())
+                    .bind(error)
                     .bind(next_attempt_at)
                     .execute(conn)
                     .await?

@@ -79,32 +79,6 @@ pub async fn find_identifier(
     Ok(row.map(identifier_from_tuple))
 }
 
-/// Looks up several identifiers (`(authority_key, id_value)` pairs) in one statement.
-pub async fn find_identifiers(tx: &mut Tx<'_>, keys: &[(&str, &str)]) -> Result<Vec<IdentifierRow>, StoreError> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut sql = String::from(
-        "SELECT authority_key, id_value, patient_id, namespace_id, universal_id, universal_id_type, id_type_code, \
-         active FROM patient_identifiers WHERE ",
-    );
-    for key_idx in 0..keys.len() {
-        if key_idx > 0 {
-            sql.push_str(" OR ");
-        }
-        sql.push_str(&format!("(authority_key = ${} AND id_value = ${})", 2 * key_idx + 1, 2 * key_idx + 2));
-    }
-    let rows: Vec<IdentifierTuple> = on_tx!(tx, |conn| {
-        // Built only from placeholders: no value is spliced into the text.
-        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
-        for (authority_key, id_value) in keys {
-            query = query.bind(*authority_key).bind(*id_value);
-        }
-        query.fetch_all(conn).await?
-    });
-    Ok(rows.into_iter().map(identifier_from_tuple).collect())
-}
-
 pub async fn patient(tx: &mut Tx<'_>, patient_id: i64) -> Result<Option<PatientRow>, StoreError> {
     let row: Option<PatientTuple> =
         on_tx!(tx, |conn| sqlx::query_as(SELECT_PATIENT).bind(patient_id).fetch_optional(conn).await?);
@@ -162,12 +136,7 @@ pub async fn patients_holding(
          FROM patient_identifiers m JOIN patients p ON p.id = m.patient_id \
          JOIN patient_identifiers h ON h.patient_id = p.id WHERE m.active = 1 AND (",
     );
-    for key_idx in 0..keys.len() {
-        if key_idx > 0 {
-            sql.push_str(" OR ");
-        }
-        sql.push_str(&format!("(m.authority_key = ${} AND m.id_value = ${})", 2 * key_idx + 1, 2 * key_idx + 2));
-    }
+    sql.push_str(&pairs_matching("m.authority_key", "m.id_value", keys.len()));
     sql.push_str(") ORDER BY p.id, h.position, h.authority_key, h.id_value");
     type Joined =
         (i64, Option<i64>, String, String, String, String, String, String, i64, String, String, String, String, i64);
@@ -332,12 +301,7 @@ pub async fn recorded_acks(
         return Ok(Vec::new());
     }
     let mut sql = String::from("SELECT sender, control_id, ack_code, ack FROM hl7_inbound WHERE ");
-    for key_idx in 0..keys.len() {
-        if key_idx > 0 {
-            sql.push_str(" OR ");
-        }
-        sql.push_str(&format!("(sender = ${} AND control_id = ${})", 2 * key_idx + 1, 2 * key_idx + 2));
-    }
+    sql.push_str(&pairs_matching("sender", "control_id", keys.len()));
     let rows: Vec<(String, String, String, String)> = on_tx!(tx, |conn| {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
         for (sender, control_id) in keys {
@@ -461,6 +425,15 @@ impl Store {
         let counts: (i64, i64, i64) = on_pool!(self, |pool| sqlx::query_as(SQL).fetch_one(pool).await?);
         Ok(counts)
     }
+}
+
+/// `(a = $1 AND b = $2) OR (a = $3 AND b = $4) …` for `n_pairs` pairs: the text holds only
+/// placeholders, values are bound, so building it is safe.
+fn pairs_matching(column_a: &str, column_b: &str, n_pairs: usize) -> String {
+    (0..n_pairs)
+        .map(|pair_idx| format!("({column_a} = ${} AND {column_b} = ${})", 2 * pair_idx + 1, 2 * pair_idx + 2))
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 fn patient_from_tuple((id, merged_into, family_name, given_name, birth_date, sex): PatientTuple) -> PatientRow {
