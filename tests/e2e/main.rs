@@ -4,6 +4,7 @@
 mod adt_fixtures;
 mod config;
 mod crash;
+mod kos_cli;
 mod mllp_abuse;
 
 use hie_e2e::{BrokerOptions, BrokerProc, Engine};

@@ -2,10 +2,11 @@
 //! (BSD `EX_USAGE`), so scripts can tell a typo from an outage.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use hie_outbound::pacs::FolderPacs;
 
 use crate::app::App;
 use crate::config;
@@ -33,6 +34,27 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// XDS-I.b manifests (DICOM Key Object Selection documents).
+    Kos {
+        #[command(subcommand)]
+        command: KosCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KosCommand {
+    /// Write the manifest the broker would publish for one study, from the configured PACS.
+    Build {
+        /// The TOML configuration; HIE_EDGE__<SECTION>__<KEY> variables override its keys.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Study Instance UID.
+        #[arg(long, value_name = "UID")]
+        study: String,
+        /// Where to write the manifest (DICOM Part 10).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 /// Runs the command line given as `args` (including the program name).
@@ -47,10 +69,81 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Serve { config } => serve(&config),
+        Command::Kos { command: KosCommand::Build { config, study, out } } => kos_build(&config, &study, &out),
     }
 }
 
-fn check_config(path: &std::path::Path) -> ExitCode {
+fn load_or_report(path: &Path) -> Result<config::Config, ExitCode> {
+    config::load(path, std::env::vars()).map_err(|problems| {
+        for problem in &problems {
+            eprintln!("{}: {problem}", path.display());
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// `kos build`: configuration problems (including a setting this command needs but the file
+/// leaves empty) exit 64; an unknown study, an unreachable PACS or an unwritable output exit 1.
+fn kos_build(path: &Path, study: &str, out: &Path) -> ExitCode {
+    let config = match load_or_report(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let (Some(repository_unique_id), Some(uid_root), Some(pacs)) =
+        (&config.node.repository_unique_id, &config.node.uid_root, &config.pacs)
+    else {
+        for (missing, key) in [
+            (config.node.repository_unique_id.is_none(), "node.repository_unique_id"),
+            (config.node.uid_root.is_none(), "node.uid_root"),
+            (config.pacs.is_none(), "pacs.path"),
+        ] {
+            if missing {
+                eprintln!("{}: {key}: must be set for kos build", path.display());
+            }
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let mut uids = match hie_kos::RootedUids::new(uid_root.as_str()) {
+        Ok(uids) => uids,
+        Err(error) => {
+            eprintln!("{}: node.uid_root: {error}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let config::PacsConfig::Folder { path: folder } = pacs;
+    let evidence = match FolderPacs::index(folder).and_then(|pacs| pacs.study_evidence(study)) {
+        Ok(evidence) => evidence,
+        Err(error) => {
+            eprintln!("kos build: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
+    let timestamp = hie_core::clock::hl7_timestamp(now);
+    let (date, time) = timestamp.split_at(8);
+    let options = hie_kos::KosOptions::new(config.dicom.ae_title.as_str(), repository_unique_id.as_str(), date, time);
+    let bytes = match hie_kos::build_kos(&evidence, &options, &mut uids).and_then(|kos| hie_kos::to_part10_bytes(&kos))
+    {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            eprintln!("kos build: study {study}: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    if let Err(error) = std::fs::write(out, &bytes) {
+        eprintln!("kos build: cannot write {}: {error}", out.display());
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    println!(
+        "study {study}: {} series, {} instances -> {}",
+        evidence.series.len(),
+        evidence.n_instances(),
+        out.display()
+    );
+    ExitCode::SUCCESS
+}
+
+fn check_config(path: &Path) -> ExitCode {
     match config::load(path, std::env::vars()) {
         Ok(_) => {
             println!("{}: ok", path.display());
@@ -66,15 +159,10 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn serve(path: &std::path::Path) -> ExitCode {
-    let config = match config::load(path, std::env::vars()) {
+fn serve(path: &Path) -> ExitCode {
+    let config = match load_or_report(path) {
         Ok(config) => config,
-        Err(problems) => {
-            for problem in &problems {
-                eprintln!("{}: {problem}", path.display());
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -12,7 +12,7 @@ pub mod raw;
 pub mod schema;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hie_core::{AffinityDomain, AssigningAuthority, Oid};
@@ -38,11 +38,39 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_name: String,
+    pub node: NodeConfig,
+    pub dicom: DicomConfig,
+    /// `None` when `[pacs] path` is empty: commands that need a PACS refuse to run.
+    pub pacs: Option<PacsConfig>,
     pub store: StoreConfig,
     pub hl7: Hl7Config,
     pub api_listen: SocketAddr,
     pub affinity_domain: AffinityDomain,
     pub telemetry: TelemetryConfig,
+}
+
+/// `[node]` identities beyond the name. Each is optional until a command needs it (`kos build`
+/// needs both), so a broker that only handles ADT needs neither.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// XDS repositoryUniqueId; also the manifests' Retrieve Location UID.
+    pub repository_unique_id: Option<Oid>,
+    /// Root of the UIDs we generate; at most [`hie_kos::RootedUids::MAX_ROOT_LEN`] characters.
+    pub uid_root: Option<Oid>,
+}
+
+/// `[dicom]`: how we present ourselves to DICOM peers.
+#[derive(Debug, Clone)]
+pub struct DicomConfig {
+    /// Our AE title; also the manifests' Retrieve AE Title.
+    pub ae_title: String,
+}
+
+/// `[pacs]`: the hospital's PACS, by adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PacsConfig {
+    /// A directory tree of DICOM Part 10 files.
+    Folder { path: PathBuf },
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +126,40 @@ impl Config {
         if node_name.trim().is_empty() {
             problem("node.name", "must not be empty".to_owned());
         }
+
+        let node = NodeConfig {
+            repository_unique_id: optional_dicom_oid(raw, "node", "repository_unique_id", None, &mut problem),
+            uid_root: optional_dicom_oid(
+                raw,
+                "node",
+                "uid_root",
+                Some(hie_kos::RootedUids::MAX_ROOT_LEN),
+                &mut problem,
+            ),
+        };
+
+        let ae_title = raw.string("dicom", "ae_title");
+        if let Err(message) = check_ae_title(&ae_title) {
+            problem("dicom.ae_title", message);
+        }
+
+        let pacs_path = raw.string("pacs", "path");
+        let pacs = match raw.string("pacs", "kind").as_str() {
+            "folder" => {
+                Some(pacs_path).filter(|path| !path.is_empty()).map(|path| PacsConfig::Folder { path: path.into() })
+            }
+            kind @ ("dimse" | "dicomweb") => {
+                problem("pacs.kind", format!("{kind:?} is not supported yet; use \"folder\""));
+                None
+            }
+            other => {
+                problem(
+                    "pacs.kind",
+                    format!("must be \"folder\" (\"dimse\" and \"dicomweb\" are not supported yet), got {other:?}"),
+                );
+                None
+            }
+        };
 
         let store_url = raw.string("store", "url");
         if !(store_url.starts_with("sqlite:")
@@ -194,6 +256,9 @@ impl Config {
 
         match (problems.is_empty(), patient_id_authority, local_authority, hl7_listen, api_listen) {
             (true, Some(patient_id_authority), Ok(local_authority), Some(hl7_listen), Some(api_listen)) => Ok(Config {
+                node,
+                dicom: DicomConfig { ae_title },
+                pacs,
                 store: StoreConfig {
                     url: store_url,
                     max_connections: u32::try_from(max_connections).unwrap_or(u32::MAX),
@@ -243,6 +308,57 @@ fn socket_address(
             None
         }
     }
+}
+
+/// An optional OID that also goes into DICOM UI elements: empty means not configured; otherwise it
+/// must be an OID, satisfy DICOM's stricter UID syntax (no leading zeros), and fit `max_len`.
+fn optional_dicom_oid(
+    raw: &RawConfig,
+    section: &str,
+    key: &str,
+    max_len: Option<usize>,
+    problem: &mut dyn FnMut(&str, String),
+) -> Option<Oid> {
+    let text = raw.string(section, key);
+    if text.is_empty() {
+        return None;
+    }
+    let path = format!("{section}.{key}");
+    let oid = match Oid::parse(&text) {
+        Ok(oid) => oid,
+        Err(error) => {
+            problem(&path, format!("{text:?} is not an OID: {error}"));
+            return None;
+        }
+    };
+    if !hie_kos::is_valid_uid(&text) {
+        problem(
+            &path,
+            format!("{text:?} is not a DICOM UID (digits and dots, no leading zeros, at most 64 characters)"),
+        );
+        return None;
+    }
+    if let Some(max) = max_len
+        && text.len() > max
+    {
+        problem(
+            &path,
+            format!("{text:?} has {} characters; at most {max} leave room for the generated part", text.len()),
+        );
+        return None;
+    }
+    Some(oid)
+}
+
+/// DICOM AE title (PS3.5 6.2 AE): 1 to 16 characters of printable ASCII, no backslash, not only spaces.
+fn check_ae_title(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() || text.len() > 16 {
+        return Err(format!("{text:?} must have 1 to 16 characters"));
+    }
+    if !text.bytes().all(|byte| (0x20..0x7f).contains(&byte) && byte != b'\\') {
+        return Err(format!("{text:?} must be printable ASCII without backslash"));
+    }
+    Ok(())
 }
 
 /// Parses an HL7 HD: `NS`, `&1.2.3&ISO` or `NS&1.2.3&ISO`.

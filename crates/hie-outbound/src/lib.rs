@@ -6,8 +6,10 @@
 //!   for topics with no peer configured yet.
 //! - [`worker`]: [`OutboxWorker`], which claims due items, delivers them concurrently and records
 //!   each outcome (done, retry with backoff, failed).
+//! - [`pacs`]: the local PACS adapters that manifests are built from ([`pacs::FolderPacs`]).
 
 pub mod deliver;
+pub mod pacs;
 pub mod worker;
 
 pub use deliver::{Deliver, DeliveryError, DeliveryFuture, LogDeliverer};

@@ -39,6 +39,20 @@ use Kind as K;
 pub const KEYS: &[Key] = &[
     key("node", "name", K::String, D::String("hie-edge"), "Name of this broker instance, in logs and telemetry."),
     key(
+        "node",
+        "repository_unique_id",
+        K::String,
+        D::String(""),
+        "OID of this Imaging Document Source (XDS repositoryUniqueId), also each manifest's Retrieve Location UID; required by kos build.",
+    ),
+    key(
+        "node",
+        "uid_root",
+        K::String,
+        D::String(""),
+        "Organisation UID root (at most 32 characters) under which manifests get new UIDs; required by kos build.",
+    ),
+    key(
         "store",
         "url",
         K::String,
@@ -120,6 +134,27 @@ pub const KEYS: &[Key] = &[
         K::String,
         D::String("127.0.0.1:8080"),
         "HTTP listen address for /healthz, /readyz, /metrics and /api.",
+    ),
+    key(
+        "dicom",
+        "ae_title",
+        K::String,
+        D::String("HIE_EDGE"),
+        "Our DICOM AE title (1 to 16 characters, no backslash), also each manifest's Retrieve AE Title.",
+    ),
+    key(
+        "pacs",
+        "kind",
+        K::String,
+        D::String("folder"),
+        "The local PACS adapter: folder (dimse and dicomweb are not supported yet).",
+    ),
+    key(
+        "pacs",
+        "path",
+        K::String,
+        D::String(""),
+        "For kind = folder: the directory tree of DICOM Part 10 files, relative to the working directory; empty = no PACS.",
     ),
     key(
         "affinity_domain",

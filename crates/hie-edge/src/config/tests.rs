@@ -160,3 +160,57 @@ fn shape_and_meaning_problems_are_reported_together_once_each() {
         problems.iter().filter(|problem| problem.starts_with("affinity_domain.patient_id_authority")).count();
     assert_eq!(authority_problems, 1, "{problems:#?}");
 }
+
+#[test]
+fn dicom_and_pacs_keys_default_to_unset_and_parse_when_given() {
+    let config = Config::from_raw(&RawConfig::parse(MINIMAL, no_env()).unwrap()).unwrap();
+    assert!(config.node.repository_unique_id.is_none() && config.node.uid_root.is_none());
+    assert_eq!(config.dicom.ae_title, "HIE_EDGE");
+    assert_eq!(config.pacs, None, "an empty [pacs] path means no PACS");
+
+    let env = vec![
+        ("HIE_EDGE__NODE__REPOSITORY_UNIQUE_ID".to_owned(), "1.2.3.4".to_owned()),
+        ("HIE_EDGE__NODE__UID_ROOT".to_owned(), "1.2.3.5".to_owned()),
+        ("HIE_EDGE__DICOM__AE_TITLE".to_owned(), "EDGE 1".to_owned()),
+        ("HIE_EDGE__PACS__PATH".to_owned(), "samples/dicom".to_owned()),
+    ];
+    let config = Config::from_raw(&RawConfig::parse(MINIMAL, env).unwrap()).unwrap();
+    assert_eq!(config.node.repository_unique_id.as_ref().map(Oid::as_str), Some("1.2.3.4"));
+    assert_eq!(config.node.uid_root.as_ref().map(Oid::as_str), Some("1.2.3.5"));
+    assert_eq!(config.dicom.ae_title, "EDGE 1");
+    assert_eq!(config.pacs, Some(PacsConfig::Folder { path: "samples/dicom".into() }));
+}
+
+#[test]
+fn dicom_and_pacs_problems_are_reported_with_their_keys() {
+    let text = format!(
+        "{MINIMAL}{}",
+        r#"
+[node]
+repository_unique_id = "1.2.03"
+uid_root = "1.2.840.99999.1.2.3.4.5.6.7.8.9.10.11"
+
+[dicom]
+ae_title = "MUCH_TOO_LONG_AE_TITLE"
+
+[pacs]
+kind = "dicomweb"
+path = "x"
+"#
+    );
+    let problems = problems_of(&text, no_env());
+    for expected in [
+        "node.repository_unique_id: \"1.2.03\" is not",
+        "node.uid_root: \"1.2.840.99999.1.2.3.4.5.6.7.8.9.10.11\" has 37 characters",
+        "dicom.ae_title:",
+        "pacs.kind: \"dicomweb\" is not supported yet",
+    ] {
+        assert!(problems.iter().any(|problem| problem.starts_with(expected)), "missing {expected:?} in {problems:#?}");
+    }
+    for (key, value) in [("ae_title", "A\\B"), ("ae_title", "   ")] {
+        let problems = problems_of(&format!("{MINIMAL}\n[dicom]\n{key} = {value:?}\n"), no_env());
+        assert!(problems.iter().any(|problem| problem.starts_with("dicom.ae_title:")), "{value:?}: {problems:#?}");
+    }
+    let problems = problems_of(&format!("{MINIMAL}\n[pacs]\nkind = \"ftp\"\n"), no_env());
+    assert!(problems.iter().any(|problem| problem.starts_with("pacs.kind: must be \"folder\"")), "{problems:#?}");
+}
