@@ -193,7 +193,8 @@ fn serve(path: &Path) -> ExitCode {
     });
     // Flushing spans waits on a task of the runtime, so it must not block a runtime thread.
     if let Some(telemetry) = telemetry {
-        let _ = runtime.block_on(tokio::task::spawn_blocking(move || drop(telemetry)));
+        let flush = runtime.spawn_blocking(move || drop(telemetry));
+        let _ = runtime.block_on(flush);
     }
     exit_code
 }
