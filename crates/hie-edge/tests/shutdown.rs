@@ -23,14 +23,19 @@ fn serve_until_accepting(store_url: &str) -> (std::process::Child, std::sync::mp
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = receiver
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("broker never accepted work");
-        if line.contains("accepting work") {
-            return (child, receiver);
+    let accepting = loop {
+        match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("accepting work") => break true,
+            Ok(_) => {}
+            Err(_) => break false,
         }
+    };
+    if !accepting {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the broker never accepted work");
     }
+    (child, receiver)
 }
 
 #[test]
