@@ -10,9 +10,12 @@
 //! Modules:
 //! - [`patients`]: identities, merges, history, and the inbound-message log that makes ADT idempotent.
 //! - [`outbox`]: the durable outbox (enqueue in the caller's transaction, leased claims, backoff).
+//! - [`studies`]: study readiness (triggers, quiet period, leased builds), manifest versions, and
+//!   the instance headers the DICOM listener received.
 
 pub mod outbox;
 pub mod patients;
+pub mod studies;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -500,7 +500,7 @@ fn micros(duration: Duration) -> i64 {
 }
 
 /// Peers can answer with whole documents; the row keeps the start, enough to diagnose.
-fn truncate_error(error: &str) -> &str {
+pub(crate) fn truncate_error(error: &str) -> &str {
     if error.len() <= MAX_ERROR_BYTES {
         return error;
     }
