@@ -1,7 +1,8 @@
 //! `hie-edge kos build` as an integration engineer runs it: against the quickstart's folder PACS
 //! (the bundled samples), the manifest passes `dciodvfy -new`, references exactly what the NIST
 //! fixture's own manifest references, and carries the configured Retrieve Location UID; an
-//! unknown study or an unreachable PACS exits 1 with a message that says so.
+//! unknown study or an unreachable PACS exits 1 with a message that says so, and a PACS
+//! configured without its address exits 64.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -122,10 +123,25 @@ fn a_missing_pacs_folder_exits_1_as_unreachable() {
 }
 
 #[test]
-fn a_pacs_kind_not_supported_yet_is_a_configuration_error() {
+fn a_dicomweb_pacs_that_is_down_exits_1_as_unreachable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("kos.dcm");
+    // A port nobody listens on: bound, read, released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let url = format!("http://127.0.0.1:{port}/dicom-web");
+    let o = kos_build(STUDIES[0].1, &out, &[("HIE_EDGE__PACS__KIND", "dicomweb"), ("HIE_EDGE__PACS__URL", &url)]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("PACS unreachable") && text(&o).contains(&url), "{}", text(&o));
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_dimse_pacs_without_its_address_is_a_configuration_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("kos.dcm");
     let o = kos_build(STUDIES[0].1, &out, &[("HIE_EDGE__PACS__KIND", "dimse")]);
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
-    assert!(text(&o).contains("pacs.kind") && text(&o).contains("not supported yet"), "{}", text(&o));
+    for key in ["pacs.ae_title", "pacs.host"] {
+        assert!(text(&o).contains(key), "{key}: {}", text(&o));
+    }
 }

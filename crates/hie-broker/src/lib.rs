@@ -7,10 +7,15 @@
 //! - [`adt`]: the HL7 edge of the broker: configuration, outcomes, and the one place ACKs are rendered.
 //! - [`commit`]: the group-commit writer that applies ADT from every connection in batched
 //!   transactions and answers each message only after its batch is durable.
+//! - [`studies`]: when a study is ready (C-STORE arrivals, PACS polls, requests; quiet period)
+//!   and the scheduler that turns it into manifest versions.
+//! - [`ports`]: the traits through which decisions reach peers ([`ports::Pacs`]).
 //! - [`from_wire`] / [`to_wire`]: HL7 types <-> domain types.
 
 pub mod adt;
 pub mod commit;
 pub mod from_wire;
 pub mod patients;
+pub mod ports;
+pub mod studies;
 pub mod to_wire;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use hie_broker::adt::AdtConfig;
 use hie_broker::commit::AdtWriter;
+use hie_broker::studies::{StudyConfig, StudyScheduler};
 use hie_inbound::api::{self, ApiState};
 use hie_inbound::mllp::{self, MllpConfig, MllpStats};
 use hie_outbound::{Deliver, LogDeliverer, OutboxWorker};
@@ -34,14 +35,7 @@ pub struct App {
 
 impl App {
     pub async fn start(config: Config) -> anyhow::Result<App> {
-        prepare_sqlite_directory(&config.store.url)?;
-        let store = Store::connect(&StoreOptions {
-            url: config.store.url.clone(),
-            max_connections: config.store.max_connections,
-            acquire_timeout: config.store.acquire_timeout,
-        })
-        .await
-        .context("opening the store")?;
+        let store = open_store(&config).await?;
         tracing::info!(engine = ?store.engine(), "store ready");
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -67,6 +61,9 @@ impl App {
         });
         let (writer, writer_task) = AdtWriter::spawn(store.clone(), Arc::clone(&adt_config), outbox_waker);
 
+        let mut tasks = Vec::new();
+        let study_waker = start_manifests(&config, &store, &shutdown_rx, &mut tasks).await?;
+
         let hl7_listener = TcpListener::bind(config.hl7.listen)
             .await
             .with_context(|| format!("binding hl7.listen {}", config.hl7.listen))?;
@@ -85,13 +82,13 @@ impl App {
             mllp_stats: Arc::clone(&mllp_stats),
             accepting: Arc::clone(&accepting),
             version: env!("CARGO_PKG_VERSION"),
+            study_waker,
         };
         let mllp_config = MllpConfig {
             max_frame_bytes: config.hl7.max_frame_bytes,
             idle_timeout: config.hl7.idle_timeout,
             max_connections: config.hl7.max_connections,
         };
-        let mut tasks = Vec::new();
         tasks.push(tokio::spawn(worker.run(shutdown_rx.clone())));
         tasks.push(tokio::spawn(mllp::serve(
             hl7_listener,
@@ -126,6 +123,67 @@ impl App {
         let _ = self.writer_task.await;
         self.store.close().await;
     }
+}
+
+/// Opens (and migrates) the configured store.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    prepare_sqlite_directory(&config.store.url)?;
+    Store::connect(&StoreOptions {
+        url: config.store.url.clone(),
+        max_connections: config.store.max_connections,
+        acquire_timeout: config.store.acquire_timeout,
+    })
+    .await
+    .context("opening the store")
+}
+
+/// Opens the PACS and starts the study scheduler (and the poller when `[pacs] poll_interval_secs`
+/// is set). Returns the scheduler's waker, or `None` when manifests are off: no PACS, or `[node]`
+/// lacks the repository unique ID or the UID root a manifest needs.
+async fn start_manifests(
+    config: &Config,
+    store: &Store,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Option<Arc<tokio::sync::Notify>>> {
+    let Some(pacs_settings) = &config.pacs else {
+        tracing::info!("no [pacs]: manifests are off");
+        return Ok(None);
+    };
+    let Some(settings) = crate::cli::manifest_settings(config) else {
+        tracing::warn!("[pacs] is set but node.repository_unique_id or node.uid_root is not: manifests are off");
+        return Ok(None);
+    };
+    let pacs = crate::pacs::open(pacs_settings).await.context("opening the PACS")?;
+    let study_config = StudyConfig {
+        quiet_period: config.dicom.quiet_period,
+        evidence: config.dicom.evidence,
+        retry: OutboxPolicy {
+            lease: config.store.outbox_lease,
+            backoff_base: config.store.outbox_backoff_base,
+            backoff_max: config.store.outbox_backoff_max,
+            max_attempts: config.store.outbox_max_attempts,
+        },
+        concurrency: 4,
+        owner: config.node_name.clone(),
+    };
+    let scheduler = StudyScheduler::new(store.clone(), Arc::clone(&pacs), study_config, settings)
+        .context("starting the study scheduler")?;
+    let waker = scheduler.waker();
+    tracing::info!(pacs = %pacs.describe(), "manifests on");
+    tasks.push(tokio::spawn(scheduler.run(shutdown.clone())));
+    if let Some(interval) = config.poll.interval {
+        tasks.push(tokio::spawn(hie_broker::studies::run_poller(
+            store.clone(),
+            pacs,
+            interval,
+            config.poll.lookback_days,
+            config.dicom.quiet_period,
+            Arc::clone(&waker),
+            shutdown.clone(),
+        )));
+    }
+    Ok(Some(waker))
 }
 
 /// Keeps the store bounded: recorded HL7 message IDs and delivered outbox items older than the

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hie_outbound::pacs::FolderPacs;
 
 use crate::app::App;
 use crate::config;
@@ -39,6 +38,25 @@ enum Command {
         #[command(subcommand)]
         command: KosCommand,
     },
+    /// Studies the broker manifests.
+    Study {
+        #[command(subcommand)]
+        command: StudyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StudyCommand {
+    /// Ask the broker (through its database) to build the study's manifest now, as if it had just
+    /// changed: a new version is made if the PACS holds something different.
+    Refresh {
+        /// The TOML configuration; HIE_EDGE__<SECTION>__<KEY> variables override its keys.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Study Instance UID.
+        #[arg(long, value_name = "UID")]
+        study: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +88,7 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Serve { config } => serve(&config),
         Command::Kos { command: KosCommand::Build { config, study, out } } => kos_build(&config, &study, &out),
+        Command::Study { command: StudyCommand::Refresh { config, study } } => study_refresh(&config, &study),
     }
 }
 
@@ -89,9 +108,7 @@ fn kos_build(path: &Path, study: &str, out: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let (Some(repository_unique_id), Some(uid_root), Some(pacs)) =
-        (&config.node.repository_unique_id, &config.node.uid_root, &config.pacs)
-    else {
+    let (Some(settings), Some(pacs)) = (manifest_settings(&config), &config.pacs) else {
         for (missing, key) in [
             (config.node.repository_unique_id.is_none(), "node.repository_unique_id"),
             (config.node.uid_root.is_none(), "node.uid_root"),
@@ -103,28 +120,33 @@ fn kos_build(path: &Path, study: &str, out: &Path) -> ExitCode {
         }
         return ExitCode::from(EXIT_CONFIG);
     };
-    let mut uids = match hie_kos::RootedUids::new(uid_root.as_str()) {
+    let mut uids = match hie_kos::RootedUids::new(&settings.uid_root) {
         Ok(uids) => uids,
         Err(error) => {
             eprintln!("{}: node.uid_root: {error}", path.display());
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let config::PacsConfig::Folder { path: folder } = pacs;
-    let evidence = match FolderPacs::index(folder).and_then(|pacs| pacs.study_evidence(study)) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let evidence = runtime.block_on(async {
+        let pacs = crate::pacs::open(pacs).await?;
+        pacs.study_evidence(study).await
+    });
+    let evidence = match evidence {
         Ok(evidence) => evidence,
         Err(error) => {
             eprintln!("kos build: {error}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
-    let timestamp = hie_core::clock::hl7_timestamp(now);
-    let (date, time) = timestamp.split_at(8);
-    let options = hie_kos::KosOptions::new(config.dicom.ae_title.as_str(), repository_unique_id.as_str(), date, time);
-    let bytes = match hie_kos::build_kos(&evidence, &options, &mut uids).and_then(|kos| hie_kos::to_part10_bytes(&kos))
-    {
-        Ok(bytes) => bytes,
+    let bytes = match hie_broker::studies::build_manifest(&evidence, &settings, 1, &mut uids) {
+        Ok((bytes, _, _)) => bytes,
         Err(error) => {
             eprintln!("kos build: study {study}: {error}");
             return ExitCode::from(EXIT_RUNTIME);
@@ -141,6 +163,51 @@ fn kos_build(path: &Path, study: &str, out: &Path) -> ExitCode {
         out.display()
     );
     ExitCode::SUCCESS
+}
+
+/// `study refresh`: records an explicit request in the store the broker runs on.
+fn study_refresh(path: &Path, study: &str) -> ExitCode {
+    let config = match load_or_report(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if !hie_kos::is_valid_uid(study) {
+        eprintln!("study refresh: {study:?} is not a Study Instance UID");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let result = runtime.block_on(async {
+        let store = crate::app::open_store(&config).await?;
+        hie_broker::studies::request(&store, study).await?;
+        store.close().await;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => {
+            println!("study {study}: queued; the broker builds its manifest now");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("study refresh: {error:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// How manifests describe themselves, when `[node]` says enough to build one.
+pub(crate) fn manifest_settings(config: &config::Config) -> Option<hie_broker::studies::ManifestSettings> {
+    Some(hie_broker::studies::ManifestSettings {
+        retrieve_ae_title: config.dicom.ae_title.clone(),
+        repository_unique_id: config.node.repository_unique_id.as_ref()?.as_str().to_owned(),
+        uid_root: config.node.uid_root.as_ref()?.as_str().to_owned(),
+        institution_name: None,
+    })
 }
 
 fn check_config(path: &Path) -> ExitCode {

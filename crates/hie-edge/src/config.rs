@@ -12,10 +12,12 @@ pub mod raw;
 pub mod schema;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use hie_broker::studies::EvidenceSource;
 use hie_core::{AffinityDomain, AssigningAuthority, Oid};
+use hie_outbound::pacs::{DicomWebSettings, DimseSettings, PacsSettings, Retrieve};
 use hie_telemetry::{LogFormat, TelemetryConfig};
 
 pub use raw::RawConfig;
@@ -40,8 +42,9 @@ pub struct Config {
     pub node_name: String,
     pub node: NodeConfig,
     pub dicom: DicomConfig,
-    /// `None` when `[pacs] path` is empty: commands that need a PACS refuse to run.
-    pub pacs: Option<PacsConfig>,
+    /// `None` for `kind = "folder"` with an empty `path`: commands that need a PACS refuse to run.
+    pub pacs: Option<PacsSettings>,
+    pub poll: PollConfig,
     pub store: StoreConfig,
     pub hl7: Hl7Config,
     pub api_listen: SocketAddr,
@@ -59,18 +62,28 @@ pub struct NodeConfig {
     pub uid_root: Option<Oid>,
 }
 
-/// `[dicom]`: how we present ourselves to DICOM peers.
+/// `[dicom]`: how we present ourselves to DICOM peers, our listener, and study readiness.
 #[derive(Debug, Clone)]
 pub struct DicomConfig {
     /// Our AE title; also the manifests' Retrieve AE Title.
     pub ae_title: String,
+    /// The listener's address; `None`: no listener.
+    pub listen: Option<SocketAddr>,
+    /// Empty: any calling AE.
+    pub allowed_calling_ae_titles: Vec<String>,
+    pub max_associations: usize,
+    pub association_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub quiet_period: Duration,
+    pub evidence: EvidenceSource,
 }
 
-/// `[pacs]`: the hospital's PACS, by adapter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PacsConfig {
-    /// A directory tree of DICOM Part 10 files.
-    Folder { path: PathBuf },
+/// `[pacs] poll_*`: polling the PACS for new and changed studies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollConfig {
+    /// `None`: no polling.
+    pub interval: Option<Duration>,
+    pub lookback_days: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -142,25 +155,24 @@ impl Config {
         if let Err(message) = check_ae_title(&ae_title) {
             problem("dicom.ae_title", message);
         }
-
-        let pacs_path = raw.string("pacs", "path");
-        let pacs = match raw.string("pacs", "kind").as_str() {
-            "folder" => {
-                Some(pacs_path).filter(|path| !path.is_empty()).map(|path| PacsConfig::Folder { path: path.into() })
+        let dicom_listen = optional_socket_address(raw, "dicom", "listen", &mut problem);
+        let allowed_calling_ae_titles = raw.strings("dicom", "allowed_calling_ae_titles");
+        for (n, title) in allowed_calling_ae_titles.iter().enumerate() {
+            if let Err(message) = check_ae_title(title) {
+                problem(&format!("dicom.allowed_calling_ae_titles[{n}]"), message);
             }
-            kind @ ("dimse" | "dicomweb") => {
-                problem("pacs.kind", format!("{kind:?} is not supported yet; use \"folder\""));
-                None
-            }
+        }
+        let evidence = match raw.string("dicom", "evidence").as_str() {
+            "pacs" => EvidenceSource::Pacs,
+            "received" => EvidenceSource::Received,
             other => {
-                problem(
-                    "pacs.kind",
-                    format!("must be \"folder\" (\"dimse\" and \"dicomweb\" are not supported yet), got {other:?}"),
-                );
-                None
+                problem("dicom.evidence", format!("must be \"pacs\" or \"received\", got {other:?}"));
+                EvidenceSource::Pacs
             }
         };
-
+        if evidence == EvidenceSource::Received && dicom_listen.is_none() {
+            problem("dicom.evidence", "\"received\" needs the listener: set dicom.listen".to_owned());
+        }
         let store_url = raw.string("store", "url");
         if !(store_url.starts_with("sqlite:")
             || store_url.starts_with("postgres://")
@@ -177,6 +189,26 @@ impl Config {
                 value.unsigned_abs()
             }
         };
+        let dicom_max_associations = positive("dicom", "max_associations", &mut problem);
+        let association_timeout_secs = positive("dicom", "association_timeout_secs", &mut problem);
+        let dicom_idle_timeout_secs = positive("dicom", "idle_timeout_secs", &mut problem);
+        let quiet_period_secs = raw.integer("dicom", "quiet_period_secs");
+        if quiet_period_secs < 0 {
+            problem("dicom.quiet_period_secs", format!("must not be negative, got {quiet_period_secs}"));
+        }
+        let pacs = pacs_settings(raw, &ae_title, &mut problem);
+        let poll_interval_secs = raw.integer("pacs", "poll_interval_secs");
+        if poll_interval_secs < 0 {
+            problem("pacs.poll_interval_secs", format!("must not be negative, got {poll_interval_secs}"));
+        }
+        let poll_lookback_days = positive("pacs", "poll_lookback_days", &mut problem);
+        let poll = PollConfig {
+            interval: (poll_interval_secs > 0).then(|| Duration::from_secs(poll_interval_secs.unsigned_abs())),
+            lookback_days: u32::try_from(poll_lookback_days).unwrap_or(u32::MAX),
+        };
+        if poll.interval.is_some() && pacs.is_none() {
+            problem("pacs.poll_interval_secs", "polling needs a PACS: set [pacs]".to_owned());
+        }
         let max_connections = positive("store", "max_connections", &mut problem);
         let acquire_timeout_secs = positive("store", "acquire_timeout_secs", &mut problem);
         let group_commit_max_batch = positive("store", "group_commit_max_batch", &mut problem);
@@ -257,8 +289,18 @@ impl Config {
         match (problems.is_empty(), patient_id_authority, local_authority, hl7_listen, api_listen) {
             (true, Some(patient_id_authority), Ok(local_authority), Some(hl7_listen), Some(api_listen)) => Ok(Config {
                 node,
-                dicom: DicomConfig { ae_title },
+                dicom: DicomConfig {
+                    ae_title,
+                    listen: dicom_listen,
+                    allowed_calling_ae_titles,
+                    max_associations: usize::try_from(dicom_max_associations).unwrap_or(usize::MAX),
+                    association_timeout: Duration::from_secs(association_timeout_secs),
+                    idle_timeout: Duration::from_secs(dicom_idle_timeout_secs),
+                    quiet_period: Duration::from_secs(quiet_period_secs.unsigned_abs()),
+                    evidence,
+                },
                 pacs,
+                poll,
                 store: StoreConfig {
                     url: store_url,
                     max_connections: u32::try_from(max_connections).unwrap_or(u32::MAX),
@@ -292,6 +334,94 @@ impl Config {
             _ => Err(problems),
         }
     }
+}
+
+/// `[pacs]` by kind. Keys of other kinds are ignored, so one file can keep several set up.
+fn pacs_settings(raw: &RawConfig, our_ae_title: &str, problem: &mut dyn FnMut(&str, String)) -> Option<PacsSettings> {
+    let seconds = |key: &str, problem: &mut dyn FnMut(&str, String)| {
+        let value = raw.integer("pacs", key);
+        if value <= 0 {
+            problem(&format!("pacs.{key}"), format!("must be a positive integer, got {value}"));
+        }
+        Duration::from_secs(value.max(1).unsigned_abs())
+    };
+    let connect_timeout = seconds("connect_timeout_secs", problem);
+    let timeout = seconds("timeout_secs", problem);
+    match raw.string("pacs", "kind").as_str() {
+        "folder" => {
+            let path = raw.string("pacs", "path");
+            (!path.is_empty()).then(|| PacsSettings::Folder { path: path.into() })
+        }
+        "dimse" => {
+            let ae_title = raw.string("pacs", "ae_title");
+            if let Err(message) = check_ae_title(&ae_title) {
+                problem("pacs.ae_title", message);
+            }
+            let host = raw.string("pacs", "host");
+            let port = raw.integer("pacs", "port");
+            let port = match u16::try_from(port) {
+                Ok(port) if port > 0 => port,
+                _ => {
+                    problem("pacs.port", format!("must be a TCP port (1 to 65535), got {port}"));
+                    0
+                }
+            };
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                problem("pacs.host", format!("must be a host name or IP address for kind = \"dimse\", got {host:?}"));
+            }
+            let retrieve = match raw.string("pacs", "retrieve").as_str() {
+                "c-get" => Retrieve::CGet,
+                "c-move" => Retrieve::CMove,
+                other => {
+                    problem("pacs.retrieve", format!("must be \"c-get\" or \"c-move\", got {other:?}"));
+                    Retrieve::CGet
+                }
+            };
+            let max_associations = raw.integer("pacs", "max_associations");
+            if max_associations <= 0 {
+                problem("pacs.max_associations", format!("must be a positive integer, got {max_associations}"));
+            }
+            Some(PacsSettings::Dimse(DimseSettings {
+                ae_title,
+                host,
+                port,
+                our_ae_title: our_ae_title.to_owned(),
+                retrieve,
+                max_associations: usize::try_from(max_associations.max(1)).unwrap_or(usize::MAX),
+                connect_timeout,
+                timeout,
+            }))
+        }
+        "dicomweb" => {
+            let url = raw.string("pacs", "url");
+            if !url.starts_with("http://") || url.len() <= "http://".len() {
+                problem(
+                    "pacs.url",
+                    format!("{url:?} must be an http:// URL of the DICOMweb root, e.g. http://pacs:8042/dicom-web"),
+                );
+                return None;
+            }
+            Some(PacsSettings::DicomWeb(DicomWebSettings {
+                url: url.trim_end_matches('/').to_owned(),
+                connect_timeout,
+                timeout,
+            }))
+        }
+        other => {
+            problem("pacs.kind", format!("must be \"folder\", \"dimse\" or \"dicomweb\", got {other:?}"));
+            None
+        }
+    }
+}
+
+/// An address that may be left empty (the listener is then off).
+fn optional_socket_address(
+    raw: &RawConfig,
+    section: &str,
+    key: &str,
+    problem: &mut dyn FnMut(&str, String),
+) -> Option<SocketAddr> {
+    if raw.string(section, key).is_empty() { None } else { socket_address(raw, section, key, problem) }
 }
 
 fn socket_address(

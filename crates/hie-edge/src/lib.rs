@@ -9,5 +9,6 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod pacs;
 
 pub use cli::main_with_args;

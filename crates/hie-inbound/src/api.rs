@@ -7,6 +7,9 @@
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /api/patients?identifier=<CX>`: the patient holding that identifier, as a JSON array.
 //! - `GET /api/outbox?state=pending|failed|done&limit=N`, `POST /api/outbox/{id}/retry`.
+//! - `/api/studies...`: studies and manifests ([`studies`]).
+
+mod studies;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +38,8 @@ pub struct ApiState {
     /// Set by the binary once every listener is bound and the writer runs.
     pub accepting: Arc<AtomicBool>,
     pub version: &'static str,
+    /// Wakes the study scheduler after an explicit request; `None` when manifests are off.
+    pub study_waker: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The router; the binary serves it on `[api] listen`.
@@ -46,6 +51,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/patients", get(patients))
         .route("/api/outbox", get(outbox_list))
         .route("/api/outbox/{id}/retry", post(outbox_retry))
+        .merge(studies::routes())
         .with_state(state)
 }
 
@@ -311,6 +317,12 @@ async fn metrics(State(state): State<ApiState>) -> Response {
                 (&[("state", "done")], counts.done as f64),
             ],
         );
+    }
+    if let Ok(counts) = state.store.study_counts().await {
+        let samples: Vec<([(&str, &str); 1], f64)> =
+            counts.iter().map(|(state, n)| ([("state", state.as_str())], *n as f64)).collect();
+        let samples: Vec<(&[(&str, &str)], f64)> = samples.iter().map(|(labels, n)| (&labels[..], *n)).collect();
+        text.family("hie_studies", "Studies by readiness state", Kind::Gauge, &samples);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text.finish()).into_response()
 }

@@ -21,6 +21,7 @@ enum Value {
     String(String),
     Integer(i64),
     Boolean(bool),
+    StringList(Vec<String>),
 }
 
 impl RawConfig {
@@ -65,6 +66,7 @@ impl RawConfig {
                 schema::DefaultValue::String(text) => Value::String(text.to_owned()),
                 schema::DefaultValue::Integer(number) => Value::Integer(number),
                 schema::DefaultValue::Boolean(flag) => Value::Boolean(flag),
+                schema::DefaultValue::EmptyList => Value::StringList(Vec::new()),
             };
             raw.values.insert(slot, default);
         }
@@ -83,6 +85,14 @@ impl RawConfig {
         match self.values.get(&(section.to_owned(), name.to_owned())) {
             Some(Value::Integer(number)) => *number,
             _ => 0,
+        }
+    }
+
+    /// A string-list key's values (empty when absent).
+    pub fn strings(&self, section: &str, name: &str) -> Vec<String> {
+        match self.values.get(&(section.to_owned(), name.to_owned())) {
+            Some(Value::StringList(values)) => values.clone(),
+            _ => Vec::new(),
         }
     }
 
@@ -113,6 +123,13 @@ impl RawConfig {
                     (Kind::String, toml::Value::String(text)) => Value::String(text),
                     (Kind::Integer, toml::Value::Integer(number)) => Value::Integer(number),
                     (Kind::Boolean, toml::Value::Boolean(flag)) => Value::Boolean(flag),
+                    (Kind::StringList, toml::Value::Array(values))
+                        if values.iter().all(|value| matches!(value, toml::Value::String(_))) =>
+                    {
+                        Value::StringList(
+                            values.into_iter().filter_map(|value| value.as_str().map(str::to_owned)).collect(),
+                        )
+                    }
                     (kind, other) => {
                         let message = format!("expected {}, found {}", kind_name(kind), other.type_str());
                         problems.push(Problem { key: path, message });
@@ -143,6 +160,9 @@ impl RawConfig {
                 "false" => Some(Value::Boolean(false)),
                 _ => None,
             },
+            Kind::StringList => Some(Value::StringList(
+                value.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect(),
+            )),
         };
         match typed {
             Some(typed) => {
@@ -161,5 +181,6 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::String => "a string",
         Kind::Integer => "an integer",
         Kind::Boolean => "true or false",
+        Kind::StringList => "an array of strings",
     }
 }

@@ -8,6 +8,8 @@ pub enum Kind {
     String,
     Integer,
     Boolean,
+    /// A TOML array of strings; from the environment, comma-separated.
+    StringList,
 }
 
 /// A key's default, or that it must be given.
@@ -17,6 +19,8 @@ pub enum DefaultValue {
     String(&'static str),
     Integer(i64),
     Boolean(bool),
+    /// The empty list.
+    EmptyList,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,21 +144,98 @@ pub const KEYS: &[Key] = &[
         "ae_title",
         K::String,
         D::String("HIE_EDGE"),
-        "Our DICOM AE title (1 to 16 characters, no backslash), also each manifest's Retrieve AE Title.",
+        "Our DICOM AE title (1 to 16 characters, no backslash), also each manifest's Retrieve AE Title and the C-MOVE destination.",
     ),
     key(
-        "pacs",
-        "kind",
+        "dicom",
+        "listen",
         K::String,
-        D::String("folder"),
-        "The local PACS adapter: folder (dimse and dicomweb are not supported yet).",
+        D::String(""),
+        "DICOM listener (C-ECHO, C-STORE from the PACS or modalities, C-MOVE destination), host:port; empty = no listener.",
     ),
+    key(
+        "dicom",
+        "allowed_calling_ae_titles",
+        K::StringList,
+        D::EmptyList,
+        "Calling AE titles the listener accepts (others are rejected, PS3.8 reason 3); empty = any.",
+    ),
+    key(
+        "dicom",
+        "max_associations",
+        K::Integer,
+        D::Integer(16),
+        "Associations the listener holds at once; more are rejected (transient).",
+    ),
+    key(
+        "dicom",
+        "association_timeout_secs",
+        K::Integer,
+        D::Integer(30),
+        "How long a peer may take to open or release an association (ARTIM).",
+    ),
+    key("dicom", "idle_timeout_secs", K::Integer, D::Integer(60), "An association silent this long is aborted."),
+    key(
+        "dicom",
+        "quiet_period_secs",
+        K::Integer,
+        D::Integer(60),
+        "A study is manifested once no change has been seen for this long; later changes make a new version.",
+    ),
+    key(
+        "dicom",
+        "evidence",
+        K::String,
+        D::String("pacs"),
+        "What manifests reference: pacs (what the PACS holds, by query) or received (the instances our listener received).",
+    ),
+    key("pacs", "kind", K::String, D::String("folder"), "The local PACS adapter: folder, dimse or dicomweb."),
     key(
         "pacs",
         "path",
         K::String,
         D::String(""),
         "For kind = folder: the directory tree of DICOM Part 10 files, relative to the working directory; empty = no PACS.",
+    ),
+    key("pacs", "ae_title", K::String, D::String(""), "For kind = dimse: the PACS's AE title."),
+    key("pacs", "host", K::String, D::String(""), "For kind = dimse: the PACS's host name or IP address."),
+    key("pacs", "port", K::Integer, D::Integer(104), "For kind = dimse: the PACS's DICOM port."),
+    key(
+        "pacs",
+        "retrieve",
+        K::String,
+        D::String("c-get"),
+        "For kind = dimse: how instances are fetched: c-get (preferred) or c-move (to our [dicom] listener).",
+    ),
+    key(
+        "pacs",
+        "url",
+        K::String,
+        D::String(""),
+        "For kind = dicomweb: the DICOMweb root, e.g. http://pacs:8042/dicom-web.",
+    ),
+    key("pacs", "max_associations", K::Integer, D::Integer(4), "Connections (associations) open to the PACS at once."),
+    key("pacs", "connect_timeout_secs", K::Integer, D::Integer(10), "How long connecting to the PACS may take."),
+    key(
+        "pacs",
+        "timeout_secs",
+        K::Integer,
+        D::Integer(30),
+        "Longest wait for the PACS's next answer (DIMSE response or HTTP data).",
+    ),
+    key(
+        "pacs",
+        "poll_interval_secs",
+        K::Integer,
+        D::Integer(0),
+        "How often the PACS is asked for new or changed studies; 0 = no polling.",
+    ),
+    key(
+        "pacs",
+        "poll_lookback_days",
+        K::Integer,
+        D::Integer(7),
+        "A poll looks at studies whose Study Date is within this many days.",
     ),
     key(
         "affinity_domain",

@@ -1,6 +1,7 @@
 //! Configuration tests: both phases, overrides, and that docs/configuration.md covers every key.
 
 use super::*;
+use hie_outbound::pacs::Retrieve;
 
 const MINIMAL: &str = r#"
 [store]
@@ -178,7 +179,49 @@ fn dicom_and_pacs_keys_default_to_unset_and_parse_when_given() {
     assert_eq!(config.node.repository_unique_id.as_ref().map(Oid::as_str), Some("1.2.3.4"));
     assert_eq!(config.node.uid_root.as_ref().map(Oid::as_str), Some("1.2.3.5"));
     assert_eq!(config.dicom.ae_title, "EDGE 1");
-    assert_eq!(config.pacs, Some(PacsConfig::Folder { path: "samples/dicom".into() }));
+    assert_eq!(config.pacs, Some(PacsSettings::Folder { path: "samples/dicom".into() }));
+}
+
+#[test]
+fn dimse_and_dicomweb_pacs_and_the_listener_parse() {
+    let text = format!(
+        "{MINIMAL}{}",
+        r#"
+[dicom]
+ae_title = "EDGE"
+listen = "127.0.0.1:11112"
+allowed_calling_ae_titles = ["ORTHANC", "CT1"]
+quiet_period_secs = 0
+evidence = "received"
+
+[pacs]
+kind = "dimse"
+ae_title = "ORTHANC"
+host = "127.0.0.1"
+port = 4242
+retrieve = "c-move"
+poll_interval_secs = 30
+"#
+    );
+    let config = Config::from_raw(&RawConfig::parse(&text, no_env()).unwrap()).unwrap();
+    assert_eq!(config.dicom.listen.map(|address| address.port()), Some(11112));
+    assert_eq!(config.dicom.allowed_calling_ae_titles, ["ORTHANC", "CT1"]);
+    assert_eq!(config.dicom.quiet_period, Duration::ZERO);
+    assert_eq!(config.dicom.evidence, EvidenceSource::Received);
+    assert_eq!(config.poll.interval, Some(Duration::from_secs(30)));
+    let Some(PacsSettings::Dimse(dimse)) = &config.pacs else { panic!("{:?}", config.pacs) };
+    assert_eq!((dimse.ae_title.as_str(), dimse.host.as_str(), dimse.port), ("ORTHANC", "127.0.0.1", 4242));
+    assert_eq!((dimse.our_ae_title.as_str(), dimse.retrieve), ("EDGE", Retrieve::CMove));
+
+    let env = vec![
+        ("HIE_EDGE__PACS__KIND".to_owned(), "dicomweb".to_owned()),
+        ("HIE_EDGE__PACS__URL".to_owned(), "http://127.0.0.1:8042/dicom-web/".to_owned()),
+        ("HIE_EDGE__DICOM__ALLOWED_CALLING_AE_TITLES".to_owned(), "A, B ,".to_owned()),
+    ];
+    let config = Config::from_raw(&RawConfig::parse(&text, env).unwrap()).unwrap();
+    assert_eq!(config.dicom.allowed_calling_ae_titles, ["A", "B"], "comma-separated from the environment");
+    let Some(PacsSettings::DicomWeb(web)) = &config.pacs else { panic!("{:?}", config.pacs) };
+    assert_eq!(web.url, "http://127.0.0.1:8042/dicom-web", "trailing slash dropped");
 }
 
 #[test]
@@ -203,7 +246,7 @@ path = "x"
         "node.repository_unique_id: \"1.2.03\" is not",
         "node.uid_root: \"1.2.840.99999.1.2.3.4.5.6.7.8.9.10.11\" has 37 characters",
         "dicom.ae_title:",
-        "pacs.kind: \"dicomweb\" is not supported yet",
+        "pacs.url: \"\" must be an http:// URL",
     ] {
         assert!(problems.iter().any(|problem| problem.starts_with(expected)), "missing {expected:?} in {problems:#?}");
     }
@@ -213,4 +256,50 @@ path = "x"
     }
     let problems = problems_of(&format!("{MINIMAL}\n[pacs]\nkind = \"ftp\"\n"), no_env());
     assert!(problems.iter().any(|problem| problem.starts_with("pacs.kind: must be \"folder\"")), "{problems:#?}");
+
+    let text = format!(
+        "{MINIMAL}{}",
+        r#"
+[dicom]
+listen = "nowhere"
+allowed_calling_ae_titles = ["OK", "WAY_TOO_LONG_FOR_AN_AE"]
+evidence = "rumour"
+
+[pacs]
+kind = "dimse"
+port = 70000
+retrieve = "c-find"
+poll_interval_secs = -1
+"#
+    );
+    let problems = problems_of(&text, no_env());
+    for expected in [
+        "dicom.listen: \"nowhere\" is not a socket address",
+        "dicom.allowed_calling_ae_titles[1]:",
+        "dicom.evidence: must be \"pacs\" or \"received\"",
+        "pacs.ae_title:",
+        "pacs.host: must be a host name",
+        "pacs.port: must be a TCP port",
+        "pacs.retrieve: must be \"c-get\" or \"c-move\"",
+        "pacs.poll_interval_secs: must not be negative",
+    ] {
+        assert!(problems.iter().any(|problem| problem.starts_with(expected)), "missing {expected:?} in {problems:#?}");
+    }
+    let problems = problems_of(&format!("{MINIMAL}\n[dicom]\nallowed_calling_ae_titles = [\"A\", 3]\n"), no_env());
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem.starts_with("dicom.allowed_calling_ae_titles: expected an array of strings")),
+        "{problems:#?}"
+    );
+    let problems = problems_of(&format!("{MINIMAL}\n[dicom]\nevidence = \"received\"\n"), no_env());
+    assert!(
+        problems.iter().any(|problem| problem.starts_with("dicom.evidence: \"received\" needs the listener")),
+        "{problems:#?}"
+    );
+    let problems = problems_of(&format!("{MINIMAL}\n[pacs]\npoll_interval_secs = 10\n"), no_env());
+    assert!(
+        problems.iter().any(|problem| problem.starts_with("pacs.poll_interval_secs: polling needs a PACS")),
+        "{problems:#?}"
+    );
 }

@@ -14,7 +14,11 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use hie_broker::ports::{Pacs, PacsError, PacsFuture, StudySummary};
 use hie_kos::{StudyEvidence, StudyEvidenceBuilder, from_instance_header, read_instance_header};
+use tokio::sync::RwLock;
 
 /// Deepest directory level walked below the root.
 pub const MAX_DEPTH: usize = 32;
@@ -23,31 +27,14 @@ pub const MAX_DEPTH: usize = 32;
 /// pre-check needs the whole file).
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
-/// Why the PACS could not answer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PacsError {
-    /// No indexed file belongs to the study.
-    #[error("study {0} is not in the PACS")]
-    UnknownStudy(String),
-    /// The PACS itself can't be reached: here, the folder can't be read.
-    #[error("PACS unreachable: {}: {source}", path.display())]
-    Unreachable {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// The study was indexed, but none of its files is readable any more.
-    #[error("study {study}: no readable instance ({skipped} file(s) skipped)")]
-    NoInstances { study: String, skipped: usize },
-}
-
 /// The index of a folder PACS.
 #[derive(Debug, Clone)]
 pub struct FolderPacs {
     root: PathBuf,
     /// Study Instance UID -> files, in walk order (sorted by path per directory).
     studies: BTreeMap<String, Vec<PathBuf>>,
+    /// Study Instance UID -> Study Date (DA) of its first file, where it has one.
+    study_dates: BTreeMap<String, String>,
     n_skipped: usize,
 }
 
@@ -56,7 +43,7 @@ impl FolderPacs {
     /// can't be read; unreadable entries below it are counted in [`FolderPacs::n_skipped`].
     pub fn index(root: impl AsRef<Path>) -> Result<FolderPacs, PacsError> {
         let root = root.as_ref().to_path_buf();
-        let unreachable = |source| PacsError::Unreachable { path: root.clone(), source };
+        let unreachable = |source: io::Error| PacsError::Unreachable(format!("{}: {source}", root.display()));
         let metadata = fs::metadata(&root).map_err(unreachable)?;
         if !metadata.is_dir() {
             return Err(unreachable(io::Error::new(io::ErrorKind::NotADirectory, "not a directory")));
@@ -64,7 +51,8 @@ impl FolderPacs {
         // Fail on an unlistable root rather than report an empty PACS.
         fs::read_dir(&root).map_err(unreachable)?;
 
-        let mut pacs = FolderPacs { root: root.clone(), studies: BTreeMap::new(), n_skipped: 0 };
+        let mut pacs =
+            FolderPacs { root: root.clone(), studies: BTreeMap::new(), study_dates: BTreeMap::new(), n_skipped: 0 };
         let mut visited = HashSet::new();
         let mut pending = vec![(root, 0_usize)];
         while let Some((dir, depth)) = pending.pop() {
@@ -94,7 +82,12 @@ impl FolderPacs {
                     }
                 } else if metadata.is_file() && !is_dicomdir(&path) {
                     match read_study_uid(&path) {
-                        Some(study) => pacs.studies.entry(study).or_default().push(path),
+                        Some((study, date)) => {
+                            if let Some(date) = date {
+                                pacs.study_dates.entry(study.clone()).or_insert(date);
+                            }
+                            pacs.studies.entry(study).or_default().push(path);
+                        }
                         None => pacs.n_skipped += 1,
                     }
                 }
@@ -145,7 +138,24 @@ impl FolderPacs {
             }
         }
         // build() fails only when no instance was added.
-        builder.build().map_err(|_| PacsError::NoInstances { study: study_instance_uid.to_owned(), skipped })
+        builder.build().map_err(|_| {
+            PacsError::BadAnswer(format!(
+                "study {study_instance_uid}: no readable instance ({skipped} file(s) skipped)"
+            ))
+        })
+    }
+
+    /// Studies whose first file's Study Date is on or after `from_date`, or that have no date,
+    /// with their file counts.
+    pub fn list_studies(&self, from_date: &str) -> Vec<StudySummary> {
+        self.studies
+            .iter()
+            .filter(|(study, _)| self.study_dates.get(*study).is_none_or(|date| date.as_str() >= from_date))
+            .map(|(study, files)| StudySummary {
+                study_instance_uid: study.clone(),
+                n_instances: u64::try_from(files.len()).ok(),
+            })
+            .collect()
     }
 }
 
@@ -165,11 +175,70 @@ fn read_file(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The file's Study Instance UID, when it is readable DICOM with the UIDs a manifest needs.
-fn read_study_uid(path: &Path) -> Option<String> {
+/// The file's Study Instance UID and Study Date, when it is readable DICOM with the UIDs a
+/// manifest needs.
+fn read_study_uid(path: &Path) -> Option<(String, Option<String>)> {
     let bytes = read_file(path).ok()?;
     let header = read_instance_header(&bytes).ok()?;
-    from_instance_header(&header).ok().map(|header| header.study_instance_uid)
+    let date = header
+        .get(dicom_dictionary_std::tags::STUDY_DATE)
+        .and_then(|element| element.to_str().ok())
+        .map(|date| date.trim().to_owned())
+        .filter(|date| !date.is_empty());
+    from_instance_header(&header).ok().map(|header| (header.study_instance_uid, date))
+}
+
+/// [`FolderPacs`] as the broker's [`Pacs`]: the folder is indexed on first use, again on every
+/// poll, and again when a study is asked for that the index does not hold (files copied in since).
+/// A folder that can't be read is an unreachable PACS, as a network PACS that is down would be:
+/// the broker starts anyway and keeps trying. File reads run on the blocking pool.
+#[derive(Debug)]
+pub struct FolderAdapter {
+    root: PathBuf,
+    index: RwLock<Option<Arc<FolderPacs>>>,
+}
+
+impl FolderAdapter {
+    /// An adapter for the tree under `root`; nothing is read yet.
+    pub fn new(root: impl Into<PathBuf>) -> FolderAdapter {
+        FolderAdapter { root: root.into(), index: RwLock::new(None) }
+    }
+
+    async fn refresh(&self) -> Result<Arc<FolderPacs>, PacsError> {
+        let index = reindex(self.root.clone()).await?;
+        *self.index.write().await = Some(Arc::clone(&index));
+        Ok(index)
+    }
+}
+
+impl Pacs for FolderAdapter {
+    fn describe(&self) -> String {
+        format!("folder {}", self.root.display())
+    }
+
+    fn study_evidence<'a>(&'a self, study_instance_uid: &'a str) -> PacsFuture<'a, StudyEvidence> {
+        Box::pin(async move {
+            let known = self.index.read().await.clone();
+            let index = match known {
+                Some(index) if index.studies.contains_key(study_instance_uid) => index,
+                _ => self.refresh().await?,
+            };
+            let study = study_instance_uid.to_owned();
+            tokio::task::spawn_blocking(move || index.study_evidence(&study))
+                .await
+                .map_err(|error| PacsError::Unreachable(format!("reading the folder: {error}")))?
+        })
+    }
+
+    fn list_studies<'a>(&'a self, from_date: &'a str) -> PacsFuture<'a, Vec<StudySummary>> {
+        Box::pin(async move { Ok(self.refresh().await?.list_studies(from_date)) })
+    }
+}
+
+async fn reindex(root: PathBuf) -> Result<Arc<FolderPacs>, PacsError> {
+    tokio::task::spawn_blocking(move || FolderPacs::index(root).map(Arc::new))
+        .await
+        .map_err(|error| PacsError::Unreachable(format!("indexing the folder: {error}")))?
 }
 
 #[cfg(test)]
@@ -223,7 +292,7 @@ mod tests {
         copy_images(&fixture_images("IDS-DEPT024-a"), dir.path());
         let pacs = FolderPacs::index(dir.path()).unwrap();
         let error = pacs.study_evidence("1.2.3.4").unwrap_err();
-        assert!(matches!(&error, PacsError::UnknownStudy(uid) if uid == "1.2.3.4"), "{error:?}");
+        assert_eq!(error, PacsError::UnknownStudy("1.2.3.4".to_owned()));
         assert_eq!(error.to_string(), "study 1.2.3.4 is not in the PACS");
     }
 
@@ -232,11 +301,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no-such-dir");
         let error = FolderPacs::index(&missing).unwrap_err();
-        assert!(matches!(error, PacsError::Unreachable { .. }), "{error:?}");
+        assert!(matches!(error, PacsError::Unreachable(_)), "{error:?}");
         assert!(error.to_string().starts_with("PACS unreachable: "), "{error}");
         let file = dir.path().join("a-file");
         fs::write(&file, b"x").unwrap();
-        assert!(matches!(FolderPacs::index(&file), Err(PacsError::Unreachable { .. })));
+        assert!(matches!(FolderPacs::index(&file), Err(PacsError::Unreachable(_))));
     }
 
     #[test]
@@ -250,7 +319,10 @@ mod tests {
             fs::remove_file(entry.unwrap().path()).unwrap();
         }
         let error = pacs.study_evidence(STUDY_024).unwrap_err();
-        assert!(matches!(error, PacsError::NoInstances { skipped, .. } if skipped == n), "{error:?}");
+        assert!(
+            matches!(&error, PacsError::BadAnswer(text) if text.contains(&format!("{n} file(s) skipped"))),
+            "{error:?}"
+        );
     }
 
     #[cfg(unix)]

@@ -1,0 +1,185 @@
+//! The `dicomweb` PACS: QIDO-RS queries (DICOM PS3.18 10.6) over HTTP, answered in DICOM JSON
+//! (PS3.18 Annex F) and read with dicom-json.
+//!
+//! A study's evidence is one instance-level query of the study (`/studies/{uid}/instances`) with
+//! the patient and study attributes the manifest copies as `includefield`s; a listing for polls
+//! is a study-level query by Study Date with Number of Study Related Instances. Both page with
+//! `limit`/`offset`, so a PACS that caps its answers still gives every instance. Responses are
+//! read with a size cap and a timeout per read; nothing a PACS sends can grow memory without
+//! bound.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use hie_broker::ports::{Pacs, PacsError, PacsFuture, StudySummary};
+use hie_kos::{StudyEvidence, StudyEvidenceBuilder};
+use http_body_util::{BodyExt, Empty};
+use hyper::StatusCode;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::DicomWebSettings;
+use super::query::{EVIDENCE_TAGS, clean_query_result};
+
+/// Results asked for per QIDO request; later pages follow with `offset`.
+const PAGE: usize = 1_000;
+/// Largest QIDO response body read (one page of 1,000 instances with the included attributes is
+/// a few MiB).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Most pages followed for one query: 200,000 instances, far beyond any study.
+const MAX_PAGES: usize = 200;
+
+/// A DICOMweb PACS.
+#[derive(Debug, Clone)]
+pub struct DicomWebPacs {
+    settings: DicomWebSettings,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl DicomWebPacs {
+    pub fn new(settings: DicomWebSettings) -> Result<DicomWebPacs, PacsError> {
+        if !settings.url.starts_with("http://") {
+            return Err(PacsError::Unreachable(format!(
+                "{}: only http:// DICOMweb roots are supported in this release",
+                settings.url
+            )));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        Ok(DicomWebPacs { settings, client })
+    }
+
+    /// Every page of a QIDO query: `path_and_query` without `limit`/`offset`.
+    async fn qido_all(&self, path_and_query: &str) -> Result<Vec<InMemDicomObject>, PacsError> {
+        let mut results = Vec::new();
+        for page in 0..MAX_PAGES {
+            let separator = if path_and_query.contains('?') { '&' } else { '?' };
+            let url = format!(
+                "{}{path_and_query}{separator}limit={PAGE}&offset={}",
+                self.settings.url.trim_end_matches('/'),
+                page * PAGE
+            );
+            let batch = self.qido(&url).await?;
+            let n = batch.len();
+            results.extend(batch);
+            if n < PAGE {
+                return Ok(results);
+            }
+        }
+        Err(PacsError::BadAnswer(format!("more than {} results for {path_and_query}", MAX_PAGES * PAGE)))
+    }
+
+    /// One QIDO request. 204 No Content is an empty answer (PS3.18 8.3.4 / 10.6.1.3.2).
+    async fn qido(&self, url: &str) -> Result<Vec<InMemDicomObject>, PacsError> {
+        let request = hyper::Request::get(url)
+            .header(hyper::header::ACCEPT, "application/dicom+json")
+            .body(Empty::<Bytes>::new())
+            .map_err(|error| PacsError::BadAnswer(format!("cannot form a request for {url}: {error}")))?;
+        let response = tokio::time::timeout(self.settings.timeout, self.client.request(request))
+            .await
+            .map_err(|_| PacsError::Unreachable(format!("{url}: no response within {:?}", self.settings.timeout)))?
+            .map_err(|error| PacsError::Unreachable(format!("{url}: {error}")))?;
+        let status = response.status();
+        let body = read_body(response.into_body(), self.settings.timeout, url).await?;
+        match status {
+            StatusCode::NO_CONTENT => Ok(Vec::new()),
+            StatusCode::OK => {
+                if body.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(Vec::new());
+                }
+                let objects: Vec<dicom_json::DicomJson<InMemDicomObject>> = serde_json::from_slice(&body)
+                    .map_err(|error| PacsError::BadAnswer(format!("{url}: not a DICOM JSON array: {error}")))?;
+                Ok(objects.into_iter().map(dicom_json::DicomJson::into_inner).collect())
+            }
+            status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                Err(PacsError::Unreachable(format!("{url}: HTTP {status}")))
+            }
+            status => Err(PacsError::Refused(format!("{url}: HTTP {status}"))),
+        }
+    }
+}
+
+impl Pacs for DicomWebPacs {
+    fn describe(&self) -> String {
+        format!("dicomweb {}", self.settings.url)
+    }
+
+    fn study_evidence<'a>(&'a self, study_instance_uid: &'a str) -> PacsFuture<'a, StudyEvidence> {
+        Box::pin(async move {
+            if !hie_kos::is_valid_uid(study_instance_uid) {
+                return Err(PacsError::UnknownStudy(study_instance_uid.to_owned()));
+            }
+            let mut query = format!("/studies/{study_instance_uid}/instances?");
+            for (n, tag) in EVIDENCE_TAGS.iter().enumerate() {
+                if n > 0 {
+                    query.push('&');
+                }
+                query.push_str(&format!("includefield={:04X}{:04X}", tag.group(), tag.element()));
+            }
+            let instances = match self.qido_all(&query).await {
+                // A study the PACS does not hold: 404 from some servers, an empty answer from others.
+                Err(PacsError::Refused(text)) if text.ends_with("HTTP 404 Not Found") => Vec::new(),
+                other => other?,
+            };
+            let mut builder = StudyEvidenceBuilder::for_study(study_instance_uid);
+            for mut instance in instances {
+                clean_query_result(&mut instance);
+                if let Err(error) = builder.add_object(&instance) {
+                    tracing::warn!(study = study_instance_uid, %error, "skipped a QIDO result");
+                }
+            }
+            if builder.n_instances() == 0 {
+                return Err(PacsError::UnknownStudy(study_instance_uid.to_owned()));
+            }
+            builder.build().map_err(|error| PacsError::BadAnswer(error.to_string()))
+        })
+    }
+
+    fn list_studies<'a>(&'a self, from_date: &'a str) -> PacsFuture<'a, Vec<StudySummary>> {
+        Box::pin(async move {
+            if from_date.len() != 8 || !from_date.bytes().all(|byte| byte.is_ascii_digit()) {
+                return Err(PacsError::BadAnswer(format!("{from_date:?} is not a DICOM date")));
+            }
+            let query = format!("/studies?StudyDate={from_date}-&includefield=00201208");
+            let studies = self.qido_all(&query).await?;
+            Ok(studies
+                .iter()
+                .filter_map(|study| {
+                    let study_instance_uid = text(study, tags::STUDY_INSTANCE_UID)?;
+                    let n_instances = text(study, tags::NUMBER_OF_STUDY_RELATED_INSTANCES).and_then(|n| n.parse().ok());
+                    Some(StudySummary { study_instance_uid, n_instances })
+                })
+                .collect())
+        })
+    }
+}
+
+fn text(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    let value = object.get(tag)?.to_str().ok()?;
+    let value = value.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// Reads a response body up to [`MAX_RESPONSE_BYTES`], with `timeout` per frame (a stalled server
+/// is cut off; a slow but steady one is not).
+async fn read_body(mut body: hyper::body::Incoming, timeout: Duration, url: &str) -> Result<Vec<u8>, PacsError> {
+    let mut bytes = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(timeout, body.frame())
+            .await
+            .map_err(|_| PacsError::Unreachable(format!("{url}: the response stalled for {timeout:?}")))?;
+        let Some(frame) = frame else { return Ok(bytes) };
+        let frame = frame.map_err(|error| PacsError::Unreachable(format!("{url}: reading the response: {error}")))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > MAX_RESPONSE_BYTES {
+                return Err(PacsError::BadAnswer(format!("{url}: response larger than {MAX_RESPONSE_BYTES} bytes")));
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+}
