@@ -27,7 +27,9 @@ pub fn broker_with(opts: BrokerOptions) -> BrokerProc {
     // The caller's overrides come last so they win.
     let mut o = BrokerOptions::new(opts.engine)
         .env("HIE_EDGE__AFFINITY_DOMAIN__PATIENT_ID_AUTHORITY", IPF_MPI_OID)
-        .env("HIE_EDGE__AFFINITY_DOMAIN__LOCAL_AUTHORITY", LOCAL_AUTHORITY);
+        .env("HIE_EDGE__AFFINITY_DOMAIN__LOCAL_AUTHORITY", LOCAL_AUTHORITY)
+        // The fixtures' domain (IPF's MPI) has no profile: the quickstart's is for another domain.
+        .env("HIE_EDGE__AFFINITY_DOMAIN__PROFILE", "");
     o.extra_env.extend(opts.extra_env);
     BrokerProc::start_with(o)
 }

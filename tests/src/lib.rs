@@ -161,8 +161,6 @@ impl BrokerProc {
             ("HIE_EDGE__STORE__URL".to_owned(), store_url.clone()),
             ("HIE_EDGE__HL7__LISTEN".to_owned(), mllp.to_string()),
             ("HIE_EDGE__API__LISTEN".to_owned(), api_addr.to_string()),
-            // The quickstart's folder PACS is relative to the workspace; the broker runs elsewhere.
-            ("HIE_EDGE__PACS__PATH".to_owned(), workspace_root().join("samples/dicom").display().to_string()),
         ];
         env.extend(opts.extra_env);
         let mut b = BrokerProc {

@@ -8,10 +8,12 @@
 //! - [`oid`]: ISO object identifiers, built only by parsing.
 //! - [`clock`]: UTC calendar formatting for HL7 and the API.
 //! - [`identity`]: assigning authorities, patient identifiers and the affinity domain.
+//! - [`profile`]: the affinity-domain profile: prescribed codes, mappings, allowed code sets.
 
 pub mod clock;
 pub mod identity;
 pub mod oid;
+pub mod profile;
 
 pub use identity::{AffinityDomain, AssigningAuthority, AuthorityKey, PatientIdentifier};
 pub use oid::{Oid, OidError};

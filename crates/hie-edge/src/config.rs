@@ -8,14 +8,17 @@
 //!
 //! Modules: [`schema`] (the list of keys, with defaults and docs), [`raw`] (phase one).
 
+pub mod profile;
 pub mod raw;
 pub mod schema;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hie_broker::studies::EvidenceSource;
+use hie_core::profile::Profile;
 use hie_core::{AffinityDomain, AssigningAuthority, Oid};
 use hie_outbound::pacs::{DicomWebSettings, DimseSettings, PacsSettings, Retrieve};
 use hie_telemetry::{LogFormat, TelemetryConfig};
@@ -49,6 +52,8 @@ pub struct Config {
     pub hl7: Hl7Config,
     pub api_listen: SocketAddr,
     pub affinity_domain: AffinityDomain,
+    /// `None` when `[affinity_domain] profile` is empty: publishing is off.
+    pub profile: Option<Arc<Profile>>,
     pub telemetry: TelemetryConfig,
 }
 
@@ -116,7 +121,8 @@ pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Res
         vec![Problem { key: path.display().to_string(), message: format!("cannot read the file: {error}") }]
     })?;
     let (raw, mut problems) = RawConfig::parse_lenient(&text, env);
-    match Config::from_raw(&raw) {
+    let base = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match Config::from_raw_at(&raw, base) {
         Ok(config) if problems.is_empty() => Ok(config),
         Ok(_) => Err(problems),
         Err(meaning_problems) => {
@@ -132,6 +138,13 @@ pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Res
 impl Config {
     /// Phase two: meaning. Collects every problem with its key path.
     pub fn from_raw(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
+        Config::from_raw_at(raw, Path::new("."))
+    }
+
+    /// Like [`Config::from_raw`], with relative paths (`pacs.path`, `affinity_domain.profile`)
+    /// taken relative to `base`, the configuration file's folder: a broker started from anywhere
+    /// finds the same files.
+    pub fn from_raw_at(raw: &RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut problem = |key: &str, message: String| problems.push(Problem { key: key.to_owned(), message });
 
@@ -196,7 +209,7 @@ impl Config {
         if quiet_period_secs < 0 {
             problem("dicom.quiet_period_secs", format!("must not be negative, got {quiet_period_secs}"));
         }
-        let pacs = pacs_settings(raw, &ae_title, &mut problem);
+        let pacs = pacs_settings(raw, &ae_title, base, &mut problem);
         let poll_interval_secs = raw.integer("pacs", "poll_interval_secs");
         if poll_interval_secs < 0 {
             problem("pacs.poll_interval_secs", format!("must not be negative, got {poll_interval_secs}"));
@@ -265,6 +278,37 @@ impl Config {
             Ok(_) => {}
         }
 
+        let profile_path = raw.string("affinity_domain", "profile");
+        let profile = if profile_path.is_empty() {
+            None
+        } else {
+            match profile::load(&base.join(&profile_path)) {
+                Ok(profile) => {
+                    if let Some(authority) = &patient_id_authority
+                        && authority != &profile.patient_id_authority
+                    {
+                        problem(
+                            "affinity_domain.profile",
+                            format!(
+                                "the profile's patient_id_authority {} differs from affinity_domain.patient_id_authority {authority}",
+                                profile.patient_id_authority
+                            ),
+                        );
+                    }
+                    Some(Arc::new(profile))
+                }
+                Err(profile_problems) => {
+                    for profile_problem in profile_problems {
+                        problem(
+                            &format!("affinity_domain.profile ({profile_path}): {}", profile_problem.key),
+                            profile_problem.message,
+                        );
+                    }
+                    None
+                }
+            }
+        };
+
         let log_format = match raw.string("telemetry", "log_format").as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -323,6 +367,7 @@ impl Config {
                 },
                 api_listen,
                 affinity_domain: AffinityDomain::new(patient_id_authority, local_authority),
+                profile,
                 telemetry: TelemetryConfig {
                     log_format,
                     log_level,
@@ -337,7 +382,12 @@ impl Config {
 }
 
 /// `[pacs]` by kind. Keys of other kinds are ignored, so one file can keep several set up.
-fn pacs_settings(raw: &RawConfig, our_ae_title: &str, problem: &mut dyn FnMut(&str, String)) -> Option<PacsSettings> {
+fn pacs_settings(
+    raw: &RawConfig,
+    our_ae_title: &str,
+    base: &Path,
+    problem: &mut dyn FnMut(&str, String),
+) -> Option<PacsSettings> {
     let seconds = |key: &str, problem: &mut dyn FnMut(&str, String)| {
         let value = raw.integer("pacs", key);
         if value <= 0 {
@@ -350,7 +400,7 @@ fn pacs_settings(raw: &RawConfig, our_ae_title: &str, problem: &mut dyn FnMut(&s
     match raw.string("pacs", "kind").as_str() {
         "folder" => {
             let path = raw.string("pacs", "path");
-            (!path.is_empty()).then(|| PacsSettings::Folder { path: path.into() })
+            (!path.is_empty()).then(|| PacsSettings::Folder { path: base.join(path) })
         }
         "dimse" => {
             let ae_title = raw.string("pacs", "ae_title");

@@ -195,7 +195,7 @@ pub const KEYS: &[Key] = &[
         "path",
         K::String,
         D::String(""),
-        "For kind = folder: the directory tree of DICOM Part 10 files, relative to the working directory; empty = no PACS.",
+        "For kind = folder: the directory tree of DICOM Part 10 files (relative to the configuration file's folder); empty = no PACS.",
     ),
     key("pacs", "ae_title", K::String, D::String(""), "For kind = dimse: the PACS's AE title."),
     key("pacs", "host", K::String, D::String(""), "For kind = dimse: the PACS's host name or IP address."),
@@ -243,6 +243,13 @@ pub const KEYS: &[Key] = &[
         K::String,
         D::Required,
         "OID of the affinity domain's patient ID assigning authority.",
+    ),
+    key(
+        "affinity_domain",
+        "profile",
+        K::String,
+        D::String(""),
+        "The affinity-domain profile (profiles/*.toml: codes, mappings, OIDs), relative to the configuration file's folder; needed to publish.",
     ),
     key(
         "affinity_domain",

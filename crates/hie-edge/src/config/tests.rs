@@ -179,7 +179,7 @@ fn dicom_and_pacs_keys_default_to_unset_and_parse_when_given() {
     assert_eq!(config.node.repository_unique_id.as_ref().map(Oid::as_str), Some("1.2.3.4"));
     assert_eq!(config.node.uid_root.as_ref().map(Oid::as_str), Some("1.2.3.5"));
     assert_eq!(config.dicom.ae_title, "EDGE 1");
-    assert_eq!(config.pacs, Some(PacsSettings::Folder { path: "samples/dicom".into() }));
+    assert_eq!(config.pacs, Some(PacsSettings::Folder { path: Path::new(".").join("samples/dicom") }));
 }
 
 #[test]
@@ -302,4 +302,27 @@ poll_interval_secs = -1
         problems.iter().any(|problem| problem.starts_with("pacs.poll_interval_secs: polling needs a PACS")),
         "{problems:#?}"
     );
+}
+
+#[test]
+fn the_profile_is_loaded_and_must_agree_on_the_patient_id_authority() {
+    let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles");
+    let with_profile = |name: &str| {
+        MINIMAL.replace(
+            "[affinity_domain]\n",
+            &format!("[affinity_domain]\nprofile = {:?}\n", profiles.join(name).display().to_string()),
+        )
+    };
+    let config = Config::from_raw(&RawConfig::parse(&with_profile("ihe-default.toml"), no_env()).unwrap()).unwrap();
+    assert_eq!(config.profile.as_ref().map(|profile| profile.source_id.as_str()), Some("1.2.840.99999.1.4"));
+
+    let problems = problems_of(&with_profile("example-regional.toml"), no_env());
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem.starts_with("affinity_domain.profile: the profile's patient_id_authority")),
+        "{problems:#?}"
+    );
+    let problems = problems_of(&with_profile("no-such-profile.toml"), no_env());
+    assert!(problems.iter().any(|problem| problem.contains("cannot read")), "{problems:#?}");
 }
