@@ -7,6 +7,7 @@
 //! - [`adt`]: the HL7 edge of the broker: configuration, outcomes, and the one place ACKs are rendered.
 //! - [`commit`]: the group-commit writer that applies ADT from every connection in batched
 //!   transactions and answers each message only after its batch is durable.
+//! - [`feed`]: the identity feed (ITI-8) message for an outbox item, built from the store.
 //! - [`studies`]: when a study is ready (C-STORE arrivals, PACS polls, requests; quiet period)
 //!   and the scheduler that turns it into manifest versions.
 //! - [`ports`]: the traits through which decisions reach peers ([`ports::Pacs`]).
@@ -14,6 +15,7 @@
 
 pub mod adt;
 pub mod commit;
+pub mod feed;
 pub mod from_wire;
 pub mod patients;
 pub mod ports;

@@ -114,7 +114,7 @@ async fn apply_demographics(
         if added.is_empty() { "demographics".to_owned() } else { format!("identifiers added: {}", added.join(" ")) };
     patients::add_history(tx, patient, event, control_id, &detail, now).await?;
     applied.changed_patients.push(patient);
-    feed_identity(tx, patient, linked(domain, &existing, &identifiers), event, now, applied).await
+    feed_identity(tx, patient, None, linked(domain, &existing, &identifiers), event, now, applied).await
 }
 
 async fn apply_merge(
@@ -192,7 +192,7 @@ async fn apply_merge(
     patients::add_history(tx, survivor_id, event, control_id, &format!("absorbed {prior_name}"), now).await?;
     applied.changed_patients.extend([prior_id, survivor_id]);
     let linked = linked(domain, &survivor_existing, &survivor_ids);
-    feed_identity(tx, survivor_id, linked, event, now, applied).await
+    feed_identity(tx, survivor_id, Some(prior_id), linked, event, now, applied).await
 }
 
 async fn apply_change_identifier(
@@ -248,7 +248,7 @@ async fn apply_change_identifier(
     let detail = format!("identifier changed: retired {} added {}", retired.join(" "), added.join(" "));
     patients::add_history(tx, patient.id, event, control_id, &detail, now).await?;
     applied.changed_patients.push(patient.id);
-    feed_identity(tx, patient.id, linked(domain, &remaining, &new_ids), event, now, applied).await
+    feed_identity(tx, patient.id, None, linked(domain, &remaining, &new_ids), event, now, applied).await
 }
 
 /// Where PID-3 and MRG-1 of a group are, for ERR-2. Each PID of a merge is followed by its MRG,
@@ -446,10 +446,12 @@ async fn describe(tx: &mut Tx<'_>, patient_id: i64) -> Result<String, StoreError
 }
 
 /// Queues the identity feed (ITI-8) for a patient the registry can know: one with an
-/// affinity-domain ID. Keyed by patient, so feeds for one patient leave in order.
+/// affinity-domain ID. Keyed by patient, so feeds for one patient leave in order. A merge names
+/// the prior patient too (`crate::feed::FeedItem` reads the payload), for MRG-1.
 async fn feed_identity(
     tx: &mut Tx<'_>,
     patient_id: i64,
+    prior_id: Option<i64>,
     linked: bool,
     event: &str,
     now: i64,
@@ -459,7 +461,10 @@ async fn feed_identity(
         return Ok(());
     }
     let key = format!("patient:{patient_id}");
-    let payload = format!("event={event};patient={patient_id}");
+    let payload = match prior_id {
+        Some(prior_id) => format!("event={event};patient={patient_id};prior={prior_id}"),
+        None => format!("event={event};patient={patient_id}"),
+    };
     let item = outbox::NewItem { topic: IDENTITY_FEED_TOPIC, key: &key, payload: &payload, idempotency_key: None };
     outbox::enqueue(tx, &item, now).await?;
     applied.enqueued = true;

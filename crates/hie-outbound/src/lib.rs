@@ -4,11 +4,13 @@
 //! Modules:
 //! - [`deliver`]: the [`Deliver`] trait a peer adapter implements, its error, and [`LogDeliverer`]
 //!   for topics with no peer configured yet.
+//! - [`feed`]: [`feed::MllpFeed`], the identity feed (ITI-8) to the registry over MLLP.
 //! - [`worker`]: [`OutboxWorker`], which claims due items, delivers them concurrently and records
 //!   each outcome (done, retry with backoff, failed).
 //! - [`pacs`]: the local PACS adapters that manifests are built from ([`pacs::FolderPacs`]).
 
 pub mod deliver;
+pub mod feed;
 pub mod pacs;
 pub mod worker;
 
