@@ -15,10 +15,15 @@ APT_PACKAGES=(
   postgresql-client-15   # psql: the harness creates one database per test broker
   python3-venv           # the Python test peers live in a venv
   dicom3tools            # dciodvfy: validates every KOS manifest we build (hie-kos tests)
-  dcmtk                  # dsrdump/dcmdump: parse our KOS manifests (hie-kos tests)
+  dcmtk                  # dsrdump/dcmdump, and the DIMSE peers: echoscu storescu findscu getscu movescu storescp dcmqrscp
+  orthanc                # the local PACS peer: C-FIND/C-GET/C-MOVE/C-STORE
+  orthanc-dicomweb       # Orthanc's QIDO-RS/WADO-RS plugin
+  libxml2-utils          # xmllint: every SOAP message we send or answer is validated against the XDS schemas
+  curl                   # an HTTPS client nobody here wrote (mTLS tests)
+  sslscan                # scans the HTTPS listener's protocols and cipher suites
 )
 # Python peers (real clients nobody here wrote), pinned to the versions checked in real-peers.md.
-PIP_PACKAGES=(hl7==0.4.5 hl7apy==1.3.5)
+PIP_PACKAGES=(hl7==0.4.5 hl7apy==1.3.5 zeep==4.3.3 pydicom==3.0.2 pynetdicom==3.0.4)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@";
@@ -72,12 +77,12 @@ echo "ready: HIE_TEST_PG_ADMIN_URL=$HIE_TEST_PG_ADMIN_URL HIE_TEST_PG_URL=$HIE_T
 
 say "Python test peers"
 export HIE_TEST_VENV="${HIE_TEST_VENV:-$ROOT/.venv}"
-if ! "$HIE_TEST_VENV/bin/python" -c 'import hl7, hl7apy' 2>/dev/null \
+if ! "$HIE_TEST_VENV/bin/python" -c 'import hl7, hl7apy, zeep, pydicom, pynetdicom' 2>/dev/null \
    || [ ! -x "$HIE_TEST_VENV/bin/mllp_send" ]; then
   python3 -m venv "$HIE_TEST_VENV"
   "$HIE_TEST_VENV/bin/pip" install --no-cache-dir -q "${PIP_PACKAGES[@]}"
 fi
-echo "ready: $HIE_TEST_VENV ($("$HIE_TEST_VENV/bin/pip" list 2>/dev/null | grep -iE '^(hl7|hl7apy) ' | tr -s ' ' | paste -sd, -))"
+echo "ready: $HIE_TEST_VENV ($("$HIE_TEST_VENV/bin/pip" list 2>/dev/null | grep -iE '^(hl7|hl7apy|zeep|pydicom|pynetdicom) ' | tr -s ' ' | paste -sd, -))"
 
 say "Rust toolchain"
 command -v cargo >/dev/null || die "cargo not found (install Rust via rustup: https://rustup.rs)"
