@@ -1,0 +1,2 @@
+//! Sans-IO XDS codec (work in progress).
+pub mod xml;

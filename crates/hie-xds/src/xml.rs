@@ -1,0 +1,766 @@
+//! The untrusted-input XML reader and the writing helpers every message of this crate uses.
+//!
+//! [`parse`] turns bytes into a small owned tree ([`Element`]) with namespace-resolved names.
+//! Every limit in [`Limits`] is checked while reading, before anything is allocated for the
+//! offending construct, and the build is iterative (an explicit stack), so deep input cannot
+//! overflow the call stack. Refused outright, as SOAP 1.2 Part 1 section 5 requires for a SOAP
+//! message: any DOCTYPE (which also rules out internal, parameter and external entities),
+//! processing instructions other than the XML declaration, and any encoding but UTF-8.
+//!
+//! Text and attribute values borrow from the input unless an escape had to be expanded, so a
+//! large inline document costs no copy here.
+//!
+//! [`XmlWriter`] wraps quick-xml's `Writer` with the escaping rules of XML 1.0 section 2.4.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+
+/// Hard limits for one XML document. Each is checked before the construct it bounds is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Total input size in bytes.
+    pub max_input_bytes: usize,
+    /// Element nesting depth (the root is depth 1).
+    pub max_depth: usize,
+    /// Attributes on one element, namespace declarations included.
+    pub max_attributes: usize,
+    /// Namespace declarations (`xmlns`, `xmlns:p`) on one element.
+    pub max_namespace_declarations: usize,
+    /// Bytes of one attribute value, before unescaping.
+    pub max_attribute_bytes: usize,
+    /// Bytes of the text content of one element (all its text nodes together).
+    pub max_text_bytes: usize,
+    /// Bytes of one qualified element or attribute name.
+    pub max_name_bytes: usize,
+    /// Elements in the whole document.
+    pub max_elements: usize,
+}
+
+impl Limits {
+    /// Defaults sized for an ITI-41 request with inline documents: 64 MiB in, depth 64.
+    pub const DEFAULT: Limits = Limits {
+        max_input_bytes: 64 * MIB,
+        max_depth: 64,
+        max_attributes: 64,
+        max_namespace_declarations: 32,
+        max_attribute_bytes: 64 * KIB,
+        max_text_bytes: 64 * MIB,
+        max_name_bytes: 1024,
+        max_elements: 1_000_000,
+    };
+
+    /// Limits for small requests such as RAD-69 and ITI-43 (reliability-security S4: 1 MiB).
+    pub const SMALL_REQUEST: Limits = Limits {
+        max_input_bytes: MIB,
+        max_text_bytes: MIB,
+        max_elements: 100_000,
+        ..Limits::DEFAULT
+    };
+
+    /// Returns these limits with a different total input cap (text capped by it too).
+    pub const fn with_max_input(self, max_input_bytes: usize) -> Limits {
+        Limits {
+            max_input_bytes,
+            max_text_bytes: if self.max_text_bytes < max_input_bytes { self.max_text_bytes } else { max_input_bytes },
+            ..self
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// Where in the input an error was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based line.
+    pub line: usize,
+    /// 0-based byte offset.
+    pub offset: usize,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}, byte {}", self.line, self.offset)
+    }
+}
+
+/// The input is not XML we accept. The sender is at fault in every case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("XML refused at {position}: {kind}")]
+pub struct XmlError {
+    /// What is wrong.
+    pub kind: XmlErrorKind,
+    /// Where.
+    pub position: Position,
+}
+
+/// What is wrong with an XML input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum XmlErrorKind {
+    /// The whole input is larger than [`Limits::max_input_bytes`].
+    #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
+    InputTooLarge { size: usize, limit: usize },
+    /// Nesting deeper than [`Limits::max_depth`].
+    #[error("element nesting exceeds the depth limit of {limit}")]
+    TooDeep { limit: usize },
+    /// More elements than [`Limits::max_elements`].
+    #[error("more than {limit} elements")]
+    TooManyElements { limit: usize },
+    /// More attributes on one element than [`Limits::max_attributes`].
+    #[error("more than {limit} attributes on one element")]
+    TooManyAttributes { limit: usize },
+    /// More namespace declarations on one element than [`Limits::max_namespace_declarations`].
+    #[error("more than {limit} namespace declarations on one element")]
+    TooManyNamespaceDeclarations { limit: usize },
+    /// An attribute value longer than [`Limits::max_attribute_bytes`].
+    #[error("an attribute value exceeds {limit} bytes")]
+    AttributeTooLong { limit: usize },
+    /// Text content longer than [`Limits::max_text_bytes`].
+    #[error("text content exceeds {limit} bytes")]
+    TextTooLong { limit: usize },
+    /// An element or attribute name longer than [`Limits::max_name_bytes`].
+    #[error("a name exceeds {limit} bytes")]
+    NameTooLong { limit: usize },
+    /// A document type declaration, in any form (SOAP 1.2 Part 1 section 5).
+    #[error("a DOCTYPE is not allowed")]
+    DoctypeRefused,
+    /// A processing instruction other than the XML declaration (SOAP 1.2 Part 1 section 5).
+    #[error("processing instruction <?{target}?> is not allowed")]
+    ProcessingInstructionRefused { target: String },
+    /// A declared or detected encoding other than UTF-8.
+    #[error("encoding {encoding} is not accepted, only UTF-8")]
+    EncodingRefused { encoding: String },
+    /// The bytes are not valid UTF-8.
+    #[error("invalid UTF-8")]
+    InvalidUtf8,
+    /// An entity reference other than the five predefined ones and character references.
+    #[error("unknown entity reference &{name};")]
+    UnknownEntity { name: String },
+    /// A prefix without a namespace declaration in scope.
+    #[error("namespace prefix {prefix} is not declared")]
+    UnboundPrefix { prefix: String },
+    /// No root element, or content after it.
+    #[error("{0}")]
+    Structure(&'static str),
+    /// Not well-formed, as quick-xml reports it.
+    #[error("not well-formed: {0}")]
+    Syntax(String),
+}
+
+/// One attribute, namespace-resolved. Namespace declarations are not kept as attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute<'a> {
+    /// Namespace URI, `None` for an unprefixed attribute.
+    pub namespace: Option<Arc<str>>,
+    /// Local name.
+    pub local: Cow<'a, str>,
+    /// Unescaped value.
+    pub value: Cow<'a, str>,
+}
+
+/// One element of the tree: resolved name, attributes, its text and its child elements.
+///
+/// Mixed content does not occur in the schemas this crate reads, so all direct text of an
+/// element is kept together in `text`; whitespace between child elements is dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element<'a> {
+    /// Namespace URI, `None` when unqualified.
+    pub namespace: Option<Arc<str>>,
+    /// Local name.
+    pub local: Cow<'a, str>,
+    /// Attributes in document order.
+    pub attributes: Vec<Attribute<'a>>,
+    /// Direct text content, unescaped.
+    pub text: Cow<'a, str>,
+    /// Child elements in document order.
+    pub children: Vec<Element<'a>>,
+    /// Where the start tag is.
+    pub position: Position,
+}
+
+impl<'a> Element<'a> {
+    /// Whether this element has namespace `namespace` and local name `local`.
+    pub fn is(&self, namespace: &str, local: &str) -> bool {
+        self.local == local && self.namespace.as_deref() == Some(namespace)
+    }
+
+    /// The value of the unqualified attribute `local`.
+    pub fn attribute(&self, local: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|attribute| attribute.namespace.is_none() && attribute.local == local)
+            .map(|attribute| &*attribute.value)
+    }
+
+    /// The value of the attribute `local` in namespace `namespace`.
+    pub fn attribute_ns(&self, namespace: &str, local: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|attribute| attribute.local == local && attribute.namespace.as_deref() == Some(namespace))
+            .map(|attribute| &*attribute.value)
+    }
+
+    /// Child elements named `namespace`:`local`.
+    pub fn children_named<'s>(&'s self, namespace: &'s str, local: &'s str) -> impl Iterator<Item = &'s Element<'a>> + 's {
+        self.children.iter().filter(move |child| child.is(namespace, local))
+    }
+
+    /// The first child element named `namespace`:`local`.
+    pub fn child(&self, namespace: &str, local: &str) -> Option<&Element<'a>> {
+        self.children.iter().find(|child| child.is(namespace, local))
+    }
+
+    /// The text content with surrounding XML whitespace removed.
+    pub fn trimmed_text(&self) -> &str {
+        self.text.trim_matches(is_xml_whitespace)
+    }
+
+    /// `{namespace}local`, for messages.
+    pub fn expanded_name(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{{{namespace}}}{}", self.local),
+            None => self.local.to_string(),
+        }
+    }
+}
+
+/// Parses `input` as one XML document under `limits` and returns its root element.
+pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<Element<'a>, XmlError> {
+    let at_start = Position { line: 1, offset: 0 };
+    if input.len() > limits.max_input_bytes {
+        return Err(XmlError {
+            kind: XmlErrorKind::InputTooLarge { size: input.len(), limit: limits.max_input_bytes },
+            position: at_start,
+        });
+    }
+    let body = check_encoding(input)?;
+    let text = std::str::from_utf8(body).map_err(|error| XmlError {
+        kind: XmlErrorKind::InvalidUtf8,
+        position: position_of(body, error.valid_up_to()),
+    })?;
+    let bom_len = input.len() - body.len();
+    TreeBuilder::new(text, limits).run().map_err(|mut error| {
+        error.position.offset += bom_len;
+        error
+    })
+}
+
+/// Refuses byte order marks and declarations of encodings other than UTF-8; strips a UTF-8 BOM.
+fn check_encoding(input: &[u8]) -> Result<&[u8], XmlError> {
+    let at_start = Position { line: 1, offset: 0 };
+    let refuse = |encoding: &str| XmlError { kind: XmlErrorKind::EncodingRefused { encoding: encoding.to_owned() }, position: at_start };
+    if let Some(rest) = input.strip_prefix(UTF8_BOM) {
+        return Ok(rest);
+    }
+    // XML 1.0 Appendix F: the first bytes reveal UTF-16 and UTF-32 with or without a BOM.
+    match input {
+        [0xFE, 0xFF, ..] | [0x00, b'<', ..] => Err(refuse("UTF-16BE")),
+        [0xFF, 0xFE, ..] | [b'<', 0x00, ..] => Err(refuse("UTF-16LE")),
+        [0x00, 0x00, ..] => Err(refuse("UTF-32")),
+        _ => Ok(input),
+    }
+}
+
+struct TreeBuilder<'a, 'l> {
+    text: &'a str,
+    limits: &'l Limits,
+    reader: NsReader<&'a [u8]>,
+    namespaces: Vec<Arc<str>>,
+    stack: Vec<Element<'a>>,
+    root: Option<Element<'a>>,
+    n_elements: usize,
+    line: usize,
+    line_counted_to: usize,
+}
+
+impl<'a, 'l> TreeBuilder<'a, 'l> {
+    fn new(text: &'a str, limits: &'l Limits) -> Self {
+        let mut reader = NsReader::from_str(text);
+        let config = reader.config_mut();
+        config.check_end_names = true;
+        config.check_comments = true;
+        config.expand_empty_elements = false;
+        config.allow_dangling_amp = false;
+        // In-scope bindings are bounded by depth times the per-element limit; quick-xml checks
+        // its own cap while adding each binding, before storing it.
+        let max_bindings = limits.max_namespace_declarations.saturating_mul(limits.max_depth);
+        reader.resolver_mut().set_max_namespace_bindings(max_bindings);
+        TreeBuilder {
+            text,
+            limits,
+            reader,
+            namespaces: Vec::new(),
+            stack: Vec::new(),
+            root: None,
+            n_elements: 0,
+            line: 1,
+            line_counted_to: 0,
+        }
+    }
+
+    fn position(&mut self, offset: usize) -> Position {
+        let offset = offset.min(self.text.len());
+        if offset >= self.line_counted_to {
+            self.line += memchr::memchr_iter(b'\n', &self.text.as_bytes()[self.line_counted_to..offset]).count();
+            self.line_counted_to = offset;
+            Position { line: self.line, offset }
+        } else {
+            position_of(self.text.as_bytes(), offset)
+        }
+    }
+
+    fn fail(&mut self, kind: XmlErrorKind, offset: usize) -> XmlError {
+        XmlError { kind, position: self.position(offset) }
+    }
+
+    fn run(mut self) -> Result<Element<'a>, XmlError> {
+        loop {
+            let event_start = usize::try_from(self.reader.buffer_position()).unwrap_or(usize::MAX);
+            let event = match self.reader.read_event() {
+                Ok(event) => event,
+                Err(error) => {
+                    let offset = usize::try_from(self.reader.error_position()).unwrap_or(usize::MAX);
+                    let kind = match error {
+                        quick_xml::Error::Namespace(quick_xml::name::NamespaceError::UnknownPrefix(prefix)) => {
+                            XmlErrorKind::UnboundPrefix { prefix }
+                        }
+                        quick_xml::Error::Namespace(quick_xml::name::NamespaceError::TooManyBindings(_)) => {
+                            XmlErrorKind::TooManyNamespaceDeclarations { limit: self.limits.max_namespace_declarations }
+                        }
+                        other => XmlErrorKind::Syntax(other.to_string()),
+                    };
+                    return Err(self.fail(kind, offset));
+                }
+            };
+            match event {
+                Event::Start(start) => {
+                    let element = self.open(&start, event_start)?;
+                    self.stack.push(element);
+                }
+                Event::Empty(start) => {
+                    let element = self.open(&start, event_start)?;
+                    self.close(element, event_start)?;
+                }
+                Event::End(_) => {
+                    let Some(element) = self.stack.pop() else {
+                        return Err(self.fail(XmlErrorKind::Structure("end tag without start tag"), event_start));
+                    };
+                    self.close(element, event_start)?;
+                }
+                Event::Text(text) => {
+                    let content = text.xml10_content();
+                    self.append_text(content, event_start)?;
+                }
+                Event::CData(cdata) => {
+                    let content = match cdata.into_inner() {
+                        Cow::Borrowed(raw) => Cow::Borrowed(raw),
+                        Cow::Owned(raw) => Cow::Owned(raw),
+                    };
+                    self.append_text(content, event_start)?;
+                }
+                Event::GeneralRef(reference) => {
+                    let resolved = match reference.resolve_char_ref() {
+                        Ok(Some(character)) => character.to_string(),
+                        Ok(None) => match quick_xml::escape::resolve_predefined_entity(&reference) {
+                            Some(predefined) => predefined.to_owned(),
+                            None => {
+                                let name = truncate(&reference, self.limits.max_name_bytes);
+                                return Err(self.fail(XmlErrorKind::UnknownEntity { name }, event_start));
+                            }
+                        },
+                        Err(error) => return Err(self.fail(XmlErrorKind::Syntax(error.to_string()), event_start)),
+                    };
+                    self.append_text(Cow::Owned(resolved), event_start)?;
+                }
+                Event::Comment(_) => {}
+                Event::Decl(declaration) => {
+                    if let Some(Ok(encoding)) = declaration.encoding()
+                        && !encoding.eq_ignore_ascii_case("UTF-8")
+                    {
+                        let encoding = truncate(&encoding, self.limits.max_name_bytes);
+                        return Err(self.fail(XmlErrorKind::EncodingRefused { encoding }, event_start));
+                    }
+                }
+                Event::PI(instruction) => {
+                    let target = truncate(instruction.target(), self.limits.max_name_bytes);
+                    return Err(self.fail(XmlErrorKind::ProcessingInstructionRefused { target }, event_start));
+                }
+                Event::DocType(_) => return Err(self.fail(XmlErrorKind::DoctypeRefused, event_start)),
+                Event::Eof => {
+                    if !self.stack.is_empty() {
+                        let offset = self.text.len();
+                        return Err(self.fail(XmlErrorKind::Syntax("unexpected end of input".to_owned()), offset));
+                    }
+                    return match self.root.take() {
+                        Some(root) => Ok(root),
+                        None => Err(self.fail(XmlErrorKind::Structure("no root element"), event_start)),
+                    };
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, start: &BytesStart<'a>, offset: usize) -> Result<Element<'a>, XmlError> {
+        let limits = *self.limits;
+        if self.root.is_some() {
+            return Err(self.fail(XmlErrorKind::Structure("content after the root element"), offset));
+        }
+        if self.stack.len() >= limits.max_depth {
+            return Err(self.fail(XmlErrorKind::TooDeep { limit: limits.max_depth }, offset));
+        }
+        if self.n_elements >= limits.max_elements {
+            return Err(self.fail(XmlErrorKind::TooManyElements { limit: limits.max_elements }, offset));
+        }
+        self.n_elements += 1;
+        let qname = start.name();
+        if qname.as_ref().len() > limits.max_name_bytes {
+            return Err(self.fail(XmlErrorKind::NameTooLong { limit: limits.max_name_bytes }, offset));
+        }
+        // Count and size attributes before anything is stored. quick-xml has already bound the
+        // namespace declarations among them, under its own in-scope cap set in `new`.
+        let mut n_attributes = 0usize;
+        let mut n_declarations = 0usize;
+        let mut attributes_iter = start.attributes();
+        attributes_iter.with_checks(true);
+        for attribute in attributes_iter {
+            let attribute = match attribute {
+                Ok(attribute) => attribute,
+                Err(error) => return Err(self.fail(XmlErrorKind::Syntax(error.to_string()), offset)),
+            };
+            n_attributes += 1;
+            if n_attributes > limits.max_attributes {
+                return Err(self.fail(XmlErrorKind::TooManyAttributes { limit: limits.max_attributes }, offset));
+            }
+            if attribute.key.as_ref().len() > limits.max_name_bytes {
+                return Err(self.fail(XmlErrorKind::NameTooLong { limit: limits.max_name_bytes }, offset));
+            }
+            if attribute.value.len() > limits.max_attribute_bytes {
+                return Err(self.fail(XmlErrorKind::AttributeTooLong { limit: limits.max_attribute_bytes }, offset));
+            }
+            if attribute.key.as_namespace_binding().is_some() {
+                n_declarations += 1;
+                if n_declarations > limits.max_namespace_declarations {
+                    return Err(self.fail(
+                        XmlErrorKind::TooManyNamespaceDeclarations { limit: limits.max_namespace_declarations },
+                        offset,
+                    ));
+                }
+            }
+        }
+        let (resolved, local) = self.reader.resolver().resolve_element(qname);
+        let namespace = match resolved {
+            ResolveResult::Bound(namespace) => Some(intern(&mut self.namespaces, namespace.0)),
+            ResolveResult::Unbound => None,
+            ResolveResult::Unknown(prefix) => {
+                let prefix = truncate(&prefix, limits.max_name_bytes);
+                return Err(self.fail(XmlErrorKind::UnboundPrefix { prefix }, offset));
+            }
+        };
+        let local = borrow_or_own(self.text, local.as_ref());
+        let mut attributes = Vec::with_capacity(n_attributes - n_declarations);
+        for attribute in start.attributes().with_checks(false).flatten() {
+            if attribute.key.as_namespace_binding().is_some() {
+                continue;
+            }
+            let (resolved, attribute_local) = self.reader.resolver().resolve_attribute(attribute.key);
+            let attribute_namespace = match resolved {
+                ResolveResult::Bound(namespace) => Some(intern(&mut self.namespaces, namespace.0)),
+                ResolveResult::Unbound => None,
+                ResolveResult::Unknown(prefix) => {
+                    let prefix = truncate(&prefix, limits.max_name_bytes);
+                    return Err(self.fail(XmlErrorKind::UnboundPrefix { prefix }, offset));
+                }
+            };
+            let attribute_local = borrow_or_own(self.text, attribute_local.as_ref());
+            let value = match attribute.normalized_value(quick_xml::XmlVersion::Implicit1_0) {
+                Ok(Cow::Borrowed(value)) => borrow_or_own(self.text, value),
+                Ok(Cow::Owned(value)) => Cow::Owned(value),
+                Err(error) => return Err(self.fail(XmlErrorKind::Syntax(error.to_string()), offset)),
+            };
+            attributes.push(Attribute { namespace: attribute_namespace, local: attribute_local, value });
+        }
+        let position = self.position(offset);
+        Ok(Element { namespace, local, attributes, text: Cow::Borrowed(""), children: Vec::new(), position })
+    }
+
+    fn close(&mut self, element: Element<'a>, offset: usize) -> Result<(), XmlError> {
+        match self.stack.last_mut() {
+            Some(parent) => {
+                if !parent.text.is_empty() && parent.text.chars().all(is_xml_whitespace) {
+                    parent.text = Cow::Borrowed("");
+                }
+                parent.children.push(element);
+                Ok(())
+            }
+            None if self.root.is_none() => {
+                self.root = Some(element);
+                Ok(())
+            }
+            None => Err(self.fail(XmlErrorKind::Structure("content after the root element"), offset)),
+        }
+    }
+
+    fn append_text(&mut self, content: Cow<'a, str>, offset: usize) -> Result<(), XmlError> {
+        let max_text = self.limits.max_text_bytes;
+        let Some(element) = self.stack.last_mut() else {
+            if content.chars().all(is_xml_whitespace) {
+                return Ok(());
+            }
+            return Err(self.fail(XmlErrorKind::Structure("text outside the root element"), offset));
+        };
+        if !element.children.is_empty() && content.chars().all(is_xml_whitespace) {
+            return Ok(());
+        }
+        if element.text.len().saturating_add(content.len()) > max_text {
+            return Err(self.fail(XmlErrorKind::TextTooLong { limit: max_text }, offset));
+        }
+        if element.text.is_empty() {
+            element.text = content;
+        } else {
+            element.text.to_mut().push_str(&content);
+        }
+        Ok(())
+    }
+}
+
+fn intern(namespaces: &mut Vec<Arc<str>>, uri: &str) -> Arc<str> {
+    if let Some(known) = namespaces.iter().find(|known| &***known == uri) {
+        return Arc::clone(known);
+    }
+    let uri: Arc<str> = Arc::from(uri);
+    namespaces.push(Arc::clone(&uri));
+    uri
+}
+
+/// Borrows `bytes` from `text` when they are a sub-slice of it (always the case for names read
+/// from a slice reader), and copies them otherwise.
+fn borrow_or_own<'a>(text: &'a str, part: &str) -> Cow<'a, str> {
+    let base = text.as_ptr() as usize;
+    let start = part.as_ptr() as usize;
+    if start >= base && start + part.len() <= base + text.len() {
+        let from = start - base;
+        if let Some(slice) = text.get(from..from + part.len()) {
+            return Cow::Borrowed(slice);
+        }
+    }
+    Cow::Owned(part.to_owned())
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+fn position_of(input: &[u8], offset: usize) -> Position {
+    let offset = offset.min(input.len());
+    Position { line: 1 + memchr::memchr_iter(b'\n', &input[..offset]).count(), offset }
+}
+
+/// XML 1.0 production 3 (S).
+pub fn is_xml_whitespace(character: char) -> bool {
+    matches!(character, ' ' | '\t' | '\r' | '\n')
+}
+
+/// Writes XML with namespace prefixes chosen by the caller; escapes text and attribute values.
+pub struct XmlWriter {
+    writer: quick_xml::Writer<Vec<u8>>,
+}
+
+impl std::fmt::Debug for XmlWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XmlWriter").field("written", &self.writer.get_ref().len()).finish()
+    }
+}
+
+impl XmlWriter {
+    /// A writer into a buffer of `capacity` bytes, starting with the XML declaration.
+    pub fn new(capacity: usize) -> Self {
+        let mut writer = XmlWriter::without_declaration(capacity);
+        writer.declaration();
+        writer
+    }
+
+    /// A writer with no XML declaration (for fragments).
+    pub fn without_declaration(capacity: usize) -> Self {
+        XmlWriter { writer: quick_xml::Writer::new(Vec::with_capacity(capacity)) }
+    }
+
+    fn declaration(&mut self) {
+        self.event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)));
+    }
+
+    fn event(&mut self, event: Event<'_>) {
+        // Writing into a Vec<u8> cannot fail: io::Write for Vec never returns an error.
+        let _infallible = self.writer.write_event(event);
+    }
+
+    /// `<name a="v" ...>`.
+    pub fn start(&mut self, name: &str, attributes: &[(&str, &str)]) {
+        let mut start = BytesStart::new(name);
+        for &(key, value) in attributes {
+            start.push_attribute((key, value));
+        }
+        self.event(Event::Start(start));
+    }
+
+    /// `<name a="v" .../>`.
+    pub fn empty(&mut self, name: &str, attributes: &[(&str, &str)]) {
+        let mut start = BytesStart::new(name);
+        for &(key, value) in attributes {
+            start.push_attribute((key, value));
+        }
+        self.event(Event::Empty(start));
+    }
+
+    /// `</name>`.
+    pub fn end(&mut self, name: &str) {
+        self.event(Event::End(BytesEnd::new(name)));
+    }
+
+    /// Escaped text.
+    pub fn text(&mut self, text: &str) {
+        self.event(Event::Text(BytesText::new(text)));
+    }
+
+    /// Text known to need no escaping (base64), written without a scan.
+    pub fn raw_text(&mut self, text: &str) {
+        self.event(Event::Text(BytesText::from_escaped(text)));
+    }
+
+    /// `<name a="v">text</name>`.
+    pub fn text_element(&mut self, name: &str, attributes: &[(&str, &str)], text: &str) {
+        self.start(name, attributes);
+        self.text(text);
+        self.end(name);
+    }
+
+    /// The bytes written so far.
+    pub fn into_inner(self) -> Vec<u8> {
+        self.writer.into_inner()
+    }
+
+    /// Appends bytes that are already well-formed XML (a fragment written by another writer).
+    pub fn raw(&mut self, xml: &[u8]) {
+        self.writer.get_mut().extend_from_slice(xml);
+    }
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+/// Unicode BOM encoded in UTF-8 (XML 1.0 section 4.3.3).
+const UTF8_BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
+
+/// Serializes an element and its subtree, declaring every namespace it uses on the top
+/// element (prefixes `ns1`, `ns2`, ...; the `xml` namespace keeps its reserved prefix).
+pub fn write_element(element: &Element<'_>) -> Vec<u8> {
+    let mut namespaces: Vec<Arc<str>> = Vec::new();
+    let mut stack = vec![element];
+    while let Some(current) = stack.pop() {
+        let mut note = |namespace: &Option<Arc<str>>| {
+            if let Some(namespace) = namespace
+                && &**namespace != XML_NAMESPACE
+                && !namespaces.iter().any(|known| known == namespace)
+            {
+                namespaces.push(Arc::clone(namespace));
+            }
+        };
+        note(&current.namespace);
+        for attribute in &current.attributes {
+            note(&attribute.namespace);
+        }
+        stack.extend(current.children.iter());
+    }
+    let prefix_of = |namespace: &Option<Arc<str>>| -> Option<String> {
+        let namespace = namespace.as_ref()?;
+        if &**namespace == XML_NAMESPACE {
+            return Some("xml".to_owned());
+        }
+        namespaces.iter().position(|known| known == namespace).map(|index| format!("ns{}", index + 1))
+    };
+    let qualified = |namespace: &Option<Arc<str>>, local: &str| match prefix_of(namespace) {
+        Some(prefix) => format!("{prefix}:{local}"),
+        None => local.to_owned(),
+    };
+    let mut writer = XmlWriter::new(4096);
+    // Iterative walk: (element, whether its start tag was written).
+    let mut walk: Vec<(&Element<'_>, bool)> = vec![(element, false)];
+    let mut is_top = true;
+    while let Some((current, opened)) = walk.pop() {
+        let name = qualified(&current.namespace, &current.local);
+        if opened {
+            writer.end(&name);
+            continue;
+        }
+        let mut owned_attributes: Vec<(String, String)> = Vec::new();
+        if is_top {
+            for (index, namespace) in namespaces.iter().enumerate() {
+                owned_attributes.push((format!("xmlns:ns{}", index + 1), namespace.to_string()));
+            }
+            is_top = false;
+        }
+        for attribute in &current.attributes {
+            owned_attributes.push((qualified(&attribute.namespace, &attribute.local), attribute.value.to_string()));
+        }
+        let attributes: Vec<(&str, &str)> = owned_attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if current.children.is_empty() && current.text.is_empty() {
+            writer.empty(&name, &attributes);
+            continue;
+        }
+        writer.start(&name, &attributes);
+        writer.text(&current.text);
+        walk.push((current, true));
+        for child in current.children.iter().rev() {
+            walk.push((child, false));
+        }
+    }
+    writer.into_inner()
+}
+
+/// The namespace bound to the reserved `xml` prefix (Namespaces in XML 1.0 section 3).
+pub const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_prefixes_and_default_namespaces() {
+        let input = br#"<?xml version="1.0"?><a:x xmlns:a="urn:a" xmlns="urn:d"><y k="1" a:k="2">t&amp;&#x41;</y><z/></a:x>"#;
+        let root = parse(input, &Limits::DEFAULT).unwrap();
+        assert!(root.is("urn:a", "x"));
+        let y = root.child("urn:d", "y").unwrap();
+        assert_eq!(y.text, "t&A");
+        assert_eq!(y.attribute("k"), Some("1"));
+        assert_eq!(y.attribute_ns("urn:a", "k"), Some("2"));
+        assert!(root.child("urn:d", "z").is_some());
+    }
+
+    #[test]
+    fn write_element_round_trips_a_subtree() {
+        let input = br#"<a:x xmlns:a="urn:a" xml:lang="en"><a:y a:k="&lt;">1 &amp; 2</a:y></a:x>"#;
+        let root = parse(input, &Limits::DEFAULT).unwrap();
+        let written = write_element(&root);
+        let again = parse(&written, &Limits::DEFAULT).unwrap();
+        assert_eq!(again.children[0].text, "1 & 2");
+        assert_eq!(again.attribute_ns(XML_NAMESPACE, "lang"), Some("en"));
+        assert_eq!(again.children[0].attribute_ns("urn:a", "k"), Some("<"));
+    }
+
+    #[test]
+    fn errors_carry_the_line() {
+        let error = parse(b"<a>\n<b>\n<!DOCTYPE x>", &Limits::DEFAULT).unwrap_err();
+        assert_eq!(error.position.line, 3);
+    }
+}
