@@ -1,2 +1,7 @@
-//! Sans-IO XDS codec (work in progress).
+//! placeholder
+pub mod actions;
+pub mod error;
+pub mod mtom;
+pub mod soap;
+pub mod vocabulary;
 pub mod xml;

@@ -183,6 +183,9 @@ pub struct Element<'a> {
     pub text: Cow<'a, str>,
     /// Child elements in document order.
     pub children: Vec<Element<'a>>,
+    /// Namespace declarations made on this element: (prefix, or "" for the default; URI).
+    /// Kept so QName-valued text (SOAP fault codes) can be resolved.
+    pub namespace_declarations: Vec<(Cow<'a, str>, Arc<str>)>,
     /// Where the start tag is.
     pub position: Position,
 }
@@ -231,6 +234,25 @@ impl<'a> Element<'a> {
             None => self.local.to_string(),
         }
     }
+}
+
+/// Resolves a QName written as text (`prefix:local`) against the declarations of `ancestors`
+/// (outermost first, the element holding the text last). Returns (namespace, local).
+pub fn resolve_qname_text<'t>(ancestors: &[&Element<'_>], qname: &'t str) -> (Option<Arc<str>>, &'t str) {
+    let qname = qname.trim_matches(is_xml_whitespace);
+    let (prefix, local) = match qname.split_once(':') {
+        Some((prefix, local)) => (prefix, local),
+        None => ("", qname),
+    };
+    if prefix == "xml" {
+        return (Some(Arc::from(XML_NAMESPACE)), local);
+    }
+    for element in ancestors.iter().rev() {
+        if let Some((_, uri)) = element.namespace_declarations.iter().find(|(declared, _)| declared == prefix) {
+            return (if uri.is_empty() { None } else { Some(Arc::clone(uri)) }, local);
+        }
+    }
+    (None, local)
 }
 
 /// Parses `input` as one XML document under `limits` and returns its root element.
@@ -429,6 +451,7 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
         // namespace declarations among them, under its own in-scope cap set in `new`.
         let mut n_attributes = 0usize;
         let mut n_declarations = 0usize;
+        let mut namespace_declarations = Vec::new();
         let mut attributes_iter = start.attributes();
         attributes_iter.with_checks(true);
         for attribute in attributes_iter {
@@ -446,7 +469,7 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
             if attribute.value.len() > limits.max_attribute_bytes {
                 return Err(self.fail(XmlErrorKind::AttributeTooLong { limit: limits.max_attribute_bytes }, offset));
             }
-            if attribute.key.as_namespace_binding().is_some() {
+            if let Some(binding) = attribute.key.as_namespace_binding() {
                 n_declarations += 1;
                 if n_declarations > limits.max_namespace_declarations {
                     return Err(self.fail(
@@ -454,6 +477,11 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
                         offset,
                     ));
                 }
+                let prefix = match binding {
+                    quick_xml::name::PrefixDeclaration::Default => Cow::Borrowed(""),
+                    quick_xml::name::PrefixDeclaration::Named(prefix) => borrow_or_own(self.text, prefix),
+                };
+                namespace_declarations.push((prefix, intern(&mut self.namespaces, &attribute.value)));
             }
         }
         let (resolved, local) = self.reader.resolver().resolve_element(qname);
@@ -489,7 +517,15 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
             attributes.push(Attribute { namespace: attribute_namespace, local: attribute_local, value });
         }
         let position = self.position(offset);
-        Ok(Element { namespace, local, attributes, text: Cow::Borrowed(""), children: Vec::new(), position })
+        Ok(Element {
+            namespace,
+            local,
+            attributes,
+            text: Cow::Borrowed(""),
+            children: Vec::new(),
+            namespace_declarations,
+            position,
+        })
     }
 
     fn close(&mut self, element: Element<'a>, offset: usize) -> Result<(), XmlError> {
