@@ -32,12 +32,8 @@ pub struct MtomLimits {
 
 impl MtomLimits {
     /// 64 MiB, 64 parts, 16 KiB and 128 headers per part (deno's and pekko-http's figures).
-    pub const DEFAULT: MtomLimits = MtomLimits {
-        max_body_bytes: 64 * 1024 * 1024,
-        max_parts: 64,
-        max_header_bytes: 16 * 1024,
-        max_headers: 128,
-    };
+    pub const DEFAULT: MtomLimits =
+        MtomLimits { max_body_bytes: 64 * 1024 * 1024, max_parts: 64, max_header_bytes: 16 * 1024, max_headers: 128 };
 }
 
 impl Default for MtomLimits {
@@ -299,7 +295,9 @@ pub struct PartSplitter {
 enum SplitterState {
     ExpectFirstDelimiter,
     /// The next part starts at this offset (just after a delimiter line).
-    ExpectPart { at: usize },
+    ExpectPart {
+        at: usize,
+    },
     Done,
 }
 
@@ -365,7 +363,10 @@ impl PartSplitter {
                 "content-transfer-encoding" => {
                     let encoding = value.trim().to_ascii_lowercase();
                     if !matches!(encoding.as_str(), "binary" | "8bit" | "7bit") {
-                        return Err(MtomError::UnsupportedTransferEncoding { part: part_number, encoding: truncate(&encoding) });
+                        return Err(MtomError::UnsupportedTransferEncoding {
+                            part: part_number,
+                            encoding: truncate(&encoding),
+                        });
                     }
                 }
                 _ => {}
@@ -476,12 +477,12 @@ fn truncate(text: &str) -> String {
 }
 
 /// One attachment to write: its Content-ID (no angle brackets), type and bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment<'a> {
     /// Content-ID without angle brackets.
-    pub content_id: &'a str,
+    pub content_id: String,
     /// Content-Type of the part.
-    pub content_type: &'a str,
+    pub content_type: String,
     /// The bytes.
     pub bytes: &'a [u8],
 }
@@ -549,7 +550,7 @@ impl MtomWriter {
         let mut chunks = Vec::with_capacity(2 + 2 * attachments.len());
         chunks.push(Cow::Owned(self.head(root_xml)));
         for attachment in attachments {
-            chunks.push(Cow::Owned(self.part_header(attachment.content_id, attachment.content_type)));
+            chunks.push(Cow::Owned(self.part_header(&attachment.content_id, &attachment.content_type)));
             chunks.push(Cow::Borrowed(attachment.bytes));
         }
         chunks.push(Cow::Owned(self.closing()));
@@ -563,7 +564,23 @@ pub fn cid_href(content_id: &str) -> String {
 }
 
 /// Characters RFC 2392/RFC 3986 do not allow unencoded in a cid URL.
-const CID_ENCODE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%').add(b'<').add(b'>').add(b'#').add(b'?').add(b'[').add(b']').add(b'\\').add(b'^').add(b'`').add(b'{').add(b'|').add(b'}').add(b'/');
+const CID_ENCODE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'#')
+    .add(b'?')
+    .add(b'[')
+    .add(b']')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}')
+    .add(b'/');
 
 /// Media types (RFC 2387; XOP 1.0 section 4.1; RFC 3902).
 const MEDIA_MULTIPART_RELATED: &str = "multipart/related";
@@ -586,8 +603,12 @@ mod tests {
     fn written_messages_split_back_into_their_parts() {
         let writer = MtomWriter::new("b-1", "root@x", "urn:a").unwrap();
         let attachments = [
-            Attachment { content_id: "d1@x", content_type: "application/dicom", bytes: b"\r\n--b-1x is not a delimiter\r\n" },
-            Attachment { content_id: "d 2@x", content_type: "text/plain", bytes: b"" },
+            Attachment {
+                content_id: "d1@x".to_owned(),
+                content_type: "application/dicom".to_owned(),
+                bytes: b"\r\n--b-1x is not a delimiter\r\n",
+            },
+            Attachment { content_id: "d 2@x".to_owned(), content_type: "text/plain".to_owned(), bytes: b"" },
         ];
         let body: Vec<u8> = writer.chunks(b"<root/>", &attachments).concat();
         let mut package = read_message(&writer.content_type(), &body, &MtomLimits::DEFAULT).unwrap();

@@ -208,7 +208,8 @@ impl SoapError {
                 fault
             }
             SoapError::MissingAddressingHeader { header } => {
-                let mut fault = Fault::new(FaultCode::Sender, wsa("MessageAddressingHeaderRequired"), &self.to_string());
+                let mut fault =
+                    Fault::new(FaultCode::Sender, wsa("MessageAddressingHeaderRequired"), &self.to_string());
                 fault.detail.push(DetailEntry {
                     name: QualifiedName::new(NS_WSA, "ProblemHeaderQName"),
                     text: format!("wsa:{header}"),
@@ -225,7 +226,9 @@ impl SoapError {
             }
             SoapError::ActionNotSupported { action } => {
                 let mut fault = Fault::new(FaultCode::Sender, wsa("ActionNotSupported"), &self.to_string());
-                fault.detail.push(DetailEntry { name: QualifiedName::new(NS_WSA, "ProblemAction"), text: action.clone() });
+                fault
+                    .detail
+                    .push(DetailEntry { name: QualifiedName::new(NS_WSA, "ProblemAction"), text: action.clone() });
                 fault
             }
             SoapError::FaultReceived(fault) => (**fault).clone(),
@@ -374,7 +377,10 @@ fn read_header_block<'a>(
     }
     if must_understand(&block) {
         return Err(SoapError::MustUnderstand {
-            header: QualifiedName { namespace: block.namespace.as_deref().map(str::to_owned), local: block.local.to_string() },
+            header: QualifiedName {
+                namespace: block.namespace.as_deref().map(str::to_owned),
+                local: block.local.to_string(),
+            },
         });
     }
     other_headers.push(block);

@@ -37,7 +37,8 @@ pub const OBJECT_TYPE_STABLE_DOCUMENT: &str = "urn:uuid:7edca82f-054d-47f2-a032-
 /// DocumentEntry objectType, on-demand document (ITI TF-3 4.2.5.2).
 pub const OBJECT_TYPE_ON_DEMAND_DOCUMENT: &str = "urn:uuid:34268e47-fdf5-41a6-ba33-82133c465248";
 /// ebRIM objectType of a RegistryPackage.
-pub const OBJECT_TYPE_REGISTRY_PACKAGE: &str = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage";
+pub const OBJECT_TYPE_REGISTRY_PACKAGE: &str =
+    "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage";
 /// ebRIM objectType of a Classification.
 pub const OBJECT_TYPE_CLASSIFICATION: &str = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification";
 /// ebRIM objectType of an ExternalIdentifier.

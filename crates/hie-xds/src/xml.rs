@@ -54,12 +54,8 @@ impl Limits {
     };
 
     /// Limits for small requests such as RAD-69 and ITI-43 (reliability-security S4: 1 MiB).
-    pub const SMALL_REQUEST: Limits = Limits {
-        max_input_bytes: MIB,
-        max_text_bytes: MIB,
-        max_elements: 100_000,
-        ..Limits::DEFAULT
-    };
+    pub const SMALL_REQUEST: Limits =
+        Limits { max_input_bytes: MIB, max_text_bytes: MIB, max_elements: 100_000, ..Limits::DEFAULT };
 
     /// Returns these limits with a different total input cap (text capped by it too).
     pub const fn with_max_input(self, max_input_bytes: usize) -> Limits {
@@ -213,7 +209,11 @@ impl<'a> Element<'a> {
     }
 
     /// Child elements named `namespace`:`local`.
-    pub fn children_named<'s>(&'s self, namespace: &'s str, local: &'s str) -> impl Iterator<Item = &'s Element<'a>> + 's {
+    pub fn children_named<'s>(
+        &'s self,
+        namespace: &'s str,
+        local: &'s str,
+    ) -> impl Iterator<Item = &'s Element<'a>> + 's {
         self.children.iter().filter(move |child| child.is(namespace, local))
     }
 
@@ -279,7 +279,10 @@ pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<Element<'a>, XmlErr
 /// Refuses byte order marks and declarations of encodings other than UTF-8; strips a UTF-8 BOM.
 fn check_encoding(input: &[u8]) -> Result<&[u8], XmlError> {
     let at_start = Position { line: 1, offset: 0 };
-    let refuse = |encoding: &str| XmlError { kind: XmlErrorKind::EncodingRefused { encoding: encoding.to_owned() }, position: at_start };
+    let refuse = |encoding: &str| XmlError {
+        kind: XmlErrorKind::EncodingRefused { encoding: encoding.to_owned() },
+        position: at_start,
+    };
     if let Some(rest) = input.strip_prefix(UTF8_BOM) {
         return Ok(rest);
     }
@@ -773,7 +776,8 @@ mod tests {
 
     #[test]
     fn resolves_prefixes_and_default_namespaces() {
-        let input = br#"<?xml version="1.0"?><a:x xmlns:a="urn:a" xmlns="urn:d"><y k="1" a:k="2">t&amp;&#x41;</y><z/></a:x>"#;
+        let input =
+            br#"<?xml version="1.0"?><a:x xmlns:a="urn:a" xmlns="urn:d"><y k="1" a:k="2">t&amp;&#x41;</y><z/></a:x>"#;
         let root = parse(input, &Limits::DEFAULT).unwrap();
         assert!(root.is("urn:a", "x"));
         let y = root.child("urn:d", "y").unwrap();
