@@ -647,19 +647,13 @@ impl XmlWriter {
 
     /// `<name a="v" ...>`.
     pub fn start(&mut self, name: &str, attributes: &[(&str, &str)]) {
-        let mut start = BytesStart::new(name);
-        for &(key, value) in attributes {
-            start.push_attribute((key, value));
-        }
+        let start = start_tag(name, attributes);
         self.event(Event::Start(start));
     }
 
     /// `<name a="v" .../>`.
     pub fn empty(&mut self, name: &str, attributes: &[(&str, &str)]) {
-        let mut start = BytesStart::new(name);
-        for &(key, value) in attributes {
-            start.push_attribute((key, value));
-        }
+        let start = start_tag(name, attributes);
         self.event(Event::Empty(start));
     }
 
@@ -670,7 +664,7 @@ impl XmlWriter {
 
     /// Escaped text.
     pub fn text(&mut self, text: &str) {
-        self.event(Event::Text(BytesText::new(text)));
+        self.event(Event::Text(BytesText::from_escaped(escape(text, Context::Text))));
     }
 
     /// Text known to need no escaping (base64), written without a scan.
@@ -694,6 +688,58 @@ impl XmlWriter {
     pub fn raw(&mut self, xml: &[u8]) {
         self.writer.get_mut().extend_from_slice(xml);
     }
+}
+
+fn start_tag<'n>(name: &'n str, attributes: &[(&str, &str)]) -> BytesStart<'n> {
+    let mut start = BytesStart::new(name);
+    for &(key, value) in attributes {
+        start.push_attribute(quick_xml::events::attributes::Attribute {
+            key: quick_xml::name::QName(key),
+            value: escape(value, Context::Attribute),
+        });
+    }
+    start
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Context {
+    Text,
+    Attribute,
+}
+
+/// Escapes for XML 1.0 so that reading gives back the same string: markup characters as entity
+/// references, and the whitespace that end-of-line handling (section 2.11) and attribute-value
+/// normalization (section 3.3.3) would change as character references. Characters outside the
+/// `Char` production (section 2.2) cannot be written at all and become U+FFFD.
+fn escape(text: &str, context: Context) -> Cow<'_, str> {
+    let needs = |character: char| match character {
+        '&' | '<' | '>' | '\r' => true,
+        '"' | '\t' | '\n' => context == Context::Attribute,
+        other => !is_xml_char(other),
+    };
+    if !text.chars().any(needs) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for character in text.chars() {
+        match character {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '\r' => escaped.push_str("&#xD;"),
+            '"' if context == Context::Attribute => escaped.push_str("&quot;"),
+            '\t' if context == Context::Attribute => escaped.push_str("&#x9;"),
+            '\n' if context == Context::Attribute => escaped.push_str("&#xA;"),
+            other if !is_xml_char(other) => escaped.push(char::REPLACEMENT_CHARACTER),
+            other => escaped.push(other),
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// XML 1.0 production 2 (Char).
+pub fn is_xml_char(character: char) -> bool {
+    matches!(character, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 const KIB: usize = 1024;
