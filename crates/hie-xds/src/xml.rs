@@ -24,7 +24,7 @@ use quick_xml::reader::NsReader;
 pub struct Limits {
     /// Total input size in bytes.
     pub max_input_bytes: usize,
-    /// Element nesting depth (the root is depth 1).
+    /// Element nesting depth (the root is depth 1); never more than [`MAX_DEPTH_CEILING`].
     pub max_depth: usize,
     /// Attributes on one element, namespace declarations included.
     pub max_attributes: usize,
@@ -138,6 +138,9 @@ pub enum XmlErrorKind {
     /// The bytes are not valid UTF-8.
     #[error("invalid UTF-8")]
     InvalidUtf8,
+    /// A character outside XML 1.0 production 2 (Char), raw or as a character reference.
+    #[error("character U+{0:04X} is not allowed in XML")]
+    InvalidCharacter(u32),
     /// An entity reference other than the five predefined ones and character references.
     #[error("unknown entity reference &{name};")]
     UnknownEntity { name: String },
@@ -270,6 +273,11 @@ pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<Element<'a>, XmlErr
         position: position_of(body, error.valid_up_to()),
     })?;
     let bom_len = input.len() - body.len();
+    // XML 1.0 section 2.2: C0 controls other than tab, LF and CR are never allowed.
+    if let Some(index) = body.iter().position(|byte| *byte < 0x20 && !matches!(byte, b'\t' | b'\n' | b'\r')) {
+        let kind = XmlErrorKind::InvalidCharacter(u32::from(body[index]));
+        return Err(XmlError { kind, position: position_of(input, index + bom_len) });
+    }
     TreeBuilder::new(text, limits).run().map_err(|mut error| {
         error.position.offset += bom_len;
         error
@@ -394,6 +402,9 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
                 }
                 Event::GeneralRef(reference) => {
                     let resolved = match reference.resolve_char_ref() {
+                        Ok(Some(character)) if !is_xml_char(character) => {
+                            return Err(self.fail(XmlErrorKind::InvalidCharacter(u32::from(character)), event_start));
+                        }
                         Ok(Some(character)) => character.to_string(),
                         Ok(None) => match quick_xml::escape::resolve_predefined_entity(&reference) {
                             Some(predefined) => predefined.to_owned(),
@@ -439,8 +450,9 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
         if self.root.is_some() {
             return Err(self.fail(XmlErrorKind::Structure("content after the root element"), offset));
         }
-        if self.stack.len() >= limits.max_depth {
-            return Err(self.fail(XmlErrorKind::TooDeep { limit: limits.max_depth }, offset));
+        let max_depth = limits.max_depth.min(MAX_DEPTH_CEILING);
+        if self.stack.len() >= max_depth {
+            return Err(self.fail(XmlErrorKind::TooDeep { limit: max_depth }, offset));
         }
         if self.n_elements >= limits.max_elements {
             return Err(self.fail(XmlErrorKind::TooManyElements { limit: limits.max_elements }, offset));
@@ -742,6 +754,10 @@ pub fn is_xml_char(character: char) -> bool {
     matches!(character, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
+/// The deepest tree [`parse`] ever builds, whatever the limits say. The tree is built without
+/// recursion, but dropping, cloning and comparing an [`Element`] recurse once per level; this
+/// ceiling (reliability-security S4: depth cap 256) keeps that far inside any thread's stack.
+pub const MAX_DEPTH_CEILING: usize = 256;
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 /// Unicode BOM encoded in UTF-8 (XML 1.0 section 4.3.3).
