@@ -78,3 +78,87 @@ fn round_trip<M: XdsMessage + PartialEq + std::fmt::Debug>(root: &xml::Element<'
     let reread = M::read(&again, &mut Package::plain(b"")).expect("written message must read back");
     assert_eq!(reread, message, "round trip changed the message");
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Seeds: real messages of each kind, and an MTOM capture with its Content-Type.
+    const SEEDS: &[&[u8]] = &[
+        include_bytes!("../test_data/messages/iti41/nist-pnr-limited-metadata.xml"),
+        include_bytes!("../test_data/messages/iti41/nist-soap-pnr.xml"),
+        include_bytes!("../test_data/messages/iti42/dcm4chee-CreateFolder.xml"),
+        include_bytes!("../test_data/messages/iti18/nist-sq-req.xml"),
+        include_bytes!("../test_data/messages/iti18/nist-sq-resp-objectref.xml"),
+        include_bytes!("../test_data/messages/iti43/nist-soap-ret-resp.xml"),
+        include_bytes!("../test_data/messages/rad69/iig_5408.request.xml"),
+        include_bytes!("../test_data/messages/responses/nist-regresp-success-with-errorlist.xml"),
+    ];
+    const MTOM_SEED: &[u8] = include_bytes!("../test_data/messages/iti41/nist-pnrxop-encodedurl.mime");
+    const MTOM_CONTENT_TYPE: &str = r#"multipart/related; boundary="MIMEBoundary_95b57d7287e4fa4b528a8f050c41f8ad829c20332f23b48d"; type="application/xop+xml"; start-info="application/soap+xml""#;
+
+    /// A seed with a few bytes replaced, inserted or removed.
+    fn mutated(seed: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8).prop_map(move |edits| {
+            let mut bytes = seed.to_vec();
+            for (index, byte, kind) in edits {
+                if bytes.is_empty() {
+                    bytes.push(byte);
+                    continue;
+                }
+                let at = index.index(bytes.len());
+                match kind {
+                    0 => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ => {
+                        bytes.remove(at);
+                    }
+                }
+            }
+            bytes
+        })
+    }
+
+    fn any_seed() -> impl Strategy<Value = Vec<u8>> {
+        prop::sample::select(SEEDS).prop_flat_map(mutated)
+    }
+
+    #[test]
+    fn seeds_parse_unmutated() {
+        for seed in SEEDS {
+            parse_soap(seed);
+            parse_messages(seed);
+        }
+        parse_mtom(MTOM_CONTENT_TYPE, MTOM_SEED);
+        parse_http(MTOM_CONTENT_TYPE, MTOM_SEED);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            parse_soap(&bytes);
+            parse_messages(&bytes);
+            parse_mtom(MTOM_CONTENT_TYPE, &bytes);
+            parse_http("application/soap+xml", &bytes);
+        }
+
+        #[test]
+        fn mutated_messages_never_panic_and_round_trip(bytes in any_seed()) {
+            parse_soap(&bytes);
+            parse_messages(&bytes);
+            parse_http("application/soap+xml", &bytes);
+        }
+
+        #[test]
+        fn mutated_mtom_never_panics(bytes in mutated(MTOM_SEED), content_type in "[ -~]{0,200}") {
+            parse_mtom(MTOM_CONTENT_TYPE, &bytes);
+            parse_http(MTOM_CONTENT_TYPE, &bytes);
+            parse_mtom(&content_type, &bytes);
+            parse_mtom(&format!("multipart/related; {content_type}"), &bytes);
+        }
+    }
+}
