@@ -62,8 +62,8 @@ pub enum EbrimErrorKind {
 }
 
 impl EbrimError {
-    pub(crate) fn at(element: &Element<'_>, kind: EbrimErrorKind) -> EbrimError {
-        EbrimError { kind, position: element.position }
+    pub(crate) fn at(element: Element<'_>, kind: EbrimErrorKind) -> EbrimError {
+        EbrimError { kind, position: element.position() }
     }
 }
 
@@ -418,11 +418,11 @@ pub struct Common {
 
 /// Rank of each RegistryObjectType child in rim.xsd's sequence; `None` for a child the type
 /// does not have. `extension` names the one extra child a subtype adds at the end.
-fn child_rank(child: &Element<'_>, extension: Option<&str>) -> Option<u8> {
-    if child.namespace.as_deref() != Some(NS_RIM) {
+fn child_rank(child: Element<'_>, extension: Option<&str>) -> Option<u8> {
+    if child.namespace() != Some(NS_RIM) {
         return None;
     }
-    match &*child.local {
+    match child.local() {
         "Slot" => Some(0),
         "Name" => Some(1),
         "Description" => Some(2),
@@ -435,7 +435,7 @@ fn child_rank(child: &Element<'_>, extension: Option<&str>) -> Option<u8> {
 }
 
 /// Reads the common part of a RegistryObject; `extension` is the subtype's extra child.
-pub fn read_common(element: &Element<'_>, extension: Option<&str>) -> Result<Common, EbrimError> {
+pub fn read_common(element: Element<'_>, extension: Option<&str>) -> Result<Common, EbrimError> {
     let mut common = Common {
         id: required_attribute(element, "id")?.to_owned(),
         home: optional_attribute(element, "home"),
@@ -446,7 +446,7 @@ pub fn read_common(element: &Element<'_>, extension: Option<&str>) -> Result<Com
     };
     let mut last_rank = 0u8;
     let mut seen_single = [false; 4];
-    for child in &element.children {
+    for child in element.children() {
         let Some(rank) = child_rank(child, extension) else {
             return Err(EbrimError::at(
                 child,
@@ -476,7 +476,7 @@ pub fn read_common(element: &Element<'_>, extension: Option<&str>) -> Result<Com
 }
 
 /// Reads a rim:Slot.
-pub fn read_slot(element: &Element<'_>) -> Result<Slot, EbrimError> {
+pub fn read_slot(element: Element<'_>) -> Result<Slot, EbrimError> {
     let name = required_attribute(element, "name")?.to_owned();
     let value_list = element.child(NS_RIM, "ValueList").ok_or_else(|| {
         EbrimError::at(
@@ -488,7 +488,7 @@ pub fn read_slot(element: &Element<'_>) -> Result<Slot, EbrimError> {
     Ok(Slot { name, slot_type: optional_attribute(element, "slotType"), values })
 }
 
-fn read_localized(element: &Element<'_>) -> Result<Vec<Localized>, EbrimError> {
+fn read_localized(element: Element<'_>) -> Result<Vec<Localized>, EbrimError> {
     element
         .children_named(NS_RIM, "LocalizedString")
         .map(|localized| {
@@ -502,7 +502,7 @@ fn read_localized(element: &Element<'_>) -> Result<Vec<Localized>, EbrimError> {
 }
 
 /// Reads a rim:Classification.
-pub fn read_classification(element: &Element<'_>) -> Result<Classification, EbrimError> {
+pub fn read_classification(element: Element<'_>) -> Result<Classification, EbrimError> {
     let common = read_common(element, None)?;
     Ok(Classification {
         id: common.id,
@@ -516,7 +516,7 @@ pub fn read_classification(element: &Element<'_>) -> Result<Classification, Ebri
 }
 
 /// Reads a rim:ExternalIdentifier.
-pub fn read_external_identifier(element: &Element<'_>) -> Result<ExternalIdentifier, EbrimError> {
+pub fn read_external_identifier(element: Element<'_>) -> Result<ExternalIdentifier, EbrimError> {
     let common = read_common(element, None)?;
     Ok(ExternalIdentifier {
         id: common.id,
@@ -529,9 +529,9 @@ pub fn read_external_identifier(element: &Element<'_>) -> Result<ExternalIdentif
 
 /// Reads a rim:RegistryObjectList. Top-level Classifications that mark a RegistryPackage as
 /// SubmissionSet or Folder are folded into that package.
-pub fn read_registry_object_list(element: &Element<'_>) -> Result<Vec<RegistryObject>, EbrimError> {
+pub fn read_registry_object_list(element: Element<'_>) -> Result<Vec<RegistryObject>, EbrimError> {
     let mut markers: Vec<(String, &'static str)> = Vec::new();
-    for child in &element.children {
+    for child in element.children() {
         if child.is(NS_RIM, "Classification")
             && let Some(kind) = child.attribute("classificationNode").and_then(package_kind)
             && let Some(classified) = child.attribute("classifiedObject")
@@ -539,12 +539,12 @@ pub fn read_registry_object_list(element: &Element<'_>) -> Result<Vec<RegistryOb
             markers.push((classified.to_owned(), kind));
         }
     }
-    let mut objects = Vec::with_capacity(element.children.len());
-    for child in &element.children {
-        if child.namespace.as_deref() != Some(NS_RIM) {
+    let mut objects = Vec::with_capacity(element.n_children());
+    for child in element.children() {
+        if child.namespace() != Some(NS_RIM) {
             return Err(EbrimError::at(child, EbrimErrorKind::UnsupportedObject { found: child.expanded_name() }));
         }
-        let object = match &*child.local {
+        let object = match child.local() {
             "ExtrinsicObject" => RegistryObject::DocumentEntry(read_document_entry(child)?),
             "RegistryPackage" => read_package(child, &markers)?,
             "Association" => RegistryObject::Association(read_association(child)?),
@@ -573,7 +573,7 @@ fn package_kind(node: &str) -> Option<&'static str> {
     }
 }
 
-fn read_package(element: &Element<'_>, markers: &[(String, &'static str)]) -> Result<RegistryObject, EbrimError> {
+fn read_package(element: Element<'_>, markers: &[(String, &'static str)]) -> Result<RegistryObject, EbrimError> {
     let mut common = read_common(element, Some("RegistryObjectList"))?;
     let mut kind = markers.iter().find(|(id, _)| *id == common.id).map(|(_, kind)| *kind);
     if let Some(index) = common
@@ -592,7 +592,7 @@ fn read_package(element: &Element<'_>, markers: &[(String, &'static str)]) -> Re
 }
 
 /// Reads a DocumentEntry from a rim:ExtrinsicObject.
-pub fn read_document_entry(element: &Element<'_>) -> Result<DocumentEntry, EbrimError> {
+pub fn read_document_entry(element: Element<'_>) -> Result<DocumentEntry, EbrimError> {
     let mut common = read_common(element, Some("ContentVersionInfo"))?;
     // An absent objectType is tolerated (some registries omit it in query responses) and kept
     // empty; any other value but the two DocumentEntry types is refused.
@@ -697,7 +697,7 @@ fn folder_from(common: Common) -> Folder {
 }
 
 /// Reads a rim:Association.
-pub fn read_association(element: &Element<'_>) -> Result<Association, EbrimError> {
+pub fn read_association(element: Element<'_>) -> Result<Association, EbrimError> {
     let common = read_common(element, None)?;
     let mut slots = SlotTaker(common.slots);
     Ok(Association {
@@ -814,13 +814,13 @@ impl IdentifierTaker {
     }
 }
 
-pub(crate) fn required_attribute<'e>(element: &'e Element<'_>, name: &'static str) -> Result<&'e str, EbrimError> {
+pub(crate) fn required_attribute<'e>(element: Element<'e>, name: &'static str) -> Result<&'e str, EbrimError> {
     element.attribute(name).ok_or_else(|| {
         EbrimError::at(element, EbrimErrorKind::MissingAttribute { element: element.expanded_name(), attribute: name })
     })
 }
 
-pub(crate) fn optional_attribute(element: &Element<'_>, name: &str) -> Option<String> {
+pub(crate) fn optional_attribute(element: Element<'_>, name: &str) -> Option<String> {
     element.attribute(name).map(str::to_owned)
 }
 

@@ -91,7 +91,7 @@ impl ReadLimits {
 /// A read message: its envelope (addressing, other headers) and typed body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received<'a, M> {
-    /// The envelope; `body` is the raw body element.
+    /// The envelope; [`Envelope::body`] is the raw body element.
     pub envelope: Envelope<'a>,
     /// The typed body.
     pub message: M,
@@ -107,11 +107,11 @@ pub fn read_message<'a, M: XdsMessage>(
 ) -> Result<Received<'a, M>, XdsError> {
     let mut package = mtom::read_message(content_type, body, &limits.mtom)?;
     let envelope = soap::parse_envelope(package.root, &limits.xml)?;
-    if envelope.body.is(vocabulary::NS_SOAP12, "Fault") {
-        let fault = soap::read_fault_element(&envelope.body, &[])?;
+    if envelope.body().is(vocabulary::NS_SOAP12, "Fault") {
+        let fault = soap::read_fault_element(envelope.body())?;
         return Err(XdsError::Soap(SoapError::FaultReceived(Box::new(fault))));
     }
-    let message = M::read(&envelope.body, &mut package)?;
+    let message = M::read(envelope.body(), &mut package)?;
     Ok(Received { envelope, message })
 }
 
@@ -125,7 +125,7 @@ pub fn read_request<'a, M: XdsMessage>(
     let mut package = mtom::read_message(content_type, body, &limits.mtom)?;
     let envelope = soap::parse_envelope(package.root, &limits.xml)?;
     soap::check_request(&envelope, supported)?;
-    let message = M::read(&envelope.body, &mut package)?;
+    let message = M::read(envelope.body(), &mut package)?;
     Ok(Received { envelope, message })
 }
 

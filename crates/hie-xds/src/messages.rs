@@ -38,7 +38,7 @@ pub trait XdsMessage: Sized {
     const ROOT: (&'static str, &'static str);
 
     /// Reads the body element; `package` resolves `xop:Include` (empty for plain SOAP).
-    fn read(element: &Element<'_>, package: &mut Package<'_>) -> Result<Self, EbrimError>;
+    fn read(element: Element<'_>, package: &mut Package<'_>) -> Result<Self, EbrimError>;
 
     /// Writes the body element, declaring its namespaces on it.
     fn write<'s>(&'s self, writer: &mut XmlWriter, documents: &mut DocumentMode<'s>);
@@ -64,7 +64,7 @@ pub trait XdsMessage: Sized {
 }
 
 /// Checks that `element` is the body element `T` expects.
-pub fn expect_root<T: XdsMessage>(element: &Element<'_>) -> Result<(), EbrimError> {
+pub fn expect_root<T: XdsMessage>(element: Element<'_>) -> Result<(), EbrimError> {
     let (namespace, local) = T::ROOT;
     if element.is(namespace, local) {
         return Ok(());
@@ -84,11 +84,11 @@ pub struct SubmitObjectsRequest {
 impl XdsMessage for SubmitObjectsRequest {
     const ROOT: (&'static str, &'static str) = (NS_LCM, "SubmitObjectsRequest");
 
-    fn read(element: &Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
+    fn read(element: Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
         expect_root::<Self>(element)?;
         let mut request = SubmitObjectsRequest::default();
         let mut seen_list = false;
-        for child in &element.children {
+        for child in element.children() {
             if child.is(NS_RS, "RequestSlotList") && !seen_list && request.request_slots.is_empty() {
                 request.request_slots =
                     child.children_named(NS_RIM, "Slot").map(read_slot).collect::<Result<_, _>>()?;
@@ -146,9 +146,9 @@ pub struct ProvideAndRegisterRequest {
 impl XdsMessage for ProvideAndRegisterRequest {
     const ROOT: (&'static str, &'static str) = (NS_XDSB, "ProvideAndRegisterDocumentSetRequest");
 
-    fn read(element: &Element<'_>, package: &mut Package<'_>) -> Result<Self, EbrimError> {
+    fn read(element: Element<'_>, package: &mut Package<'_>) -> Result<Self, EbrimError> {
         expect_root::<Self>(element)?;
-        let mut children = element.children.iter();
+        let mut children = element.children();
         let Some(first) = children.next() else {
             return Err(missing(element, "lcm:SubmitObjectsRequest"));
         };
@@ -284,11 +284,11 @@ pub struct RegistryResponse {
 impl XdsMessage for RegistryResponse {
     const ROOT: (&'static str, &'static str) = (NS_RS, "RegistryResponse");
 
-    fn read(element: &Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
+    fn read(element: Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
         expect_root::<Self>(element)?;
         let (response, rest) = read_response_head(element)?;
         if let Some(extra) = rest.first() {
-            return Err(out_of_order(element, extra));
+            return Err(out_of_order(element, *extra));
         }
         Ok(response)
     }
@@ -350,25 +350,19 @@ impl RegistryResponse {
 }
 
 /// Reads the RegistryResponseType part (status, slots, errors); returns the children after it.
-fn read_response_head<'e, 'a>(element: &'e Element<'a>) -> Result<(RegistryResponse, &'e [Element<'a>]), EbrimError> {
+fn read_response_head(element: Element<'_>) -> Result<(RegistryResponse, Vec<Element<'_>>), EbrimError> {
     let status = ResponseStatus::parse(required_attribute(element, "status")?);
     let mut response = RegistryResponse {
         status,
         request_id: optional_attribute(element, "requestId"),
         ..RegistryResponse::default()
     };
-    let mut index = 0;
-    let children = &element.children;
-    if let Some(child) = children.get(index)
-        && child.is(NS_RS, "ResponseSlotList")
-    {
+    let mut children = element.children().peekable();
+    if let Some(child) = children.next_if(|child| child.is(NS_RS, "ResponseSlotList")) {
         response.response_slots = child.children_named(NS_RIM, "Slot").map(read_slot).collect::<Result<_, _>>()?;
-        index += 1;
     }
-    if let Some(child) = children.get(index)
-        && child.is(NS_RS, "RegistryErrorList")
-    {
-        for entry in &child.children {
+    if let Some(child) = children.next_if(|child| child.is(NS_RS, "RegistryErrorList")) {
+        for entry in child.children() {
             if !entry.is(NS_RS, "RegistryError") {
                 return Err(out_of_order(child, entry));
             }
@@ -389,9 +383,8 @@ fn read_response_head<'e, 'a>(element: &'e Element<'a>) -> Result<(RegistryRespo
                 location: optional_attribute(entry, "location"),
             });
         }
-        index += 1;
     }
-    Ok((response, &children[index..]))
+    Ok((response, children.collect()))
 }
 
 /// query:ResponseOption/@returnType (query.xsd).
@@ -517,9 +510,9 @@ pub fn parse_query_values(value: &str) -> Vec<String> {
 impl XdsMessage for AdhocQueryRequest {
     const ROOT: (&'static str, &'static str) = (NS_QUERY, "AdhocQueryRequest");
 
-    fn read(element: &Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
+    fn read(element: Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
         expect_root::<Self>(element)?;
-        let mut children = element.children.iter().peekable();
+        let mut children = element.children().peekable();
         if children.peek().is_some_and(|child| child.is(NS_RS, "RequestSlotList")) {
             children.next();
         }
@@ -588,7 +581,7 @@ pub struct AdhocQueryResponse {
 impl XdsMessage for AdhocQueryResponse {
     const ROOT: (&'static str, &'static str) = (NS_QUERY, "AdhocQueryResponse");
 
-    fn read(element: &Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
+    fn read(element: Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
         expect_root::<Self>(element)?;
         let (response, rest) = read_response_head(element)?;
         let mut rest = rest.iter();
@@ -596,12 +589,12 @@ impl XdsMessage for AdhocQueryResponse {
             return Err(missing(element, "rim:RegistryObjectList"));
         };
         if let Some(extra) = rest.next() {
-            return Err(out_of_order(element, extra));
+            return Err(out_of_order(element, *extra));
         }
         Ok(AdhocQueryResponse {
             response,
             total_result_count: optional_attribute(element, "totalResultCount"),
-            objects: read_registry_object_list(list)?,
+            objects: read_registry_object_list(*list)?,
         })
     }
 
@@ -629,8 +622,8 @@ pub struct DocumentRequest {
     pub document_unique_id: String,
 }
 
-fn read_document_request(element: &Element<'_>) -> Result<DocumentRequest, EbrimError> {
-    let mut children = element.children.iter().peekable();
+fn read_document_request(element: Element<'_>) -> Result<DocumentRequest, EbrimError> {
+    let mut children = element.children().peekable();
     let home_community_id =
         children.next_if(|child| child.is(NS_XDSB, "HomeCommunityId")).map(|child| child.trimmed_text().to_owned());
     let repository = children.next().filter(|child| child.is(NS_XDSB, "RepositoryUniqueId"));
@@ -661,9 +654,9 @@ fn write_document_request(writer: &mut XmlWriter, request: &DocumentRequest) {
     writer.end("xdsb:DocumentRequest");
 }
 
-fn read_document_requests(element: &Element<'_>) -> Result<Vec<DocumentRequest>, EbrimError> {
-    let mut requests = Vec::with_capacity(element.children.len());
-    for child in &element.children {
+fn read_document_requests(element: Element<'_>) -> Result<Vec<DocumentRequest>, EbrimError> {
+    let mut requests = Vec::with_capacity(element.n_children());
+    for child in element.children() {
         if !child.is(NS_XDSB, "DocumentRequest") {
             return Err(out_of_order(element, child));
         }
@@ -685,7 +678,7 @@ pub struct RetrieveDocumentSetRequest {
 impl XdsMessage for RetrieveDocumentSetRequest {
     const ROOT: (&'static str, &'static str) = (NS_XDSB, "RetrieveDocumentSetRequest");
 
-    fn read(element: &Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
+    fn read(element: Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
         expect_root::<Self>(element)?;
         Ok(RetrieveDocumentSetRequest { documents: read_document_requests(element)? })
     }
@@ -730,9 +723,9 @@ pub struct RetrieveDocumentSetResponse {
 impl XdsMessage for RetrieveDocumentSetResponse {
     const ROOT: (&'static str, &'static str) = (NS_XDSB, "RetrieveDocumentSetResponse");
 
-    fn read(element: &Element<'_>, package: &mut Package<'_>) -> Result<Self, EbrimError> {
+    fn read(element: Element<'_>, package: &mut Package<'_>) -> Result<Self, EbrimError> {
         expect_root::<Self>(element)?;
-        let mut children = element.children.iter();
+        let mut children = element.children();
         let Some(first) = children.next().filter(|child| child.is(NS_RS, "RegistryResponse")) else {
             return Err(missing(element, "rs:RegistryResponse"));
         };
@@ -803,7 +796,7 @@ impl RetrieveDocumentSetResponse {
     }
 }
 
-fn read_document_response(element: &Element<'_>, package: &mut Package<'_>) -> Result<DocumentResponse, EbrimError> {
+fn read_document_response(element: Element<'_>, package: &mut Package<'_>) -> Result<DocumentResponse, EbrimError> {
     let mut response = DocumentResponse::default();
     // XDS.b_DocumentRepository.xsd: HomeCommunityId?, RepositoryUniqueId, DocumentUniqueId,
     // NewRepositoryUniqueId?, NewDocumentUniqueId?, mimeType, Document.
@@ -818,7 +811,7 @@ fn read_document_response(element: &Element<'_>, package: &mut Package<'_>) -> R
     ];
     let mut next_rank = 0;
     let mut seen = [false; 7];
-    for child in &element.children {
+    for child in element.children() {
         let rank = ORDER.iter().position(|name| child.is(NS_XDSB, name));
         let Some(rank) = rank.filter(|rank| *rank >= next_rank) else {
             return Err(out_of_order(element, child));
@@ -879,17 +872,17 @@ pub struct RetrieveImagingDocumentSetRequest {
 impl XdsMessage for RetrieveImagingDocumentSetRequest {
     const ROOT: (&'static str, &'static str) = (NS_XDSI, "RetrieveImagingDocumentSetRequest");
 
-    fn read(element: &Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
+    fn read(element: Element<'_>, _package: &mut Package<'_>) -> Result<Self, EbrimError> {
         expect_root::<Self>(element)?;
         let mut request = RetrieveImagingDocumentSetRequest::default();
         let mut seen_syntaxes = false;
-        for child in &element.children {
+        for child in element.children() {
             if child.is(NS_XDSI, "StudyRequest") && !seen_syntaxes {
                 let mut study = StudyRequest {
                     study_instance_uid: required_attribute(child, "studyInstanceUID")?.to_owned(),
                     series: Vec::new(),
                 };
-                for series in &child.children {
+                for series in child.children() {
                     if !series.is(NS_XDSI, "SeriesRequest") {
                         return Err(out_of_order(child, series));
                     }
@@ -904,7 +897,7 @@ impl XdsMessage for RetrieveImagingDocumentSetRequest {
                 request.studies.push(study);
             } else if child.is(NS_XDSI, "TransferSyntaxUIDList") && !seen_syntaxes && !request.studies.is_empty() {
                 seen_syntaxes = true;
-                for syntax in &child.children {
+                for syntax in child.children() {
                     if !syntax.is(NS_XDSI, "TransferSyntaxUID") {
                         return Err(out_of_order(child, syntax));
                     }
@@ -944,17 +937,18 @@ impl XdsMessage for RetrieveImagingDocumentSetRequest {
 
 /// Reads a base64Binary element that may instead hold one `xop:Include` (XOP 1.0 section 3).
 fn read_document_content(
-    element: &Element<'_>,
+    element: Element<'_>,
     id: &str,
     package: &mut Package<'_>,
     name: &'static str,
 ) -> Result<Vec<u8>, EbrimError> {
     let text = element.trimmed_text();
-    match element.children.as_slice() {
-        [] => {
+    let mut children = element.children();
+    match (children.next(), children.next()) {
+        (None, _) => {
             decode_base64(text).ok_or_else(|| EbrimError::at(element, EbrimErrorKind::InvalidBase64 { element: name }))
         }
-        [include] if include.is(NS_XOP, "Include") => {
+        (Some(include), None) if include.is(NS_XOP, "Include") => {
             if !text.is_empty() {
                 return Err(EbrimError::at(element, EbrimErrorKind::InlineAndInclude { id: id.to_owned() }));
             }
@@ -962,7 +956,7 @@ fn read_document_content(
             let bytes = package.resolve(href).map_err(|error| EbrimError::at(include, EbrimErrorKind::Mtom(error)))?;
             Ok(bytes.to_vec())
         }
-        [first, ..] => Err(out_of_order(element, first)),
+        (Some(first), _) => Err(out_of_order(element, first)),
     }
 }
 
@@ -1006,7 +1000,7 @@ fn write_include(writer: &mut XmlWriter, name: &str, attributes: &[(&str, &str)]
     writer.end(name);
 }
 
-fn parse_boolean(element: &Element<'_>, name: &'static str) -> Result<bool, EbrimError> {
+fn parse_boolean(element: Element<'_>, name: &'static str) -> Result<bool, EbrimError> {
     match element.attribute(name).map(str::trim) {
         None | Some("false" | "0") => Ok(false),
         Some("true" | "1") => Ok(true),
@@ -1016,11 +1010,11 @@ fn parse_boolean(element: &Element<'_>, name: &'static str) -> Result<bool, Ebri
     }
 }
 
-fn missing(element: &Element<'_>, what: &'static str) -> EbrimError {
+fn missing(element: Element<'_>, what: &'static str) -> EbrimError {
     EbrimError::at(element, EbrimErrorKind::MissingElement { parent: element.expanded_name(), missing: what })
 }
 
-fn out_of_order(parent: &Element<'_>, child: &Element<'_>) -> EbrimError {
+fn out_of_order(parent: Element<'_>, child: Element<'_>) -> EbrimError {
     EbrimError::at(child, EbrimErrorKind::OutOfOrder { parent: parent.expanded_name(), element: child.expanded_name() })
 }
 

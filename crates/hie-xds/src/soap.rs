@@ -7,7 +7,7 @@
 //! (`wsa:MessageAddressingHeaderRequired`) and an unknown action (`wsa:ActionNotSupported`).
 
 use crate::vocabulary::{NS_SOAP12, NS_WSA, SOAP_ROLE_NONE, WSA_ANONYMOUS};
-use crate::xml::{self, Element, Limits, Position, XML_NAMESPACE, XmlError, XmlWriter, resolve_qname_text};
+use crate::xml::{self, Document, Element, Limits, NodeId, Position, XML_NAMESPACE, XmlError, XmlWriter};
 
 /// The WS-Addressing headers of one message (WS-Addressing 1.0 Core section 3).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -48,15 +48,32 @@ impl Addressing {
     }
 }
 
-/// A parsed envelope: the addressing headers, other header blocks, and the Body's child.
+/// A parsed envelope: the addressing headers, other header blocks, and the Body's child. It owns
+/// the parsed [`Document`]; the elements are reached through it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope<'a> {
     /// The WS-Addressing headers found.
     pub addressing: Addressing,
-    /// Header blocks other than WS-Addressing ones (none of them with mustUnderstand true).
-    pub other_headers: Vec<Element<'a>>,
+    document: Document<'a>,
+    body: NodeId,
+    other_headers: Vec<NodeId>,
+}
+
+impl<'a> Envelope<'a> {
     /// The one child element of soap:Body.
-    pub body: Element<'a>,
+    pub fn body(&self) -> Element<'_> {
+        self.document.element(self.body)
+    }
+
+    /// Header blocks other than WS-Addressing ones (none of them with mustUnderstand true).
+    pub fn other_headers(&self) -> impl Iterator<Item = Element<'_>> + '_ {
+        self.other_headers.iter().map(|id| self.document.element(*id))
+    }
+
+    /// The whole parsed document.
+    pub fn document(&self) -> &Document<'a> {
+        &self.document
+    }
 }
 
 /// The fault codes of SOAP 1.2 Part 1 section 5.4.6.
@@ -238,8 +255,8 @@ impl SoapError {
 
 /// Parses an envelope without addressing requirements (any direction).
 pub fn parse_envelope<'a>(input: &'a [u8], limits: &Limits) -> Result<Envelope<'a>, SoapError> {
-    let root = xml::parse(input, limits)?;
-    envelope_from_root(root)
+    let document = xml::parse(input, limits)?;
+    envelope_from_document(document)
 }
 
 /// Parses a request: Action and MessageID are required and the action must be in `supported`.
@@ -266,28 +283,31 @@ pub fn check_request(envelope: &Envelope<'_>, supported: &[&str]) -> Result<(), 
 /// Parses a response; a Fault body becomes [`SoapError::FaultReceived`].
 pub fn parse_response<'a>(input: &'a [u8], limits: &Limits) -> Result<Envelope<'a>, SoapError> {
     let envelope = parse_envelope(input, limits)?;
-    if envelope.body.is(NS_SOAP12, "Fault") {
-        return Err(SoapError::FaultReceived(Box::new(read_fault_element(&envelope.body, &[])?)));
+    if envelope.body().is(NS_SOAP12, "Fault") {
+        return Err(SoapError::FaultReceived(Box::new(read_fault_element(envelope.body())?)));
     }
     Ok(envelope)
 }
 
-/// Builds the envelope from a parsed root element.
-pub fn envelope_from_root(root: Element<'_>) -> Result<Envelope<'_>, SoapError> {
-    if root.local != "Envelope" {
+/// Builds the envelope from a parsed document.
+pub fn envelope_from_document(document: Document<'_>) -> Result<Envelope<'_>, SoapError> {
+    let (addressing, body, other_headers) = read_envelope(document.root())?;
+    Ok(Envelope { addressing, document, body, other_headers })
+}
+
+fn read_envelope(root: Element<'_>) -> Result<(Addressing, NodeId, Vec<NodeId>), SoapError> {
+    if root.local() != "Envelope" {
         return Err(SoapError::NotAnEnvelope { found: root.expanded_name() });
     }
-    match root.namespace.as_deref() {
+    match root.namespace() {
         Some(NS_SOAP12) => {}
         Some(namespace) => return Err(SoapError::VersionMismatch { namespace: namespace.to_owned() }),
         None => return Err(SoapError::VersionMismatch { namespace: String::new() }),
     }
-    let root_position = root.position;
-    let root_declarations = root.namespace_declarations.clone();
     let mut header = None;
     let mut body = None;
-    for child in root.children {
-        let position = child.position;
+    for child in root.children() {
+        let position = child.position();
         if child.is(NS_SOAP12, "Header") {
             if header.is_some() || body.is_some() {
                 return Err(SoapError::Structure { problem: "Header must come once, before Body", position });
@@ -302,41 +322,30 @@ pub fn envelope_from_root(root: Element<'_>) -> Result<Envelope<'_>, SoapError> 
             return Err(SoapError::Structure { problem: "only Header and Body may appear in an Envelope", position });
         }
     }
-    let Some(mut body) = body else {
-        return Err(SoapError::Structure { problem: "no Body", position: root_position });
+    let Some(body) = body else {
+        return Err(SoapError::Structure { problem: "no Body", position: root.position() });
     };
-    let body_position = body.position;
-    if body.children.len() != 1 {
-        return Err(SoapError::Structure { problem: "Body must hold exactly one element", position: body_position });
-    }
-    let mut body_child = body.children.remove(0);
-    // Declarations made on Envelope or Body are in scope for the body child: keep them for
-    // QName-valued text in faults.
-    let mut inherited = root_declarations;
-    inherited.extend(body.namespace_declarations);
-    for declaration in inherited {
-        if !body_child.namespace_declarations.iter().any(|(prefix, _)| *prefix == declaration.0) {
-            body_child.namespace_declarations.push(declaration);
-        }
-    }
+    let mut body_children = body.children();
+    let (Some(body_child), None) = (body_children.next(), body_children.next()) else {
+        return Err(SoapError::Structure { problem: "Body must hold exactly one element", position: body.position() });
+    };
     let mut addressing = Addressing::default();
     let mut other_headers = Vec::new();
     if let Some(header) = header {
-        for block in header.children {
-            read_header_block(block, &mut addressing, &mut other_headers)?;
+        for block in header.children() {
+            if read_header_block(block, &mut addressing)? {
+                other_headers.push(block.id());
+            }
         }
     }
-    Ok(Envelope { addressing, other_headers, body: body_child })
+    Ok((addressing, body_child.id(), other_headers))
 }
 
-fn read_header_block<'a>(
-    block: Element<'a>,
-    addressing: &mut Addressing,
-    other_headers: &mut Vec<Element<'a>>,
-) -> Result<(), SoapError> {
-    if block.namespace.as_deref() == Some(NS_WSA) {
+/// Reads one header block into `addressing`; returns whether it is another (kept) block.
+fn read_header_block(block: Element<'_>, addressing: &mut Addressing) -> Result<bool, SoapError> {
+    if block.namespace() == Some(NS_WSA) {
         let value = block.trimmed_text().to_owned();
-        let (slot, name): (&mut Option<String>, &'static str) = match &*block.local {
+        let (slot, name): (&mut Option<String>, &'static str) = match block.local() {
             "Action" => {
                 if !addressing.action.is_empty() {
                     return Err(SoapError::InvalidAddressingHeader { header: "Action", problem: "appears twice" });
@@ -345,7 +354,7 @@ fn read_header_block<'a>(
                     return Err(SoapError::InvalidAddressingHeader { header: "Action", problem: "empty" });
                 }
                 addressing.action = value;
-                return Ok(());
+                return Ok(false);
             }
             "MessageID" => (&mut addressing.message_id, "MessageID"),
             "To" => (&mut addressing.to, "To"),
@@ -358,67 +367,58 @@ fn read_header_block<'a>(
                 if addressing.reply_to.replace(address).is_some() {
                     return Err(SoapError::InvalidAddressingHeader { header: "ReplyTo", problem: "appears twice" });
                 }
-                return Ok(());
+                return Ok(false);
             }
             // Understood and not needed by a synchronous endpoint.
-            "From" | "FaultTo" => return Ok(()),
+            "From" | "FaultTo" => return Ok(false),
             _ => {
-                if must_understand(&block) {
-                    return Err(SoapError::MustUnderstand { header: QualifiedName::new(NS_WSA, &block.local) });
+                if must_understand(block) {
+                    return Err(SoapError::MustUnderstand { header: QualifiedName::new(NS_WSA, block.local()) });
                 }
-                other_headers.push(block);
-                return Ok(());
+                return Ok(true);
             }
         };
         if slot.replace(value).is_some() {
             return Err(SoapError::InvalidAddressingHeader { header: name, problem: "appears twice" });
         }
-        return Ok(());
+        return Ok(false);
     }
-    if must_understand(&block) {
+    if must_understand(block) {
         return Err(SoapError::MustUnderstand {
-            header: QualifiedName {
-                namespace: block.namespace.as_deref().map(str::to_owned),
-                local: block.local.to_string(),
-            },
+            header: QualifiedName { namespace: block.namespace().map(str::to_owned), local: block.local().to_owned() },
         });
     }
-    other_headers.push(block);
-    Ok(())
+    Ok(true)
 }
 
 /// SOAP 1.2 Part 1 5.2.3: mustUnderstand is xs:boolean; blocks for the `none` role are ignored.
-fn must_understand(block: &Element<'_>) -> bool {
+fn must_understand(block: Element<'_>) -> bool {
     if block.attribute_ns(NS_SOAP12, "role") == Some(SOAP_ROLE_NONE) {
         return false;
     }
     matches!(block.attribute_ns(NS_SOAP12, "mustUnderstand").map(str::trim), Some("1" | "true"))
 }
 
-/// Reads an env:Fault element; `ancestors` are the elements above it (for QName prefixes).
-pub fn read_fault_element(fault: &Element<'_>, ancestors: &[&Element<'_>]) -> Result<Fault, SoapError> {
+/// Reads an env:Fault element (SOAP 1.2 Part 1 section 5.4); QName values resolve against the
+/// declarations in scope.
+pub fn read_fault_element(fault: Element<'_>) -> Result<Fault, SoapError> {
     let malformed = |problem| SoapError::MalformedFault { problem };
-    let mut chain: Vec<&Element<'_>> = ancestors.to_vec();
-    chain.push(fault);
     let code = fault.child(NS_SOAP12, "Code").ok_or(malformed("no Code"))?;
-    chain.push(code);
     let value = code.child(NS_SOAP12, "Value").ok_or(malformed("no Code/Value"))?;
-    chain.push(value);
-    let (namespace, local) = resolve_qname_text(&chain, &value.text);
-    if namespace.as_deref().is_some_and(|namespace| namespace != NS_SOAP12) {
+    let (namespace, local) = value.resolve_qname_text(value.text());
+    if namespace.is_some_and(|namespace| namespace != NS_SOAP12) {
         return Err(malformed("Code/Value is not in the SOAP 1.2 namespace"));
     }
     let code_value = FaultCode::from_local_name(local).ok_or(malformed("unknown Code/Value"))?;
-    chain.pop();
     let mut subcodes = Vec::new();
     let mut current = code;
     while let Some(subcode) = current.child(NS_SOAP12, "Subcode") {
-        chain.push(subcode);
+        if subcodes.len() >= MAX_SUBCODES {
+            return Err(malformed("too many nested Subcodes"));
+        }
         let value = subcode.child(NS_SOAP12, "Value").ok_or(malformed("no Subcode/Value"))?;
-        chain.push(value);
-        let (namespace, local) = resolve_qname_text(&chain, &value.text);
-        subcodes.push(QualifiedName { namespace: namespace.as_deref().map(str::to_owned), local: local.to_owned() });
-        chain.pop();
+        let (namespace, local) = value.resolve_qname_text(value.text());
+        subcodes.push(QualifiedName { namespace: namespace.map(str::to_owned), local: local.to_owned() });
         current = subcode;
     }
     let reason = fault.child(NS_SOAP12, "Reason").ok_or(malformed("no Reason"))?;
@@ -427,12 +427,11 @@ pub fn read_fault_element(fault: &Element<'_>, ancestors: &[&Element<'_>]) -> Re
         .child(NS_SOAP12, "Detail")
         .map(|detail| {
             detail
-                .children
-                .iter()
+                .children()
                 .map(|entry| DetailEntry {
                     name: QualifiedName {
-                        namespace: entry.namespace.as_deref().map(str::to_owned),
-                        local: entry.local.to_string(),
+                        namespace: entry.namespace().map(str::to_owned),
+                        local: entry.local().to_owned(),
                     },
                     text: entry.trimmed_text().to_owned(),
                 })
@@ -442,7 +441,7 @@ pub fn read_fault_element(fault: &Element<'_>, ancestors: &[&Element<'_>]) -> Re
     Ok(Fault {
         code: code_value,
         subcodes,
-        reason: text.text.to_string(),
+        reason: text.text().to_owned(),
         lang: text.attribute_ns(XML_NAMESPACE, "lang").unwrap_or_default().to_owned(),
         detail,
         not_understood: Vec::new(),
@@ -549,5 +548,7 @@ fn qualified_value(name: &QualifiedName, index: usize) -> (Option<(String, Strin
     }
 }
 
+/// Nested Subcodes read from a fault (SOAP 1.2 puts no bound; peers use one or two).
+const MAX_SUBCODES: usize = 8;
 /// Bytes of envelope and headers around a body, to size the output buffer once.
 const ENVELOPE_OVERHEAD: usize = 1024;

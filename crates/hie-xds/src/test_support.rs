@@ -27,28 +27,39 @@ pub fn imaging_document_source_schema() -> PathBuf {
 pub fn schema_view(content_type: &str, body: &[u8]) -> Result<Vec<u8>, String> {
     let mut package =
         mtom::read_message(content_type, body, &MtomLimits::DEFAULT).map_err(|error| error.to_string())?;
-    let root = xml::parse(package.root, &Limits::DEFAULT).map_err(|error| error.to_string())?;
-    let mut target = if root.is(NS_SOAP12, "Envelope") {
-        let body =
-            root.children.into_iter().find(|child| child.is(NS_SOAP12, "Body")).ok_or("envelope without Body")?;
-        body.children.into_iter().next().ok_or("empty Body")?
+    let document = xml::parse(package.root, &Limits::DEFAULT).map_err(|error| error.to_string())?;
+    let root = document.root();
+    let target = if root.is(NS_SOAP12, "Envelope") {
+        let body = root.child(NS_SOAP12, "Body").ok_or("envelope without Body")?;
+        body.children().next().ok_or("empty Body")?
     } else {
         root
     };
-    let mut stack: Vec<&mut Element<'_>> = vec![&mut target];
-    while let Some(element) = stack.pop() {
-        if let [include] = element.children.as_slice()
-            && include.is(NS_XOP, "Include")
-        {
-            let href = include.attribute("href").ok_or("xop:Include without href")?.to_owned();
-            let bytes = package.resolve(&href).map_err(|error| error.to_string())?;
-            element.children.clear();
-            element.text = BASE64.encode(bytes).into();
-            continue;
+    let mut failure = None;
+    let view = xml::write_element_with(target, |element: Element<'_>| {
+        let mut children = element.children();
+        let (Some(include), None) = (children.next(), children.next()) else {
+            return None;
+        };
+        if !include.is(NS_XOP, "Include") {
+            return None;
         }
-        stack.extend(element.children.iter_mut());
+        let resolved = include
+            .attribute("href")
+            .ok_or_else(|| "xop:Include without href".to_owned())
+            .and_then(|href| package.resolve(href).map_err(|error| error.to_string()));
+        match resolved {
+            Ok(bytes) => Some(BASE64.encode(bytes)),
+            Err(error) => {
+                failure.get_or_insert(error);
+                None
+            }
+        }
+    });
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(view),
     }
-    Ok(xml::write_element(&target))
 }
 
 /// Runs `xmllint --noout --schema <schema> -` on [`schema_view`] of the message.

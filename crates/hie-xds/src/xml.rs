@@ -13,7 +13,6 @@
 //! [`XmlWriter`] wraps quick-xml's `Writer` with the escaping rules of XML 1.0 section 2.4.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::name::ResolveResult;
@@ -24,7 +23,7 @@ use quick_xml::reader::NsReader;
 pub struct Limits {
     /// Total input size in bytes.
     pub max_input_bytes: usize,
-    /// Element nesting depth (the root is depth 1); never more than [`MAX_DEPTH_CEILING`].
+    /// Element nesting depth (the root is depth 1).
     pub max_depth: usize,
     /// Attributes on one element, namespace declarations included.
     pub max_attributes: usize,
@@ -155,115 +154,289 @@ pub enum XmlErrorKind {
     Syntax(String),
 }
 
-/// One attribute, namespace-resolved. Namespace declarations are not kept as attributes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attribute<'a> {
-    /// Namespace URI, `None` for an unprefixed attribute.
-    pub namespace: Option<Arc<str>>,
-    /// Local name.
-    pub local: Cow<'a, str>,
-    /// Unescaped value.
-    pub value: Cow<'a, str>,
+/// A parsed document: every element in one arena, in document order (the root first).
+///
+/// Elements are reached through [`Element`] handles. Nothing here recurses over the tree: not
+/// building it, not dropping, cloning or comparing it, so depth costs no stack.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Document<'a> {
+    input: &'a str,
+    /// Bytes of a UTF-8 BOM before `input`, added back to reported offsets.
+    bom_len: usize,
+    nodes: Vec<Node<'a>>,
+    attributes: Vec<StoredAttribute<'a>>,
+    declarations: Vec<(Cow<'a, str>, u32)>,
+    namespaces: Vec<String>,
 }
 
-/// One element of the tree: resolved name, attributes, its text and its child elements.
+#[derive(Clone, PartialEq, Eq)]
+struct Node<'a> {
+    namespace: u32,
+    local: Cow<'a, str>,
+    text: Cow<'a, str>,
+    attributes: (u32, u32),
+    declarations: (u32, u32),
+    parent: u32,
+    first_child: u32,
+    last_child: u32,
+    next_sibling: u32,
+    n_children: u32,
+    offset: usize,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct StoredAttribute<'a> {
+    namespace: u32,
+    local: Cow<'a, str>,
+    value: Cow<'a, str>,
+}
+
+/// No namespace / no node.
+const NONE: u32 = u32::MAX;
+
+/// The id of an element in its [`Document`], to keep a reference without a borrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeId(u32);
+
+impl<'a> Document<'a> {
+    /// The root element.
+    pub fn root(&self) -> Element<'_> {
+        Element { document: self, index: 0 }
+    }
+
+    /// The element with `id` (from [`Element::id`] on this document).
+    pub fn element(&self, id: NodeId) -> Element<'_> {
+        Element { document: self, index: id.0.min(self.nodes.len().saturating_sub(1) as u32) }
+    }
+
+    /// Number of elements.
+    pub fn n_elements(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn namespace(&self, id: u32) -> Option<&str> {
+        if id == NONE { None } else { self.namespaces.get(id as usize).map(String::as_str) }
+    }
+
+    fn position(&self, offset: usize) -> Position {
+        let offset = offset.min(self.input.len());
+        Position {
+            line: 1 + memchr::memchr_iter(b'\n', &self.input.as_bytes()[..offset]).count(),
+            offset: offset + self.bom_len,
+        }
+    }
+}
+
+impl std::fmt::Debug for Document<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document").field("root", &self.root()).field("n_elements", &self.nodes.len()).finish()
+    }
+}
+
+/// One attribute, namespace-resolved. Namespace declarations are not attributes here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribute<'d> {
+    /// Namespace URI, `None` for an unprefixed attribute.
+    pub namespace: Option<&'d str>,
+    /// Local name.
+    pub local: &'d str,
+    /// Normalized and unescaped value.
+    pub value: &'d str,
+}
+
+/// A handle to one element of a [`Document`]: resolved name, attributes, text and children.
 ///
 /// Mixed content does not occur in the schemas this crate reads, so all direct text of an
-/// element is kept together in `text`; whitespace between child elements is dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Element<'a> {
-    /// Namespace URI, `None` when unqualified.
-    pub namespace: Option<Arc<str>>,
-    /// Local name.
-    pub local: Cow<'a, str>,
-    /// Attributes in document order.
-    pub attributes: Vec<Attribute<'a>>,
-    /// Direct text content, unescaped.
-    pub text: Cow<'a, str>,
-    /// Child elements in document order.
-    pub children: Vec<Element<'a>>,
-    /// Namespace declarations made on this element: (prefix, or "" for the default; URI).
-    /// Kept so QName-valued text (SOAP fault codes) can be resolved.
-    pub namespace_declarations: Vec<(Cow<'a, str>, Arc<str>)>,
-    /// Where the start tag is.
-    pub position: Position,
+/// element is kept together; whitespace between child elements is dropped.
+#[derive(Clone, Copy)]
+pub struct Element<'d> {
+    document: &'d Document<'d>,
+    index: u32,
 }
 
-impl<'a> Element<'a> {
+impl<'d> Element<'d> {
+    /// This element's id, to find it again with [`Document::element`].
+    pub fn id(&self) -> NodeId {
+        NodeId(self.index)
+    }
+
+    fn node(&self) -> &'d Node<'d> {
+        &self.document.nodes[self.index as usize]
+    }
+
+    /// Namespace URI, `None` when unqualified.
+    pub fn namespace(&self) -> Option<&'d str> {
+        self.document.namespace(self.node().namespace)
+    }
+
+    /// Local name.
+    pub fn local(&self) -> &'d str {
+        &self.node().local
+    }
+
     /// Whether this element has namespace `namespace` and local name `local`.
     pub fn is(&self, namespace: &str, local: &str) -> bool {
-        self.local == local && self.namespace.as_deref() == Some(namespace)
+        *self.node().local == *local && self.namespace() == Some(namespace)
+    }
+
+    /// Attributes in document order.
+    pub fn attributes(&self) -> impl Iterator<Item = Attribute<'d>> + 'd {
+        let document = self.document;
+        let (start, end) = self.node().attributes;
+        document.attributes[start as usize..end as usize].iter().map(move |attribute| Attribute {
+            namespace: document.namespace(attribute.namespace),
+            local: &attribute.local,
+            value: &attribute.value,
+        })
     }
 
     /// The value of the unqualified attribute `local`.
-    pub fn attribute(&self, local: &str) -> Option<&str> {
-        self.attributes
+    pub fn attribute(&self, local: &str) -> Option<&'d str> {
+        let (start, end) = self.node().attributes;
+        self.document.attributes[start as usize..end as usize]
             .iter()
-            .find(|attribute| attribute.namespace.is_none() && attribute.local == local)
+            .find(|attribute| attribute.namespace == NONE && attribute.local == local)
             .map(|attribute| &*attribute.value)
     }
 
     /// The value of the attribute `local` in namespace `namespace`.
-    pub fn attribute_ns(&self, namespace: &str, local: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|attribute| attribute.local == local && attribute.namespace.as_deref() == Some(namespace))
-            .map(|attribute| &*attribute.value)
+    pub fn attribute_ns(&self, namespace: &str, local: &str) -> Option<&'d str> {
+        self.attributes()
+            .find(|attribute| attribute.local == local && attribute.namespace == Some(namespace))
+            .map(|attribute| attribute.value)
     }
 
-    /// Child elements named `namespace`:`local`.
-    pub fn children_named<'s>(
-        &'s self,
-        namespace: &'s str,
-        local: &'s str,
-    ) -> impl Iterator<Item = &'s Element<'a>> + 's {
-        self.children.iter().filter(move |child| child.is(namespace, local))
-    }
-
-    /// The first child element named `namespace`:`local`.
-    pub fn child(&self, namespace: &str, local: &str) -> Option<&Element<'a>> {
-        self.children.iter().find(|child| child.is(namespace, local))
+    /// The text content, unescaped.
+    pub fn text(&self) -> &'d str {
+        &self.node().text
     }
 
     /// The text content with surrounding XML whitespace removed.
-    pub fn trimmed_text(&self) -> &str {
-        self.text.trim_matches(is_xml_whitespace)
+    pub fn trimmed_text(&self) -> &'d str {
+        self.text().trim_matches(is_xml_whitespace)
+    }
+
+    /// Child elements in document order.
+    pub fn children(&self) -> Children<'d> {
+        let node = self.node();
+        Children { document: self.document, next: node.first_child, remaining: node.n_children as usize }
+    }
+
+    /// Number of child elements.
+    pub fn n_children(&self) -> usize {
+        self.node().n_children as usize
+    }
+
+    /// Child elements named `namespace`:`local`.
+    pub fn children_named<'s>(&self, namespace: &'s str, local: &'s str) -> impl Iterator<Item = Element<'d>> + 's
+    where
+        'd: 's,
+    {
+        self.children().filter(move |child| child.is(namespace, local))
+    }
+
+    /// The first child element named `namespace`:`local`.
+    pub fn child(&self, namespace: &str, local: &str) -> Option<Element<'d>> {
+        self.children().find(|child| child.is(namespace, local))
+    }
+
+    /// The parent element.
+    pub fn parent(&self) -> Option<Element<'d>> {
+        let parent = self.node().parent;
+        (parent != NONE).then_some(Element { document: self.document, index: parent })
+    }
+
+    /// Namespace declarations made on this element: (prefix, or "" for the default; URI).
+    pub fn namespace_declarations(&self) -> impl Iterator<Item = (&'d str, &'d str)> + 'd {
+        let document = self.document;
+        let (start, end) = self.node().declarations;
+        document.declarations[start as usize..end as usize]
+            .iter()
+            .map(move |(prefix, uri)| (&**prefix, document.namespace(*uri).unwrap_or_default()))
+    }
+
+    /// Resolves a QName written as text (`prefix:local`, e.g. a SOAP fault code) against the
+    /// declarations in scope here. Returns (namespace, local).
+    pub fn resolve_qname_text<'t>(&self, qname: &'t str) -> (Option<&'d str>, &'t str) {
+        let qname = qname.trim_matches(is_xml_whitespace);
+        let (prefix, local) = match qname.split_once(':') {
+            Some((prefix, local)) => (prefix, local),
+            None => ("", qname),
+        };
+        if prefix == "xml" {
+            return (Some(XML_NAMESPACE), local);
+        }
+        let mut current = Some(*self);
+        while let Some(element) = current {
+            if let Some((_, uri)) = element.namespace_declarations().find(|(declared, _)| *declared == prefix) {
+                return (if uri.is_empty() { None } else { Some(uri) }, local);
+            }
+            current = element.parent();
+        }
+        (None, local)
+    }
+
+    /// Where the start tag is (the line is counted on demand: this is for error reports).
+    pub fn position(&self) -> Position {
+        self.document.position(self.node().offset)
     }
 
     /// `{namespace}local`, for messages.
     pub fn expanded_name(&self) -> String {
-        match &self.namespace {
-            Some(namespace) => format!("{{{namespace}}}{}", self.local),
-            None => self.local.to_string(),
+        match self.namespace() {
+            Some(namespace) => format!("{{{namespace}}}{}", self.local()),
+            None => self.local().to_owned(),
         }
     }
 }
 
-/// Resolves a QName written as text (`prefix:local`) against the declarations of `ancestors`
-/// (outermost first, the element holding the text last). Returns (namespace, local).
-pub fn resolve_qname_text<'t>(ancestors: &[&Element<'_>], qname: &'t str) -> (Option<Arc<str>>, &'t str) {
-    let qname = qname.trim_matches(is_xml_whitespace);
-    let (prefix, local) = match qname.split_once(':') {
-        Some((prefix, local)) => (prefix, local),
-        None => ("", qname),
-    };
-    if prefix == "xml" {
-        return (Some(Arc::from(XML_NAMESPACE)), local);
+impl std::fmt::Debug for Element<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Element({} at {})", self.expanded_name(), self.position())
     }
-    for element in ancestors.iter().rev() {
-        if let Some((_, uri)) = element.namespace_declarations.iter().find(|(declared, _)| declared == prefix) {
-            return (if uri.is_empty() { None } else { Some(Arc::clone(uri)) }, local);
-        }
-    }
-    (None, local)
 }
 
-/// Parses `input` as one XML document under `limits` and returns its root element.
-pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<Element<'a>, XmlError> {
+/// The child elements of an [`Element`].
+#[derive(Clone)]
+pub struct Children<'d> {
+    document: &'d Document<'d>,
+    next: u32,
+    remaining: usize,
+}
+
+impl<'d> Iterator for Children<'d> {
+    type Item = Element<'d>;
+
+    fn next(&mut self) -> Option<Element<'d>> {
+        if self.next == NONE {
+            return None;
+        }
+        let element = Element { document: self.document, index: self.next };
+        self.next = self.document.nodes[self.next as usize].next_sibling;
+        self.remaining = self.remaining.saturating_sub(1);
+        Some(element)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for Children<'_> {}
+
+/// Parses `input` as one XML document under `limits`.
+pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<Document<'a>, XmlError> {
     let at_start = Position { line: 1, offset: 0 };
     if input.len() > limits.max_input_bytes {
         return Err(XmlError {
             kind: XmlErrorKind::InputTooLarge { size: input.len(), limit: limits.max_input_bytes },
+            position: at_start,
+        });
+    }
+    // Arena indices are u32: below 4 GiB of input no count can overflow them.
+    if u32::try_from(input.len()).is_err() {
+        return Err(XmlError {
+            kind: XmlErrorKind::InputTooLarge { size: input.len(), limit: u32::MAX as usize },
             position: at_start,
         });
     }
@@ -278,10 +451,7 @@ pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<Element<'a>, XmlErr
         let kind = XmlErrorKind::InvalidCharacter(u32::from(body[index]));
         return Err(XmlError { kind, position: position_of(input, index + bom_len) });
     }
-    TreeBuilder::new(text, limits).run().map_err(|mut error| {
-        error.position.offset += bom_len;
-        error
-    })
+    TreeBuilder::new(text, bom_len, limits).run()
 }
 
 /// Refuses byte order marks and declarations of encodings other than UTF-8; strips a UTF-8 BOM.
@@ -304,19 +474,16 @@ fn check_encoding(input: &[u8]) -> Result<&[u8], XmlError> {
 }
 
 struct TreeBuilder<'a, 'l> {
-    text: &'a str,
     limits: &'l Limits,
     reader: NsReader<&'a [u8]>,
-    namespaces: Vec<Arc<str>>,
-    stack: Vec<Element<'a>>,
-    root: Option<Element<'a>>,
-    n_elements: usize,
-    line: usize,
-    line_counted_to: usize,
+    document: Document<'a>,
+    /// Open elements, innermost last.
+    stack: Vec<u32>,
+    root_closed: bool,
 }
 
 impl<'a, 'l> TreeBuilder<'a, 'l> {
-    fn new(text: &'a str, limits: &'l Limits) -> Self {
+    fn new(text: &'a str, bom_len: usize, limits: &'l Limits) -> Self {
         let mut reader = NsReader::from_str(text);
         let config = reader.config_mut();
         config.check_end_names = true;
@@ -327,35 +494,30 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
         // its own cap while adding each binding, before storing it.
         let max_bindings = limits.max_namespace_declarations.saturating_mul(limits.max_depth);
         reader.resolver_mut().set_max_namespace_bindings(max_bindings);
+        // The arena grows with the elements actually read, never with what the input's size
+        // suggests: a 50 MB attribute must not reserve room for a million elements.
+        let expected_elements = INITIAL_ELEMENTS.min(limits.max_elements.max(1));
         TreeBuilder {
-            text,
             limits,
             reader,
-            namespaces: Vec::new(),
+            document: Document {
+                input: text,
+                bom_len,
+                nodes: Vec::with_capacity(expected_elements),
+                attributes: Vec::with_capacity(expected_elements),
+                declarations: Vec::new(),
+                namespaces: Vec::new(),
+            },
             stack: Vec::new(),
-            root: None,
-            n_elements: 0,
-            line: 1,
-            line_counted_to: 0,
+            root_closed: false,
         }
     }
 
-    fn position(&mut self, offset: usize) -> Position {
-        let offset = offset.min(self.text.len());
-        if offset >= self.line_counted_to {
-            self.line += memchr::memchr_iter(b'\n', &self.text.as_bytes()[self.line_counted_to..offset]).count();
-            self.line_counted_to = offset;
-            Position { line: self.line, offset }
-        } else {
-            position_of(self.text.as_bytes(), offset)
-        }
+    fn fail(&self, kind: XmlErrorKind, offset: usize) -> XmlError {
+        XmlError { kind, position: self.document.position(offset) }
     }
 
-    fn fail(&mut self, kind: XmlErrorKind, offset: usize) -> XmlError {
-        XmlError { kind, position: self.position(offset) }
-    }
-
-    fn run(mut self) -> Result<Element<'a>, XmlError> {
+    fn run(mut self) -> Result<Document<'a>, XmlError> {
         loop {
             let event_start = usize::try_from(self.reader.buffer_position()).unwrap_or(usize::MAX);
             let event = match self.reader.read_event() {
@@ -369,36 +531,38 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
                         quick_xml::Error::Namespace(quick_xml::name::NamespaceError::TooManyBindings(_)) => {
                             XmlErrorKind::TooManyNamespaceDeclarations { limit: self.limits.max_namespace_declarations }
                         }
+                        // quick-xml's own nesting cap (u16), below any depth a caller could ask.
+                        quick_xml::Error::Namespace(quick_xml::name::NamespaceError::TooDeeplyNested(limit)) => {
+                            XmlErrorKind::TooDeep { limit }
+                        }
                         other => XmlErrorKind::Syntax(other.to_string()),
                     };
+                    let offset = if offset == 0 { event_start } else { offset };
                     return Err(self.fail(kind, offset));
                 }
             };
             match event {
                 Event::Start(start) => {
-                    let element = self.open(&start, event_start)?;
-                    self.stack.push(element);
+                    let index = self.open(&start, event_start)?;
+                    self.stack.push(index);
                 }
                 Event::Empty(start) => {
-                    let element = self.open(&start, event_start)?;
-                    self.close(element, event_start)?;
+                    self.open(&start, event_start)?;
                 }
                 Event::End(_) => {
-                    let Some(element) = self.stack.pop() else {
+                    if self.stack.pop().is_none() {
                         return Err(self.fail(XmlErrorKind::Structure("end tag without start tag"), event_start));
-                    };
-                    self.close(element, event_start)?;
+                    }
+                    if self.stack.is_empty() {
+                        self.root_closed = true;
+                    }
                 }
                 Event::Text(text) => {
                     let content = text.xml10_content();
                     self.append_text(content, event_start)?;
                 }
                 Event::CData(cdata) => {
-                    let content = match cdata.into_inner() {
-                        Cow::Borrowed(raw) => Cow::Borrowed(raw),
-                        Cow::Owned(raw) => Cow::Owned(raw),
-                    };
-                    self.append_text(content, event_start)?;
+                    self.append_text(cdata.into_inner(), event_start)?;
                 }
                 Event::GeneralRef(reference) => {
                     let resolved = match reference.resolve_char_ref() {
@@ -433,31 +597,30 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
                 Event::DocType(_) => return Err(self.fail(XmlErrorKind::DoctypeRefused, event_start)),
                 Event::Eof => {
                     if !self.stack.is_empty() {
-                        let offset = self.text.len();
+                        let offset = self.document.input.len();
                         return Err(self.fail(XmlErrorKind::Syntax("unexpected end of input".to_owned()), offset));
                     }
-                    return match self.root.take() {
-                        Some(root) => Ok(root),
-                        None => Err(self.fail(XmlErrorKind::Structure("no root element"), event_start)),
-                    };
+                    if self.document.nodes.is_empty() {
+                        return Err(self.fail(XmlErrorKind::Structure("no root element"), event_start));
+                    }
+                    return Ok(self.document);
                 }
             }
         }
     }
 
-    fn open(&mut self, start: &BytesStart<'a>, offset: usize) -> Result<Element<'a>, XmlError> {
+    /// Stores a new element as the last child of the innermost open one (or as the root).
+    fn open(&mut self, start: &BytesStart<'a>, offset: usize) -> Result<u32, XmlError> {
         let limits = *self.limits;
-        if self.root.is_some() {
+        if self.root_closed || (self.stack.is_empty() && !self.document.nodes.is_empty()) {
             return Err(self.fail(XmlErrorKind::Structure("content after the root element"), offset));
         }
-        let max_depth = limits.max_depth.min(MAX_DEPTH_CEILING);
-        if self.stack.len() >= max_depth {
-            return Err(self.fail(XmlErrorKind::TooDeep { limit: max_depth }, offset));
+        if self.stack.len() >= limits.max_depth {
+            return Err(self.fail(XmlErrorKind::TooDeep { limit: limits.max_depth }, offset));
         }
-        if self.n_elements >= limits.max_elements {
+        if self.document.nodes.len() >= limits.max_elements || self.document.nodes.len() >= (NONE - 1) as usize {
             return Err(self.fail(XmlErrorKind::TooManyElements { limit: limits.max_elements }, offset));
         }
-        self.n_elements += 1;
         let qname = start.name();
         if qname.as_ref().len() > limits.max_name_bytes {
             return Err(self.fail(XmlErrorKind::NameTooLong { limit: limits.max_name_bytes }, offset));
@@ -465,10 +628,10 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
         // One pass over the attributes: limits are checked on each before it is stored.
         // quick-xml has already bound the namespace declarations among them, under its own
         // in-scope cap set in `new`, so attribute prefixes resolve here.
+        let attributes_start = self.document.attributes.len();
+        let declarations_start = self.document.declarations.len();
         let mut n_attributes = 0usize;
         let mut n_declarations = 0usize;
-        let mut namespace_declarations = Vec::new();
-        let mut attributes = Vec::new();
         let mut attributes_iter = start.attributes();
         attributes_iter.with_checks(true);
         for attribute in attributes_iter {
@@ -496,85 +659,92 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
                 }
                 let prefix = match binding {
                     quick_xml::name::PrefixDeclaration::Default => Cow::Borrowed(""),
-                    quick_xml::name::PrefixDeclaration::Named(prefix) => borrow_or_own(self.text, prefix),
+                    quick_xml::name::PrefixDeclaration::Named(prefix) => borrow_or_own(self.document.input, prefix),
                 };
-                namespace_declarations.push((prefix, intern(&mut self.namespaces, &attribute.value)));
+                let uri = intern(&mut self.document.namespaces, &attribute.value);
+                self.document.declarations.push((prefix, uri));
                 continue;
             }
             let (resolved, attribute_local) = self.reader.resolver().resolve_attribute(attribute.key);
-            let attribute_namespace = match resolved {
-                ResolveResult::Bound(namespace) => Some(intern(&mut self.namespaces, namespace.0)),
-                ResolveResult::Unbound => None,
+            let namespace = match resolved {
+                ResolveResult::Bound(namespace) => intern(&mut self.document.namespaces, namespace.0),
+                ResolveResult::Unbound => NONE,
                 ResolveResult::Unknown(prefix) => {
                     let prefix = truncate(&prefix, limits.max_name_bytes);
                     return Err(self.fail(XmlErrorKind::UnboundPrefix { prefix }, offset));
                 }
             };
-            let attribute_local = borrow_or_own(self.text, attribute_local.as_ref());
+            let local = borrow_or_own(self.document.input, attribute_local.as_ref());
             let value = match attribute.normalized_value(quick_xml::XmlVersion::Implicit1_0) {
-                Ok(Cow::Borrowed(value)) => borrow_or_own(self.text, value),
+                Ok(Cow::Borrowed(value)) => borrow_or_own(self.document.input, value),
                 Ok(Cow::Owned(value)) => Cow::Owned(value),
                 Err(error) => return Err(self.fail(XmlErrorKind::Syntax(error.to_string()), offset)),
             };
-            attributes.push(Attribute { namespace: attribute_namespace, local: attribute_local, value });
+            self.document.attributes.push(StoredAttribute { namespace, local, value });
         }
         let (resolved, local) = self.reader.resolver().resolve_element(qname);
         let namespace = match resolved {
-            ResolveResult::Bound(namespace) => Some(intern(&mut self.namespaces, namespace.0)),
-            ResolveResult::Unbound => None,
+            ResolveResult::Bound(namespace) => intern(&mut self.document.namespaces, namespace.0),
+            ResolveResult::Unbound => NONE,
             ResolveResult::Unknown(prefix) => {
                 let prefix = truncate(&prefix, limits.max_name_bytes);
                 return Err(self.fail(XmlErrorKind::UnboundPrefix { prefix }, offset));
             }
         };
-        let local = borrow_or_own(self.text, local.as_ref());
-        let position = self.position(offset);
-        Ok(Element {
+        let local = borrow_or_own(self.document.input, local.as_ref());
+        // The counts are bounded by the input length checked against u32 in `parse`.
+        let index = self.document.nodes.len() as u32;
+        let parent = self.stack.last().copied().unwrap_or(NONE);
+        self.document.nodes.push(Node {
             namespace,
             local,
-            attributes,
             text: Cow::Borrowed(""),
-            children: Vec::new(),
-            namespace_declarations,
-            position,
-        })
-    }
-
-    fn close(&mut self, element: Element<'a>, offset: usize) -> Result<(), XmlError> {
-        match self.stack.last_mut() {
-            Some(parent) => {
-                if !parent.text.is_empty() && parent.text.chars().all(is_xml_whitespace) {
-                    parent.text = Cow::Borrowed("");
-                }
-                parent.children.push(element);
-                Ok(())
+            attributes: (attributes_start as u32, self.document.attributes.len() as u32),
+            declarations: (declarations_start as u32, self.document.declarations.len() as u32),
+            parent,
+            first_child: NONE,
+            last_child: NONE,
+            next_sibling: NONE,
+            n_children: 0,
+            offset,
+        });
+        if parent != NONE {
+            let parent_node = &mut self.document.nodes[parent as usize];
+            // Whitespace before the first child was indentation, not content.
+            if !parent_node.text.is_empty() && parent_node.text.chars().all(is_xml_whitespace) {
+                parent_node.text = Cow::Borrowed("");
             }
-            None if self.root.is_none() => {
-                self.root = Some(element);
-                Ok(())
+            let previous = parent_node.last_child;
+            parent_node.last_child = index;
+            parent_node.n_children += 1;
+            if previous == NONE {
+                parent_node.first_child = index;
+            } else {
+                self.document.nodes[previous as usize].next_sibling = index;
             }
-            None => Err(self.fail(XmlErrorKind::Structure("content after the root element"), offset)),
         }
+        Ok(index)
     }
 
     fn append_text(&mut self, content: Cow<'a, str>, offset: usize) -> Result<(), XmlError> {
         let max_text = self.limits.max_text_bytes;
-        let Some(element) = self.stack.last_mut() else {
+        let Some(&open) = self.stack.last() else {
             if content.chars().all(is_xml_whitespace) {
                 return Ok(());
             }
             return Err(self.fail(XmlErrorKind::Structure("text outside the root element"), offset));
         };
-        if !element.children.is_empty() && content.chars().all(is_xml_whitespace) {
+        let node = &mut self.document.nodes[open as usize];
+        if node.n_children > 0 && content.chars().all(is_xml_whitespace) {
             return Ok(());
         }
-        if element.text.len().saturating_add(content.len()) > max_text {
+        if node.text.len().saturating_add(content.len()) > max_text {
             return Err(self.fail(XmlErrorKind::TextTooLong { limit: max_text }, offset));
         }
-        if element.text.is_empty() {
-            element.text = content;
+        if node.text.is_empty() {
+            node.text = content;
         } else {
-            element.text.to_mut().push_str(&content);
+            node.text.to_mut().push_str(&content);
         }
         Ok(())
     }
@@ -598,13 +768,13 @@ fn find_c0_control(bytes: &[u8]) -> Option<usize> {
     None
 }
 
-fn intern(namespaces: &mut Vec<Arc<str>>, uri: &str) -> Arc<str> {
-    if let Some(known) = namespaces.iter().find(|known| &***known == uri) {
-        return Arc::clone(known);
+/// The id of `uri` in the document's namespace table (a handful of entries).
+fn intern(namespaces: &mut Vec<String>, uri: &str) -> u32 {
+    if let Some(index) = namespaces.iter().position(|known| known == uri) {
+        return index as u32;
     }
-    let uri: Arc<str> = Arc::from(uri);
-    namespaces.push(Arc::clone(&uri));
-    uri
+    namespaces.push(uri.to_owned());
+    (namespaces.len() - 1) as u32
 }
 
 /// Borrows `bytes` from `text` when they are a sub-slice of it (always the case for names read
@@ -769,10 +939,8 @@ pub fn is_xml_char(character: char) -> bool {
     matches!(character, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
-/// The deepest tree [`parse`] ever builds, whatever the limits say. The tree is built without
-/// recursion, but dropping, cloning and comparing an [`Element`] recurse once per level; this
-/// ceiling (reliability-security S4: depth cap 256) keeps that far inside any thread's stack.
-pub const MAX_DEPTH_CEILING: usize = 256;
+/// Elements (and attributes) the arena starts with.
+const INITIAL_ELEMENTS: usize = 64;
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 /// Unicode BOM encoded in UTF-8 (XML 1.0 section 4.3.3).
@@ -780,41 +948,39 @@ const UTF8_BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
 
 /// Serializes an element and its subtree, declaring every namespace it uses on the top
 /// element (prefixes `ns1`, `ns2`, ...; the `xml` namespace keeps its reserved prefix).
-pub fn write_element(element: &Element<'_>) -> Vec<u8> {
-    let mut namespaces: Vec<Arc<str>> = Vec::new();
-    let mut stack = vec![element];
-    while let Some(current) = stack.pop() {
-        let mut note = |namespace: &Option<Arc<str>>| {
-            if let Some(namespace) = namespace
-                && &**namespace != XML_NAMESPACE
-                && !namespaces.iter().any(|known| known == namespace)
-            {
-                namespaces.push(Arc::clone(namespace));
+pub fn write_element(element: Element<'_>) -> Vec<u8> {
+    write_element_with(element, |_| None)
+}
+
+/// Like [`write_element`], but an element for which `replace` returns text is written with that
+/// text instead of its children and text (test_support uses it to inline XOP attachments).
+pub fn write_element_with(element: Element<'_>, mut replace: impl FnMut(Element<'_>) -> Option<String>) -> Vec<u8> {
+    let mut namespaces: Vec<&str> = Vec::new();
+    let mut pending = vec![element];
+    while let Some(current) = pending.pop() {
+        let used =
+            current.namespace().into_iter().chain(current.attributes().filter_map(|attribute| attribute.namespace));
+        for namespace in used {
+            if namespace != XML_NAMESPACE && !namespaces.contains(&namespace) {
+                namespaces.push(namespace);
             }
-        };
-        note(&current.namespace);
-        for attribute in &current.attributes {
-            note(&attribute.namespace);
         }
-        stack.extend(current.children.iter());
+        pending.extend(current.children());
     }
-    let prefix_of = |namespace: &Option<Arc<str>>| -> Option<String> {
-        let namespace = namespace.as_ref()?;
-        if &**namespace == XML_NAMESPACE {
-            return Some("xml".to_owned());
-        }
-        namespaces.iter().position(|known| known == namespace).map(|index| format!("ns{}", index + 1))
-    };
-    let qualified = |namespace: &Option<Arc<str>>, local: &str| match prefix_of(namespace) {
-        Some(prefix) => format!("{prefix}:{local}"),
+    let qualified = |namespace: Option<&str>, local: &str| match namespace {
+        Some(XML_NAMESPACE) => format!("xml:{local}"),
+        Some(namespace) => match namespaces.iter().position(|known| *known == namespace) {
+            Some(index) => format!("ns{}:{local}", index + 1),
+            None => local.to_owned(),
+        },
         None => local.to_owned(),
     };
     let mut writer = XmlWriter::new(4096);
     // Iterative walk: (element, whether its start tag was written).
-    let mut walk: Vec<(&Element<'_>, bool)> = vec![(element, false)];
+    let mut walk: Vec<(Element<'_>, bool)> = vec![(element, false)];
     let mut is_top = true;
     while let Some((current, opened)) = walk.pop() {
-        let name = qualified(&current.namespace, &current.local);
+        let name = qualified(current.namespace(), current.local());
         if opened {
             writer.end(&name);
             continue;
@@ -822,22 +988,29 @@ pub fn write_element(element: &Element<'_>) -> Vec<u8> {
         let mut owned_attributes: Vec<(String, String)> = Vec::new();
         if is_top {
             for (index, namespace) in namespaces.iter().enumerate() {
-                owned_attributes.push((format!("xmlns:ns{}", index + 1), namespace.to_string()));
+                owned_attributes.push((format!("xmlns:ns{}", index + 1), (*namespace).to_owned()));
             }
             is_top = false;
         }
-        for attribute in &current.attributes {
-            owned_attributes.push((qualified(&attribute.namespace, &attribute.local), attribute.value.to_string()));
+        for attribute in current.attributes() {
+            owned_attributes.push((qualified(attribute.namespace, attribute.local), attribute.value.to_owned()));
         }
         let attributes: Vec<(&str, &str)> = owned_attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        if current.children.is_empty() && current.text.is_empty() {
+        if let Some(text) = replace(current) {
+            writer.start(&name, &attributes);
+            writer.text(&text);
+            writer.end(&name);
+            continue;
+        }
+        if current.n_children() == 0 && current.text().is_empty() {
             writer.empty(&name, &attributes);
             continue;
         }
         writer.start(&name, &attributes);
-        writer.text(&current.text);
+        writer.text(current.text());
         walk.push((current, true));
-        for child in current.children.iter().rev() {
+        let children: Vec<Element<'_>> = current.children().collect();
+        for child in children.into_iter().rev() {
             walk.push((child, false));
         }
     }
@@ -855,24 +1028,29 @@ mod tests {
     fn resolves_prefixes_and_default_namespaces() {
         let input =
             br#"<?xml version="1.0"?><a:x xmlns:a="urn:a" xmlns="urn:d"><y k="1" a:k="2">t&amp;&#x41;</y><z/></a:x>"#;
-        let root = parse(input, &Limits::DEFAULT).unwrap();
+        let document = parse(input, &Limits::DEFAULT).unwrap();
+        let root = document.root();
         assert!(root.is("urn:a", "x"));
         let y = root.child("urn:d", "y").unwrap();
-        assert_eq!(y.text, "t&A");
+        assert_eq!(y.text(), "t&A");
         assert_eq!(y.attribute("k"), Some("1"));
         assert_eq!(y.attribute_ns("urn:a", "k"), Some("2"));
         assert!(root.child("urn:d", "z").is_some());
+        assert_eq!(y.parent().map(|parent| parent.local()), Some("x"));
+        assert_eq!(y.resolve_qname_text("a:Q"), (Some("urn:a"), "Q"));
     }
 
     #[test]
     fn write_element_round_trips_a_subtree() {
         let input = br#"<a:x xmlns:a="urn:a" xml:lang="en"><a:y a:k="&lt;">1 &amp; 2</a:y></a:x>"#;
-        let root = parse(input, &Limits::DEFAULT).unwrap();
-        let written = write_element(&root);
+        let document = parse(input, &Limits::DEFAULT).unwrap();
+        let written = write_element(document.root());
         let again = parse(&written, &Limits::DEFAULT).unwrap();
-        assert_eq!(again.children[0].text, "1 & 2");
-        assert_eq!(again.attribute_ns(XML_NAMESPACE, "lang"), Some("en"));
-        assert_eq!(again.children[0].attribute_ns("urn:a", "k"), Some("<"));
+        let root = again.root();
+        let child = root.children().next().unwrap();
+        assert_eq!(child.text(), "1 & 2");
+        assert_eq!(root.attribute_ns(XML_NAMESPACE, "lang"), Some("en"));
+        assert_eq!(child.attribute_ns("urn:a", "k"), Some("<"));
     }
 
     #[test]

@@ -25,10 +25,16 @@ fn read(path: &str) -> Vec<u8> {
     std::fs::read(data(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
 }
 
-/// The message's body element: the Body child of an envelope, or the root of a bare body.
-fn body_of<'a>(bytes: &'a [u8]) -> xml::Element<'a> {
-    let root = xml::parse(bytes, &Limits::DEFAULT).unwrap();
-    if root.is(NS_SOAP12, "Envelope") { soap::envelope_from_root(root).unwrap().body } else { root }
+/// Runs `read` on the message's body element: the Body child of an envelope, or the root of a
+/// bare body.
+fn with_body<R>(bytes: &[u8], read: impl FnOnce(xml::Element<'_>) -> R) -> R {
+    let document = xml::parse(bytes, &Limits::DEFAULT).unwrap();
+    if document.root().is(NS_SOAP12, "Envelope") {
+        let envelope = soap::envelope_from_document(document).unwrap();
+        read(envelope.body())
+    } else {
+        read(document.root())
+    }
 }
 
 /// Compares `dump` with test_data/expected/NAME.expected (UPDATE_EXPECT=1 rewrites it).
@@ -47,8 +53,8 @@ fn check_expect(name: &str, dump: &str) {
 /// Reads the body as `M`, checks the dump, the round trip and xmllint on what we write.
 fn golden<M: XdsMessage + PartialEq + std::fmt::Debug + Clone>(path: &str, dump: impl Fn(&M) -> String) -> M {
     let bytes = read(path);
-    let body = body_of(&bytes);
-    let message = M::read(&body, &mut Package::plain(b"")).unwrap_or_else(|error| panic!("{path}: {error}"));
+    let message = with_body(&bytes, |body| M::read(body, &mut Package::plain(b"")))
+        .unwrap_or_else(|error| panic!("{path}: {error}"));
     let name = path.trim_start_matches("messages/").replace('/', "__");
     check_expect(&name, &dump(&message));
     round_trip_and_validate(path, &message);
@@ -58,7 +64,8 @@ fn golden<M: XdsMessage + PartialEq + std::fmt::Debug + Clone>(path: &str, dump:
 fn round_trip_and_validate<M: XdsMessage + PartialEq + std::fmt::Debug>(what: &str, message: &M) {
     let written = message.to_xml();
     let again = xml::parse(&written, &Limits::DEFAULT).unwrap();
-    let reread = M::read(&again, &mut Package::plain(b"")).unwrap_or_else(|error| panic!("{what} rewritten: {error}"));
+    let reread =
+        M::read(again.root(), &mut Package::plain(b"")).unwrap_or_else(|error| panic!("{what} rewritten: {error}"));
     assert_eq!(&reread, message, "{what}: typed -> XML -> typed changed the message");
     let envelope = hie_xds::write_soap(message, &hie_xds::Addressing::request("urn:test", "urn:uuid:1", "http://x"));
     xmllint_validate("application/soap+xml", &envelope, &imaging_document_source_schema())
@@ -185,8 +192,7 @@ fn iti42_register_fixtures_parse() {
 fn iti18_query_fixtures_parse() {
     for path in files("messages/iti18", ".xml") {
         let bytes = read(&path);
-        let body = body_of(&bytes);
-        if body.local == "AdhocQueryRequest" {
+        if with_body(&bytes, |body| body.local() == "AdhocQueryRequest") {
             let request = golden::<AdhocQueryRequest>(&path, debug_dump);
             assert!(
                 request.query_id.starts_with("urn:uuid:") || request.query_id.starts_with('$'),
@@ -250,14 +256,15 @@ fn rad69_expected_responses_parse_once_the_placeholder_is_base64() {
         let bytes = read(&path);
         let text = String::from_utf8(bytes).unwrap();
         if text.contains(">...<") {
-            let body = body_of(text.as_bytes());
-            let error = RetrieveDocumentSetResponse::read(&body, &mut Package::plain(b"")).unwrap_err();
+            let error =
+                with_body(text.as_bytes(), |body| RetrieveDocumentSetResponse::read(body, &mut Package::plain(b"")))
+                    .unwrap_err();
             assert!(matches!(error.kind, EbrimErrorKind::InvalidBase64 { .. }), "{path}: {error}");
         }
         let fixed = text.replace(">...<", ">UExBQ0VIT0xERVI=<");
-        let body = body_of(fixed.as_bytes());
-        let response = RetrieveDocumentSetResponse::read(&body, &mut Package::plain(b""))
-            .unwrap_or_else(|error| panic!("{path}: {error}"));
+        let response =
+            with_body(fixed.as_bytes(), |body| RetrieveDocumentSetResponse::read(body, &mut Package::plain(b"")))
+                .unwrap_or_else(|error| panic!("{path}: {error}"));
         let name = path.trim_start_matches("messages/").replace('/', "__");
         check_expect(&name, &retrieve_dump(&response));
         round_trip_and_validate(&path, &response);
@@ -284,8 +291,7 @@ fn registry_response_fixtures_parse() {
 #[test]
 fn refused_fixtures_are_refused_for_their_reason() {
     let bytes = read("messages/iti41/nist-pnr-element-order.xml");
-    let body = body_of(&bytes);
-    let error = ProvideAndRegisterRequest::read(&body, &mut Package::plain(b"")).unwrap_err();
+    let error = with_body(&bytes, |body| ProvideAndRegisterRequest::read(body, &mut Package::plain(b""))).unwrap_err();
     assert!(matches!(&error.kind, EbrimErrorKind::OutOfOrder { element, .. } if element.ends_with("}Slot")), "{error}");
 
     let bytes = read("messages/iti41/nist-xml-parse-error.xml");

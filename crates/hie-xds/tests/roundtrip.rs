@@ -153,7 +153,7 @@ proptest! {
         }
         let written = message.to_xml();
         let root = xml::parse(&written, &Limits::DEFAULT).unwrap();
-        let read = SubmitObjectsRequest::read(&root, &mut Package::plain(b"")).unwrap();
+        let read = SubmitObjectsRequest::read(root.root(), &mut Package::plain(b"")).unwrap();
         prop_assert_eq!(read, message);
     }
 

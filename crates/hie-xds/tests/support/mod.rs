@@ -15,15 +15,14 @@ use hie_xds::{Association, DocumentEntry, Folder, RegistryObject, SubmissionSet}
 /// A code of the NIST code set: attribute name (CodeType@name) and code value.
 pub fn code(attribute: &str, value: &str) -> Code {
     let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/codes/nist-codes.xml")).unwrap();
-    let root = xml::parse(&bytes, &Limits::DEFAULT).unwrap();
-    let code_type = root
-        .children
-        .iter()
-        .find(|child| child.local == "CodeType" && child.attribute("name") == Some(attribute))
+    let document = xml::parse(&bytes, &Limits::DEFAULT).unwrap();
+    let code_type = document
+        .root()
+        .children()
+        .find(|child| child.local() == "CodeType" && child.attribute("name") == Some(attribute))
         .unwrap_or_else(|| panic!("no CodeType {attribute}"));
     let found = code_type
-        .children
-        .iter()
+        .children()
         .find(|child| child.attribute("code") == Some(value))
         .unwrap_or_else(|| panic!("{attribute} has no code {value}"));
     Code::new(value, found.attribute("codingScheme").unwrap(), found.attribute("display").unwrap())
