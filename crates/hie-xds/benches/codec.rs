@@ -99,7 +99,22 @@ fn parse_figures(budget: Duration) {
         let document = xml::parse(black_box(&bytes), &Limits::DEFAULT).unwrap();
         black_box(SubmitObjectsRequest::read(document.root(), &mut Package::plain(b"")).unwrap());
     });
+    // The floor under everything: quick-xml's NsReader resolving every event, storing nothing.
+    let text = std::str::from_utf8(&bytes).unwrap();
+    let events_only = best_of(budget, || {
+        let mut reader = quick_xml::reader::NsReader::from_str(black_box(text));
+        loop {
+            match reader.read_resolved_event() {
+                Ok((_, quick_xml::events::Event::Eof)) => break,
+                Ok((namespace, event)) => {
+                    black_box((namespace, event));
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+    });
     println!("figure ebrim_submit_objects_bytes {}", bytes.len());
+    println!("figure quick_xml_nsreader_events_mb_per_s {:.0}", mb_per_s(bytes.len(), events_only));
     println!("figure xml_tree_parse_mb_per_s {:.0}", mb_per_s(bytes.len(), tree_only));
     println!("figure ebrim_submit_objects_parse_mb_per_s {:.0} (target >= 200)", mb_per_s(bytes.len(), full));
     let write = best_of(budget, || {

@@ -143,6 +143,9 @@ pub enum XmlErrorKind {
     /// An entity reference other than the five predefined ones and character references.
     #[error("unknown entity reference &{name};")]
     UnknownEntity { name: String },
+    /// The same attribute twice on one element (XML 1.0 WFC: Unique Att Spec).
+    #[error("attribute {name} appears twice")]
+    DuplicateAttribute { name: String },
     /// A prefix without a namespace declaration in scope.
     #[error("namespace prefix {prefix} is not declared")]
     UnboundPrefix { prefix: String },
@@ -632,8 +635,10 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
         let declarations_start = self.document.declarations.len();
         let mut n_attributes = 0usize;
         let mut n_declarations = 0usize;
+        // quick-xml's duplicate check allocates per element; the check below, on resolved
+        // names (Namespaces in XML 1.0 section 6.3), does not.
         let mut attributes_iter = start.attributes();
-        attributes_iter.with_checks(true);
+        attributes_iter.with_checks(false);
         for attribute in attributes_iter {
             let attribute = match attribute {
                 Ok(attribute) => attribute,
@@ -675,6 +680,13 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
                 }
             };
             let local = borrow_or_own(self.document.input, attribute_local.as_ref());
+            if self.document.attributes[attributes_start..]
+                .iter()
+                .any(|earlier| earlier.namespace == namespace && earlier.local == local)
+            {
+                let name = truncate(attribute.key.as_ref(), limits.max_name_bytes);
+                return Err(self.fail(XmlErrorKind::DuplicateAttribute { name }, offset));
+            }
             let value = match attribute.normalized_value(quick_xml::XmlVersion::Implicit1_0) {
                 Ok(Cow::Borrowed(value)) => borrow_or_own(self.document.input, value),
                 Ok(Cow::Owned(value)) => Cow::Owned(value),
@@ -750,15 +762,16 @@ impl<'a, 'l> TreeBuilder<'a, 'l> {
     }
 }
 
-/// The first byte below 0x20 other than tab, LF and CR. Blocks whose smallest byte is at least
-/// 0x20 are skipped whole (a loop the compiler vectorizes); only blocks with a control character
-/// or line break are looked at byte by byte.
+/// The first byte below 0x20 other than tab, LF and CR. Each block is first tested without
+/// branches (a loop the compiler vectorizes); only blocks that hold a control character or a
+/// line break are looked at byte by byte.
 fn find_c0_control(bytes: &[u8]) -> Option<usize> {
     const BLOCK: usize = 64;
     let is_refused = |byte: u8| byte < 0x20 && !matches!(byte, b'\t' | b'\n' | b'\r');
     let mut offset = 0;
     for block in bytes.chunks(BLOCK) {
-        if block.iter().fold(u8::MAX, |smallest, byte| smallest.min(*byte)) < 0x20
+        let has_control = block.iter().fold(0u8, |seen, byte| seen | u8::from(*byte < 0x20));
+        if has_control != 0
             && let Some(index) = block.iter().position(|byte| is_refused(*byte))
         {
             return Some(offset + index);
@@ -768,9 +781,10 @@ fn find_c0_control(bytes: &[u8]) -> Option<usize> {
     None
 }
 
-/// The id of `uri` in the document's namespace table (a handful of entries).
+/// The id of `uri` in the document's namespace table (a handful of entries; the newest is tried
+/// first, as neighbouring elements mostly share a namespace).
 fn intern(namespaces: &mut Vec<String>, uri: &str) -> u32 {
-    if let Some(index) = namespaces.iter().position(|known| known == uri) {
+    if let Some(index) = namespaces.iter().rposition(|known| known == uri) {
         return index as u32;
     }
     namespaces.push(uri.to_owned());

@@ -123,8 +123,11 @@ fn other_encodings_are_refused() {
 #[test]
 fn errors_say_where() {
     let error = xml::parse(b"<a>\n<b>\n\n<c x='1' x='2'/></b></a>", &Limits::DEFAULT).unwrap_err();
-    assert!(matches!(error.kind, XmlErrorKind::Syntax(_)), "{error}");
+    assert_eq!(error.kind, XmlErrorKind::DuplicateAttribute { name: "x".to_owned() });
     assert_eq!(error.position.line, 4, "{error}");
+    // The same attribute under two prefixes bound to one namespace is a duplicate too.
+    let error = xml::parse(br#"<a xmlns:p="urn:x" xmlns:q="urn:x" p:k="1" q:k="2"/>"#, &Limits::DEFAULT).unwrap_err();
+    assert_eq!(error.kind, XmlErrorKind::DuplicateAttribute { name: "q:k".to_owned() });
     let error = xml::parse(b"<a>\n<p:b/></a>", &Limits::DEFAULT).unwrap_err();
     assert_eq!(error.kind, XmlErrorKind::UnboundPrefix { prefix: "p".to_owned() });
     assert_eq!(error.position.line, 2);
