@@ -3,6 +3,7 @@
 //! - SOAP + ebRIM + MTOM serialize of a RAD-68 Provide and Register with a 1 MB and a 20 MB
 //!   KOS, target >= 100 MB/s: once as chunks (attachment borrowed, what a streaming HTTP body
 //!   sends) and once copied into one buffer.
+//!
 //! Figures are MB/s of CPU time (this thread's time on a CPU, so a busy shared machine does not
 //! deflate them); see `best_of`. Run: `cargo bench -p hie-xds --bench codec`.
 

@@ -369,6 +369,7 @@ impl Association {
 /// One entry of a RegistryObjectList.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant, reason = "a list holds a few objects; boxing would burden every match on them")]
 pub enum RegistryObject {
     /// A SubmissionSet.
     SubmissionSet(SubmissionSet),

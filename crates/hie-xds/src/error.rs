@@ -3,7 +3,7 @@
 
 /// The errorCode values of ITI TF-3 Table 4.2.4.1-2, plus the XCA and Metadata Update codes
 /// that share the table (IPF `ErrorCode` lists the same set). Unknown codes are kept verbatim.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum ErrorCode {
     /// Warning: the document was queued (ITI-41 asynchronous).
@@ -42,7 +42,8 @@ pub enum ErrorCode {
     XdsRegistryDeprecatedDocumentError,
     /// Two objects of one message share a uniqueId (registry).
     XdsRegistryDuplicateUniqueIdInMessage,
-    /// Internal registry error.
+    /// Internal registry error (the default: the least specific code).
+    #[default]
     XdsRegistryError,
     /// Metadata refused by the registry.
     XdsRegistryMetadataError,

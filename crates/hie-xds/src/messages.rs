@@ -262,12 +262,6 @@ pub struct RegistryError {
     pub location: Option<String>,
 }
 
-impl Default for ErrorCode {
-    fn default() -> Self {
-        ErrorCode::XdsRegistryError
-    }
-}
-
 /// `rs:RegistryResponse` (ITI-41, ITI-42, ITI-57 responses; inside ITI-43 and RAD-69 answers).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RegistryResponse {
