@@ -776,6 +776,8 @@ fn is_code_shaped(classification: &Classification) -> bool {
         && classification.name.len() <= 1
 }
 
+/// Only called on a classification for which [`is_code_shaped`] holds, so `slots[0].values[0]`
+/// exists.
 fn code_of(classification: &Classification) -> Code {
     Code {
         code: classification.node_representation.clone().unwrap_or_default(),
