@@ -83,7 +83,7 @@ pub struct ReadLimits {
 impl ReadLimits {
     /// Limits for a small request such as RAD-69 or ITI-43 (1 MiB in).
     pub const SMALL_REQUEST: ReadLimits = ReadLimits {
-        mtom: MtomLimits { max_body_bytes: 1024 * 1024, ..MtomLimits::DEFAULT },
+        mtom: MtomLimits { max_body_bytes: Limits::SMALL_REQUEST.max_input_bytes, ..MtomLimits::DEFAULT },
         xml: Limits::SMALL_REQUEST,
     };
 }

@@ -931,7 +931,7 @@ fn escape(text: &str, context: Context) -> Cow<'_, str> {
     if !text.chars().any(needs) {
         return Cow::Borrowed(text);
     }
-    let mut escaped = String::with_capacity(text.len() + 16);
+    let mut escaped = String::with_capacity(text.len() + ESCAPE_HEADROOM);
     for character in text.chars() {
         match character {
             '&' => escaped.push_str("&amp;"),
@@ -953,6 +953,10 @@ pub fn is_xml_char(character: char) -> bool {
     matches!(character, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
+/// Extra bytes reserved when a string needs escaping (a few entity references).
+const ESCAPE_HEADROOM: usize = 16;
+/// Initial buffer of [`write_element`].
+const SUBTREE_CAPACITY: usize = 4096;
 /// Elements (and attributes) the arena starts with.
 const INITIAL_ELEMENTS: usize = 64;
 const KIB: usize = 1024;
@@ -989,7 +993,7 @@ pub fn write_element_with(element: Element<'_>, mut replace: impl FnMut(Element<
         },
         None => local.to_owned(),
     };
-    let mut writer = XmlWriter::new(4096);
+    let mut writer = XmlWriter::new(SUBTREE_CAPACITY);
     // Iterative walk: (element, whether its start tag was written).
     let mut walk: Vec<(Element<'_>, bool)> = vec![(element, false)];
     let mut is_top = true;
