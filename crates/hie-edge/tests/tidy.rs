@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Protocol codecs: sans-IO, self-contained.
-const CODECS: &[&str] = &["hie-hl7", "hie-kos", "hie-dimse"];
+const CODECS: &[&str] = &["hie-hl7", "hie-kos", "hie-dimse", "hie-xds"];
 /// What a codec must never depend on.
 const IO_CRATES: &[&str] = &["tokio", "hyper", "hyper-util", "axum", "sqlx", "hie-core", "hie-store"];
 
