@@ -10,6 +10,8 @@
 //! - [`feed`]: the identity feed (ITI-8) message for an outbox item, built from the store.
 //! - [`studies`]: when a study is ready (C-STORE arrivals, PACS polls, requests; quiet period)
 //!   and the scheduler that turns it into manifest versions.
+//! - [`publish`]: what is queued for the registry when a manifest version is made or a study is
+//!   gone, the XDS metadata, and what a registry's answer means.
 //! - [`ports`]: the traits through which decisions reach peers ([`ports::Pacs`]).
 //! - [`from_wire`] / [`to_wire`]: HL7 types <-> domain types.
 
@@ -19,5 +21,6 @@ pub mod feed;
 pub mod from_wire;
 pub mod patients;
 pub mod ports;
+pub mod publish;
 pub mod studies;
 pub mod to_wire;

@@ -239,6 +239,7 @@ impl StudyScheduler {
             Err(error) => return self.park(claim, &format!("manifest: {error}")).await,
         };
         let n_instances = evidence.n_instances();
+        let (modalities, body_parts) = series_facts(evidence);
         let manifest = NewManifest {
             study_instance_uid: study,
             version,
@@ -248,6 +249,8 @@ impl StudyScheduler {
             n_instances: i64::try_from(n_instances).unwrap_or(i64::MAX),
             fingerprint: &fingerprint,
             kos: &bytes,
+            modalities: &modalities,
+            body_parts: &body_parts,
         };
         let now = now_micros();
         let mut tx = self.store.begin().await?;
@@ -478,6 +481,21 @@ fn manifest_options(settings: &ManifestSettings, date: &str, time: &str, instanc
     options.institution_name = settings.institution_name.clone();
     options.instance_number = instance_number;
     options
+}
+
+/// The distinct Modality and Body Part Examined values of the series, backslash-separated.
+fn series_facts(evidence: &StudyEvidence) -> (String, String) {
+    let mut modalities: Vec<&str> = Vec::new();
+    let mut body_parts: Vec<&str> = Vec::new();
+    for series in &evidence.series {
+        for (values, value) in [(&mut modalities, &series.modality), (&mut body_parts, &series.body_part_examined)] {
+            let value = value.trim();
+            if !value.is_empty() && !values.contains(&value) {
+                values.push(value);
+            }
+        }
+    }
+    (modalities.join("\\"), body_parts.join("\\"))
 }
 
 fn study_date(evidence: &StudyEvidence) -> Option<String> {

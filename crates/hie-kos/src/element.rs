@@ -8,7 +8,7 @@ use dicom_object::mem::InMemElement;
 
 /// The element's value as one string, with DICOM padding (trailing spaces and NULs) removed.
 /// `None` when absent, empty, or not textual.
-pub(crate) fn string(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+pub fn string(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let value = obj.get(tag)?.value().to_str().ok()?;
     // Leading spaces are significant for some VRs but never for the UIDs and codes we read;
     // trailing padding is never significant (PS3.5 6.2).
@@ -17,7 +17,7 @@ pub(crate) fn string(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
 }
 
 /// The items of a sequence element; empty when absent or not a sequence.
-pub(crate) fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
+pub fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
     obj.get(tag).and_then(|element| element.value().items()).unwrap_or(&[])
 }
 

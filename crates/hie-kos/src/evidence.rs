@@ -25,12 +25,14 @@ pub struct InstanceRef {
     pub sop_instance_uid: String,
 }
 
-/// Identifies a series and carries its modality (for the XDS eventCodeList later).
+/// Identifies a series and carries what the XDS eventCodeList is made from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SeriesKey {
     pub series_instance_uid: String,
     /// Modality (0008,0060) of the images; empty when the images lack it.
     pub modality: String,
+    /// Body Part Examined (0018,0015); empty when the images lack it.
+    pub body_part_examined: String,
 }
 
 /// The instances of one series, sorted by SOP Instance UID (numeric-aware).
@@ -38,6 +40,7 @@ pub struct SeriesKey {
 pub struct SeriesEvidence {
     pub series_instance_uid: String,
     pub modality: String,
+    pub body_part_examined: String,
     pub instances: Vec<InstanceRef>,
 }
 
@@ -145,7 +148,11 @@ pub fn from_instance_header(obj: &InMemDicomObject) -> Result<InstanceHeader, Ev
     }
     Ok(InstanceHeader {
         study_instance_uid,
-        series: SeriesKey { series_instance_uid, modality: string(obj, tags::MODALITY).unwrap_or_default() },
+        series: SeriesKey {
+            series_instance_uid,
+            modality: string(obj, tags::MODALITY).unwrap_or_default(),
+            body_part_examined: string(obj, tags::BODY_PART_EXAMINED).unwrap_or_default(),
+        },
         instance: InstanceRef { sop_class_uid, sop_instance_uid },
         patient_and_study,
         requests: requests_from_header(obj),
@@ -224,9 +231,16 @@ impl StudyEvidenceBuilder {
         let series = self
             .series
             .entry(series_key)
-            .or_insert_with(|| SeriesAccumulator { modality: String::new(), instances: BTreeMap::new() });
+            .or_insert_with(|| SeriesAccumulator {
+                modality: String::new(),
+                body_part_examined: String::new(),
+                instances: BTreeMap::new(),
+            });
         if series.modality.is_empty() {
             series.modality = header.series.modality;
+        }
+        if series.body_part_examined.is_empty() {
+            series.body_part_examined = header.series.body_part_examined;
         }
         series.instances.insert(instance_key, header.instance.sop_class_uid);
         self.requests.extend(header.requests);
@@ -261,6 +275,7 @@ impl StudyEvidenceBuilder {
             .map(|(series_uid, accumulated)| SeriesEvidence {
                 series_instance_uid: series_uid.0,
                 modality: accumulated.modality,
+                body_part_examined: accumulated.body_part_examined,
                 instances: accumulated
                     .instances
                     .into_iter()
@@ -387,6 +402,7 @@ impl PartialOrd for UidKey {
 #[derive(Debug)]
 struct SeriesAccumulator {
     modality: String,
+    body_part_examined: String,
     /// SOP Instance UID -> SOP Class UID.
     instances: BTreeMap<UidKey, String>,
 }

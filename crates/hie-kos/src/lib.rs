@@ -14,6 +14,7 @@
 //! - [`bounds`]: the pre-scan that refuses declared lengths beyond the end of the bytes, before
 //!   dicom-object would allocate them.
 //! - [`uid`]: [`UidSource`], [`RootedUids`] and UID syntax checks.
+//! - [`element`]: reading trimmed strings and sequence items from an object (padding rules in one place).
 //!
 //! Images that violate their IOD are still referenced; only objects without readable UIDs are
 //! refused (and the builder counts them as skipped).
@@ -25,7 +26,7 @@ pub mod read;
 pub mod uid;
 pub mod value_type;
 
-mod element;
+pub mod element;
 
 pub use build::{KosError, KosOptions, build_kos, to_part10_bytes};
 pub use evidence::{

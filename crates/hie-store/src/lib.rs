@@ -12,10 +12,12 @@
 //! - [`outbox`]: the durable outbox (enqueue in the caller's transaction, leased claims, backoff).
 //! - [`studies`]: study readiness (triggers, quiet period, leased builds), manifest versions, and
 //!   the instance headers the DICOM listener received.
+//! - [`submissions`]: registry submissions (publish, deprecate) with their state and last exchange.
 
 pub mod outbox;
 pub mod patients;
 pub mod studies;
+pub mod submissions;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -205,6 +207,19 @@ impl Tx<'_> {
             Tx::Postgres(_) => Engine::Postgres,
         }
     }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary: errors and exchanges kept for
+/// operators are bounded, whatever a peer sends.
+pub(crate) fn truncate_str(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Microseconds since the Unix epoch: the one time representation in the schema, identical on

@@ -501,14 +501,7 @@ fn micros(duration: Duration) -> i64 {
 
 /// Peers can answer with whole documents; the row keeps the start, enough to diagnose.
 pub(crate) fn truncate_error(error: &str) -> &str {
-    if error.len() <= MAX_ERROR_BYTES {
-        return error;
-    }
-    let mut end = MAX_ERROR_BYTES;
-    while !error.is_char_boundary(end) {
-        end -= 1;
-    }
-    &error[..end]
+    crate::truncate_str(error, MAX_ERROR_BYTES)
 }
 
 /// First key of the two-key PostgreSQL advisory locks that serialize same-key enqueues ("outb").

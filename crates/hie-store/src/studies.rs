@@ -155,6 +155,10 @@ pub struct NewManifest<'a> {
     pub fingerprint: &'a str,
     /// The KOS, DICOM Part 10.
     pub kos: &'a [u8],
+    /// Distinct Modality values of the referenced series, backslash-separated.
+    pub modalities: &'a str,
+    /// Distinct Body Part Examined values, backslash-separated.
+    pub body_parts: &'a str,
 }
 
 impl std::fmt::Debug for NewManifest<'_> {
@@ -174,7 +178,8 @@ pub async fn record_manifest(tx: &mut Tx<'_>, manifest: &NewManifest<'_>, now: i
     on_tx!(tx, |conn| {
         sqlx::query(
             "INSERT INTO manifests (study_instance_uid, version, sop_instance_uid, series_instance_uid, \
-             n_series, n_instances, fingerprint, kos, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             n_series, n_instances, fingerprint, kos, modalities, body_parts, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(manifest.study_instance_uid)
         .bind(manifest.version)
@@ -184,6 +189,8 @@ pub async fn record_manifest(tx: &mut Tx<'_>, manifest: &NewManifest<'_>, now: i
         .bind(manifest.n_instances)
         .bind(manifest.fingerprint)
         .bind(manifest.kos)
+        .bind(manifest.modalities)
+        .bind(manifest.body_parts)
         .bind(now)
         .execute(conn)
         .await?;
@@ -273,6 +280,8 @@ pub struct ManifestRow {
     pub n_series: i64,
     pub n_instances: i64,
     pub fingerprint: String,
+    pub modalities: String,
+    pub body_parts: String,
     pub created_at: i64,
 }
 

@@ -170,6 +170,8 @@ async fn manifests_are_versioned_with_their_bytes() {
                 n_instances: 10 + version,
                 fingerprint: "abc",
                 kos: &kos,
+                modalities: "CT\\PT",
+                body_parts: "",
             };
             let mut tx = store.begin().await.unwrap();
             studies::record_manifest(&mut tx, &manifest, t0).await.unwrap();
@@ -189,6 +191,7 @@ async fn manifests_are_versioned_with_their_bytes() {
         let versions = store.manifests("1.2.7").await.unwrap();
         assert_eq!(versions.iter().map(|row| row.version).collect::<Vec<_>>(), [1, 2], "{engine:?}");
         assert_eq!(versions[1].n_instances, 12, "{engine:?}");
+        assert_eq!(versions[1].modalities, "CT\\PT", "{engine:?}");
         let (latest, kos) = store.latest_manifest("1.2.7").await.unwrap().unwrap();
         assert_eq!((latest.version, kos), (2, vec![2; 300]), "{engine:?}");
         assert_eq!(store.manifest_kos("1.2.7", 1).await.unwrap(), Some(vec![1; 300]), "{engine:?}");
@@ -206,6 +209,8 @@ async fn manifests_are_versioned_with_their_bytes() {
             n_instances: 1,
             fingerprint: "def",
             kos: &[0],
+            modalities: "",
+            body_parts: "",
         };
         let mut tx = store.begin().await.unwrap();
         assert!(studies::record_manifest(&mut tx, &duplicate, t0).await.is_err(), "{engine:?}");

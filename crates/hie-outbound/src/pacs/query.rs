@@ -9,8 +9,14 @@ use hie_kos::evidence::PATIENT_AND_STUDY_TAGS;
 
 /// The instance-level keys a study's evidence needs, besides the patient and study attributes
 /// the manifest copies ([`PATIENT_AND_STUDY_TAGS`]).
-const INSTANCE_TAGS: &[Tag] =
-    &[tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID, tags::MODALITY, tags::SOP_CLASS_UID, tags::SOP_INSTANCE_UID];
+const INSTANCE_TAGS: &[Tag] = &[
+    tags::STUDY_INSTANCE_UID,
+    tags::SERIES_INSTANCE_UID,
+    tags::MODALITY,
+    tags::BODY_PART_EXAMINED,
+    tags::SOP_CLASS_UID,
+    tags::SOP_INSTANCE_UID,
+];
 
 /// Every attribute an instance-level query for a study's evidence asks for.
 pub const EVIDENCE_TAGS: &[Tag] = &concat_tags();

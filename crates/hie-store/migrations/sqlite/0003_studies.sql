@@ -47,6 +47,10 @@ CREATE TABLE manifests (
     -- SHA-256 (hex) of what the manifest says, its own identity aside: equal evidence, equal fingerprint.
     fingerprint         TEXT NOT NULL,
     kos                 BLOB NOT NULL,
+    -- What the XDS metadata needs beyond the KOS: the series' distinct Modality and Body Part
+    -- Examined values, backslash-separated as DICOM writes multiple values.
+    modalities          TEXT NOT NULL DEFAULT '',
+    body_parts          TEXT NOT NULL DEFAULT '',
     created_at          BIGINT NOT NULL,
     PRIMARY KEY (study_instance_uid, version)
 );

@@ -1,0 +1,232 @@
+//! Publishing manifests to the HIE (XDS-I.b Imaging Document Source, RAD-68/ITI-41 or ITI-42):
+//! what is queued when a manifest version is made or a study is gone, and what a registry's
+//! answer means for the submission.
+//!
+//! A new manifest version queues a `publish` submission in the same transaction that records the
+//! version ([`enqueue_publication`]); a study gone from the PACS queues a `deprecate` submission
+//! ([`enqueue_deprecation`]). Both are keyed by the patient when the identity store knows them,
+//! so the identity feed that introduces the patient to the registry goes out first, and by the
+//! study otherwise. Their identifiers are drawn here, once. The outbound deliverer builds the
+//! metadata when it sends ([`metadata`]), so it uses the patient's identity as it is then, and
+//! reads the registry's answer through [`classify`].
+//!
+//! Modules: [`metadata`] (DocumentEntry and SubmissionSet from the KOS and the profile).
+
+pub mod metadata;
+
+use std::sync::Arc;
+
+use hie_core::AffinityDomain;
+use hie_core::profile::Profile;
+use hie_kos::UidSource;
+use hie_store::submissions::{self, NewSubmission, SubmissionKind};
+use hie_store::{Store, StoreError, Tx};
+use hie_xds::RetryClass;
+use hie_xds::messages::{RegistryResponse, ResponseStatus, Severity};
+
+/// How manifests reach the registry (`[registry] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// ITI-41 Provide and Register (RAD-68) to a Document Repository, the KOS attached (MTOM).
+    Provide,
+    /// ITI-42 Register to the registry; the broker is the repository and serves the KOS (ITI-43).
+    Register,
+}
+
+/// What publishing needs to decide and queue.
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    pub mode: Mode,
+    pub profile: Arc<Profile>,
+    pub domain: AffinityDomain,
+    /// Our repositoryUniqueId (the manifests' Retrieve Location UID).
+    pub repository_unique_id: String,
+}
+
+/// Queues the publication of a manifest version in the caller's transaction (the one that
+/// records the version). Draws the submission's identifiers from `uids` (SubmissionSet uniqueId)
+/// and random UUIDs (entryUUIDs).
+pub async fn enqueue_publication(
+    tx: &mut Tx<'_>,
+    study_instance_uid: &str,
+    version: i64,
+    document_unique_id: &str,
+    key: &str,
+    uids: &mut impl UidSource,
+    now: i64,
+) -> Result<i64, StoreError> {
+    enqueue(tx, SubmissionKind::Publish, study_instance_uid, version, document_unique_id, key, uids, now).await
+}
+
+/// Queues the deprecation of a study's published manifest (the study is gone from the PACS). The
+/// deliverer deprecates whatever version the registry holds when it runs; if none was ever
+/// published, nothing is sent.
+pub async fn enqueue_deprecation(
+    tx: &mut Tx<'_>,
+    study_instance_uid: &str,
+    version: i64,
+    document_unique_id: &str,
+    key: &str,
+    uids: &mut impl UidSource,
+    now: i64,
+) -> Result<i64, StoreError> {
+    enqueue(tx, SubmissionKind::Deprecate, study_instance_uid, version, document_unique_id, key, uids, now).await
+}
+
+#[allow(clippy::too_many_arguments)] // reason: two public wrappers pass everything through
+async fn enqueue(
+    tx: &mut Tx<'_>,
+    kind: SubmissionKind,
+    study_instance_uid: &str,
+    version: i64,
+    document_unique_id: &str,
+    key: &str,
+    uids: &mut impl UidSource,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let document_entry_uuid = urn_uuid();
+    let submission_set_uuid = urn_uuid();
+    let submission_set_unique_id = uids.next_uid();
+    let submission = NewSubmission {
+        study_instance_uid,
+        manifest_version: version,
+        kind,
+        document_unique_id,
+        document_entry_uuid: &document_entry_uuid,
+        submission_set_unique_id: &submission_set_unique_id,
+        submission_set_uuid: &submission_set_uuid,
+        key,
+    };
+    submissions::enqueue(tx, &submission, now).await
+}
+
+/// The outbox ordering key for a study's submissions: its patient's, when the identity store
+/// knows the patient the KOS names (so their identity feed goes first), else the study's.
+pub async fn ordering_key(
+    store: &Store,
+    domain: &AffinityDomain,
+    facts: &metadata::KosFacts,
+    study_instance_uid: &str,
+) -> Result<String, StoreError> {
+    let authority = images_authority(facts, domain);
+    let key = domain.key(&authority);
+    Ok(match store.patient_by_identifier(key.as_str(), &facts.patient_id).await? {
+        Some(record) => format!("patient:{}", record.patient.id),
+        None => format!("study:{study_instance_uid}"),
+    })
+}
+
+/// The assigning authority of the images' Patient ID: their issuer, else the hospital's.
+pub fn images_authority(facts: &metadata::KosFacts, domain: &AffinityDomain) -> hie_core::AssigningAuthority {
+    if facts.patient_id_issuer.is_empty() && facts.patient_id_issuer_oid.is_empty() {
+        return domain.local_authority().clone();
+    }
+    hie_core::AssigningAuthority {
+        namespace_id: facts.patient_id_issuer.clone(),
+        universal_id: facts.patient_id_issuer_oid.clone(),
+        universal_id_type: if facts.patient_id_issuer_oid.is_empty() { String::new() } else { "ISO".to_owned() },
+    }
+}
+
+/// A random version-4 UUID as `urn:uuid:...` (RFC 4122), for entryUUIDs.
+pub fn urn_uuid() -> String {
+    format!("urn:uuid:{}", uuid::Uuid::new_v4())
+}
+
+/// What a registry's answer means for a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Registered (warnings aside).
+    Accepted { warnings: Vec<String> },
+    /// Transient: send the same submission again later.
+    Retry(String),
+    /// The registry does not know the patient yet: wait for the identity feed, then resend.
+    AwaitIdentity(String),
+    /// A duplicate uniqueId: perhaps our own earlier attempt was registered and its answer lost.
+    /// Check with ITI-18 before deciding.
+    Verify(String),
+    /// The submission itself is wrong; resending it can't help.
+    Fatal(String),
+}
+
+/// Classifies a RegistryResponse (landscape-and-requirements 3.6): the gravest error decides.
+pub fn classify(response: &RegistryResponse) -> Verdict {
+    let describe = |code: &hie_xds::ErrorCode, context: &str| format!("{code}: {context}");
+    let mut warnings = Vec::new();
+    let mut worst: Option<(u8, String)> = None;
+    for error in &response.errors {
+        let text = describe(&error.code, &error.context);
+        let class = if error.severity == Severity::Warning { RetryClass::Accepted } else { error.code.retry_class() };
+        let rank = match class {
+            RetryClass::Accepted => {
+                warnings.push(text);
+                continue;
+            }
+            RetryClass::RetryWithBackoff => 1,
+            RetryClass::VerifyByQuery => 2,
+            RetryClass::ParkUntilIdentityFeed => 3,
+            _ => 4,
+        };
+        if worst.as_ref().is_none_or(|(worst_rank, _)| rank > *worst_rank) {
+            worst = Some((rank, text));
+        }
+    }
+    match (&response.status, worst) {
+        (ResponseStatus::Success, None) => Verdict::Accepted { warnings },
+        (_, Some((1, text))) => Verdict::Retry(text),
+        (_, Some((2, text))) => Verdict::Verify(text),
+        (_, Some((3, text))) => Verdict::AwaitIdentity(text),
+        (_, Some((_, text))) => Verdict::Fatal(text),
+        // Failure or PartialSuccess with no error: a registry bug; retrying is the safe side.
+        (status, None) => Verdict::Retry(format!("status {} without an error", status.as_str())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hie_xds::ErrorCode;
+    use hie_xds::messages::RegistryError;
+
+    use super::*;
+
+    fn response(status: ResponseStatus, errors: &[(&str, Severity)]) -> RegistryResponse {
+        RegistryResponse {
+            status,
+            errors: errors
+                .iter()
+                .map(|(code, severity)| RegistryError {
+                    code: ErrorCode::parse(code),
+                    context: "why".to_owned(),
+                    severity: *severity,
+                    location: None,
+                })
+                .collect(),
+            ..RegistryResponse::default()
+        }
+    }
+
+    #[test]
+    fn the_gravest_error_decides() {
+        assert_eq!(classify(&response(ResponseStatus::Success, &[])), Verdict::Accepted { warnings: vec![] });
+        let warned = classify(&response(ResponseStatus::Success, &[("XDSExtraMetadataNotSaved", Severity::Warning)]));
+        assert!(matches!(warned, Verdict::Accepted { warnings } if warnings.len() == 1));
+        assert!(matches!(
+            classify(&response(ResponseStatus::Failure, &[("XDSRegistryBusy", Severity::Error)])),
+            Verdict::Retry(_)
+        ));
+        assert!(matches!(
+            classify(&response(ResponseStatus::Failure, &[("XDSUnknownPatientId", Severity::Error)])),
+            Verdict::AwaitIdentity(_)
+        ));
+        assert!(matches!(
+            classify(&response(ResponseStatus::Failure, &[("XDSDuplicateUniqueIdInRegistry", Severity::Error)])),
+            Verdict::Verify(_)
+        ));
+        let mixed = response(
+            ResponseStatus::Failure,
+            &[("XDSRegistryBusy", Severity::Error), ("XDSRegistryMetadataError", Severity::Error)],
+        );
+        assert!(matches!(classify(&mixed), Verdict::Fatal(text) if text.starts_with("XDSRegistryMetadataError")));
+        assert!(matches!(classify(&response(ResponseStatus::Failure, &[])), Verdict::Retry(_)));
+    }
+}
