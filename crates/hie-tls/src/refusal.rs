@@ -100,7 +100,11 @@ impl RefusalCategory {
                 | PeerIncompatible::Tls12NotOfferedOrEnabled
                 | PeerIncompatible::SupportedVersionsExtensionRequired
                 | PeerIncompatible::ServerDoesNotSupportTls12Or13
-                | PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig => Self::ProtocolVersion,
+                | PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig
+                // signature_algorithms appeared in TLS 1.2 (RFC 5246 7.4.1.4.1) and is mandatory in
+                // TLS 1.3 (RFC 8446 4.2.3); rustls checks it before the version, so a TLS 1.0/1.1
+                // ClientHello (curl --tls-max 1.1, sslscan) ends here.
+                | PeerIncompatible::SignatureAlgorithmsExtensionRequired => Self::ProtocolVersion,
                 PeerIncompatible::NoCipherSuitesInCommon
                 | PeerIncompatible::NoKxGroupsInCommon
                 | PeerIncompatible::NoSignatureSchemesInCommon
