@@ -10,3 +10,4 @@
 mod support;
 
 mod curl_mtls;
+mod sslscan;
