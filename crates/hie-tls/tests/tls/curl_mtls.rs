@@ -10,9 +10,11 @@ use hie_tls::{RefusalCategory, ServerTlsSettings};
 use crate::support::{Pki, Server, curl, init_tracing, with_client};
 
 /// openssl's view of a certificate field (`-subject`, `-serial`, ...), without the `name=` prefix.
-fn openssl_field(certificate: &std::path::Path, field: &str) -> String {
+fn openssl_field(certificate: &std::path::Path, field: &[&str]) -> String {
     let output = Command::new("openssl")
-        .args(["x509", "-noout", "-nameopt", "RFC2253", field, "-in"])
+        .args(["x509", "-noout", "-nameopt", "RFC2253"])
+        .args(field)
+        .arg("-in")
         .arg(certificate)
         .output()
         .expect("openssl must be installed (apt-get install openssl)");
@@ -39,11 +41,11 @@ async fn a_valid_client_gets_200_and_the_handler_sees_its_identity_as_openssl_do
     // OpenSSL completes the chain from its trust store, so the CA may follow the end entity.
     assert!(!peer.certificate_chain.is_empty());
     assert_eq!(peer.end_entity(), Some(&pki.client.certificate));
-    let fingerprint = openssl_field(&pki.client_certificate, "-fingerprint");
+    let fingerprint = openssl_field(&pki.client_certificate, &["-fingerprint", "-sha256"]);
     assert_eq!(peer.fingerprint().to_string(), fingerprint);
-    assert_eq!(peer.subject(), openssl_field(&pki.client_certificate, "-subject"));
-    assert_eq!(peer.certificate.issuer, openssl_field(&pki.client_certificate, "-issuer"));
-    assert_eq!(peer.certificate.serial, openssl_field(&pki.client_certificate, "-serial"));
+    assert_eq!(peer.subject(), openssl_field(&pki.client_certificate, &["-subject"]));
+    assert_eq!(peer.certificate.issuer, openssl_field(&pki.client_certificate, &["-issuer"]));
+    assert_eq!(peer.certificate.serial, openssl_field(&pki.client_certificate, &["-serial"]));
     assert_eq!(server.stats.handshakes_full.load(Ordering::Relaxed), 1);
     assert_eq!(server.stats.refusals_total(), 0);
     server.stop().await;

@@ -169,3 +169,31 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A GET over rustls with `config`, connecting to `addr` and verifying `server_name`. Returns the
+/// server's certificate chain, the status and the body.
+pub async fn rustls_get(
+    addr: SocketAddr,
+    server_name: &str,
+    config: rustls::ClientConfig,
+    path: &str,
+) -> Result<(Vec<rustls_pki_types::CertificateDer<'static>>, u16, String), std::io::Error> {
+    use http_body_util::BodyExt as _;
+
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_owned()).map_err(std::io::Error::other)?;
+    let tls = connector.connect(name, tcp).await?;
+    let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(std::io::Error::other)?;
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header(http::header::HOST, server_name)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.map_err(std::io::Error::other)?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
+    Ok((chain, status, String::from_utf8_lossy(&body).into_owned()))
+}
