@@ -36,7 +36,11 @@ pub struct ClientTlsSettings {
 
 impl ClientTlsSettings {
     /// Settings with no CRLs and the default (strict) policies.
-    pub fn new(certificate_chain: impl Into<PathBuf>, private_key: impl Into<PathBuf>, server_ca_bundle: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        certificate_chain: impl Into<PathBuf>,
+        private_key: impl Into<PathBuf>,
+        server_ca_bundle: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             certificate_chain: certificate_chain.into(),
             private_key: private_key.into(),
@@ -58,7 +62,8 @@ pub fn client_config(settings: &ClientTlsSettings) -> Result<ClientConfig, TlsEr
         crls.extend(load::crls(path)?);
     }
     let provider = crate::provider();
-    let mut verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider)).with_crls(crls);
+    let mut verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider)).with_crls(crls);
     if !settings.danger_allow_expired_crl {
         verifier = verifier.enforce_revocation_expiration();
     }

@@ -45,7 +45,9 @@ impl NormalizedName {
             .map(|rdn| {
                 let mut attributes: Vec<(String, String)> = rdn
                     .iter()
-                    .map(|attribute| (attribute.attr_type().to_id_string(), normalize_value(&attribute_value(attribute))))
+                    .map(|attribute| {
+                        (attribute.attr_type().to_id_string(), normalize_value(&attribute_value(attribute)))
+                    })
                     .collect();
                 attributes.sort();
                 attributes
@@ -252,7 +254,9 @@ fn escape_into(text: &str, out: &mut String) {
 
 fn attribute_oid(name: &str) -> Option<String> {
     let dotted = name.strip_prefix("OID.").or_else(|| name.strip_prefix("oid.")).unwrap_or(name);
-    if !dotted.is_empty() && dotted.split('.').all(|arc| !arc.is_empty() && arc.bytes().all(|byte| byte.is_ascii_digit())) {
+    if !dotted.is_empty()
+        && dotted.split('.').all(|arc| !arc.is_empty() && arc.bytes().all(|byte| byte.is_ascii_digit()))
+    {
         return Some(dotted.to_owned());
     }
     SHORT_NAMES.iter().find(|(short, _)| short.eq_ignore_ascii_case(name)).map(|(_, oid)| (*oid).to_owned())

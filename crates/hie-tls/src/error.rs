@@ -47,7 +47,9 @@ pub enum TlsError {
     #[error("the {role} file {path} holds no {expected}")]
     Empty { role: FileRole, path: PathBuf, expected: &'static str },
     /// The private key is encrypted; keys must be given in clear, protected by file permissions.
-    #[error("the private key file {path} is encrypted (ENCRYPTED PRIVATE KEY); give the key unencrypted with mode 0600")]
+    #[error(
+        "the private key file {path} is encrypted (ENCRYPTED PRIVATE KEY); give the key unencrypted with mode 0600"
+    )]
     EncryptedKey { path: PathBuf },
     /// The private key file is readable by group or others.
     #[error(

@@ -278,7 +278,11 @@ impl Connection {
         let certificate = match CertificateSummary::from_der(end_entity) {
             Ok(summary) => Arc::new(summary),
             Err(error) => {
-                self.stats.refuse(HandshakeRefusal { peer, category: RefusalCategory::Other, detail: error.to_string() });
+                self.stats.refuse(HandshakeRefusal {
+                    peer,
+                    category: RefusalCategory::Other,
+                    detail: error.to_string(),
+                });
                 return;
             }
         };

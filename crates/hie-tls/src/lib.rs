@@ -33,8 +33,8 @@
 //! hands it paths and limits.
 
 pub mod certificate;
-mod dn;
 pub mod client;
+mod dn;
 pub mod error;
 pub mod https;
 pub mod load;

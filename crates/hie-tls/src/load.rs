@@ -38,9 +38,7 @@ pub fn ca_bundle(path: &Path) -> Result<RootCertStore, TlsError> {
     let certificates = certificates(FileRole::CaBundle, path)?;
     let mut roots = RootCertStore::empty();
     for (index, certificate) in certificates.into_iter().enumerate() {
-        roots
-            .add(certificate)
-            .map_err(|source| TlsError::TrustAnchor { path: path.to_owned(), index, source })?;
+        roots.add(certificate).map_err(|source| TlsError::TrustAnchor { path: path.to_owned(), index, source })?;
     }
     Ok(roots)
 }
@@ -100,9 +98,13 @@ pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, T
     }
     for (index, crl) in crls.iter().enumerate() {
         match x509_parser::parse_x509_crl(crl.as_ref()) {
-            Ok((rest, _)) if rest.is_empty() => {}
+            Ok(([], _)) => {}
             Ok(_) => {
-                return Err(TlsError::Crl { path: path.to_owned(), index, detail: "trailing bytes after the CRL".into() });
+                return Err(TlsError::Crl {
+                    path: path.to_owned(),
+                    index,
+                    detail: "trailing bytes after the CRL".into(),
+                });
             }
             Err(error) => return Err(TlsError::Crl { path: path.to_owned(), index, detail: error.to_string() }),
         }
@@ -114,9 +116,11 @@ pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, T
 fn certificates(role: FileRole, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read_capped(role, path, MAX_CERTIFICATE_FILE_BYTES)?;
     let certificates = if is_pem(&bytes) {
-        CertificateDer::pem_slice_iter(&bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| TlsError::Pem { role, path: path.to_owned(), detail: error.to_string() })?
+        CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>().map_err(|error| TlsError::Pem {
+            role,
+            path: path.to_owned(),
+            detail: error.to_string(),
+        })?
     } else {
         vec![CertificateDer::from(bytes)]
     };
@@ -125,7 +129,7 @@ fn certificates(role: FileRole, path: &Path) -> Result<Vec<CertificateDer<'stati
     }
     for (index, certificate) in certificates.iter().enumerate() {
         match x509_parser::parse_x509_certificate(certificate.as_ref()) {
-            Ok((rest, _)) if rest.is_empty() => {}
+            Ok(([], _)) => {}
             Ok(_) => {
                 return Err(TlsError::Certificate {
                     role,
@@ -204,7 +208,9 @@ mod tests {
         let error = private_key(&path, KeyFilePolicy::RequireOwnerOnly).unwrap_err();
         assert!(matches!(error, TlsError::KeyReadable { mode: 0o640, .. }), "{error}");
         let message = error.to_string();
-        assert!(message.contains("key.pem") && message.contains("0640") && message.contains("danger_allow_readable_key"));
+        assert!(
+            message.contains("key.pem") && message.contains("0640") && message.contains("danger_allow_readable_key")
+        );
         private_key(&path, KeyFilePolicy::DangerAllowReadable).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(private_key(&path, KeyFilePolicy::RequireOwnerOnly).unwrap(), PrivateKeyDer::Pkcs8(_)));
@@ -264,6 +270,9 @@ mod tests {
             b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
             0o600,
         );
-        assert!(matches!(private_key(&encrypted, KeyFilePolicy::default()).unwrap_err(), TlsError::EncryptedKey { .. }));
+        assert!(matches!(
+            private_key(&encrypted, KeyFilePolicy::default()).unwrap_err(),
+            TlsError::EncryptedKey { .. }
+        ));
     }
 }

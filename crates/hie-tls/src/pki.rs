@@ -80,18 +80,22 @@ pub fn init(out_dir: &Path, overwrite: Overwrite) -> Result<PkiFiles, PkiError> 
         &files.client_key,
     ];
     // Checked for all files before writing any, so a refusal leaves the directory as it was.
-    if overwrite == Overwrite::Refuse {
-        if let Some(existing) = all.iter().find(|path| path.symlink_metadata().is_ok()) {
-            return Err(PkiError::Exists { path: (*existing).clone() });
-        }
+    if overwrite == Overwrite::Refuse
+        && let Some(existing) = all.iter().find(|path| path.symlink_metadata().is_ok())
+    {
+        return Err(PkiError::Exists { path: (*existing).clone() });
     }
     std::fs::create_dir_all(out_dir)
         .map_err(|source| PkiError::CreateDirectory { path: out_dir.to_owned(), source })?;
 
     let now = OffsetDateTime::now_utc();
-    let ca = new_ca(DEV_CA_NAME, now, now + DEV_CA_VALIDITY).map_err(|source| PkiError::Generate { what: "CA", source })?;
-    let server = issue(&ca.issuer, &dev_server_params(now).map_err(|source| PkiError::Generate { what: "server certificate", source })?)
-        .map_err(|source| PkiError::Generate { what: "server certificate", source })?;
+    let ca =
+        new_ca(DEV_CA_NAME, now, now + DEV_CA_VALIDITY).map_err(|source| PkiError::Generate { what: "CA", source })?;
+    let server = issue(
+        &ca.issuer,
+        &dev_server_params(now).map_err(|source| PkiError::Generate { what: "server certificate", source })?,
+    )
+    .map_err(|source| PkiError::Generate { what: "server certificate", source })?;
     let client = issue(&ca.issuer, &dev_client_params(now))
         .map_err(|source| PkiError::Generate { what: "client certificate", source })?;
 
@@ -121,7 +125,11 @@ pub(crate) struct Issued {
 }
 
 /// A self-signed CA allowed to sign certificates and CRLs (RFC 5280 4.2.1.3, 4.2.1.9).
-pub(crate) fn new_ca(common_name: &str, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<Ca, rcgen::Error> {
+pub(crate) fn new_ca(
+    common_name: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<Ca, rcgen::Error> {
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name(common_name, Some(DEV_ORGANIZATION));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

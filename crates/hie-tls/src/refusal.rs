@@ -161,3 +161,33 @@ pub struct HandshakeRefusal {
     /// The error as rustls or the OS worded it.
     pub detail: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_category_has_its_own_index_and_label() {
+        for (position, category) in RefusalCategory::ALL.iter().enumerate() {
+            assert_eq!(category.index(), position);
+        }
+        let mut labels: Vec<&str> = RefusalCategory::ALL.iter().map(|category| category.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), RefusalCategory::ALL.len());
+    }
+
+    #[test]
+    fn io_errors_wrapping_rustls_errors_are_classified_by_the_rustls_error() {
+        let wrapped =
+            io::Error::new(io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        assert_eq!(RefusalCategory::of_io(&wrapped), RefusalCategory::Revoked);
+        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(RefusalCategory::of_io(&eof), RefusalCategory::Aborted);
+        let context = rustls::Error::InvalidCertificate(CertificateError::ExpiredRevocationListContext {
+            time: rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(2)),
+            next_update: rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(1)),
+        });
+        assert_eq!(RefusalCategory::of_rustls(&context), RefusalCategory::RevocationStatusUnknown);
+    }
+}

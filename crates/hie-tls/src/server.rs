@@ -79,7 +79,11 @@ pub struct ServerTlsSettings {
 
 impl ServerTlsSettings {
     /// Settings with no CRLs and the default (strict) policies.
-    pub fn new(certificate_chain: impl Into<PathBuf>, private_key: impl Into<PathBuf>, client_ca_bundle: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        certificate_chain: impl Into<PathBuf>,
+        private_key: impl Into<PathBuf>,
+        client_ca_bundle: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             certificate_chain: certificate_chain.into(),
             private_key: private_key.into(),
@@ -110,7 +114,8 @@ pub fn server_config(settings: &ServerTlsSettings) -> Result<ServerConfig, TlsEr
         crls.extend(loaded);
     }
     let provider = crate::provider();
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider)).with_crls(crls);
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider)).with_crls(crls);
     if !settings.danger_allow_expired_crl {
         verifier = verifier.enforce_revocation_expiration();
     }

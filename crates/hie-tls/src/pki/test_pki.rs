@@ -38,7 +38,8 @@ impl TestCa {
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(common_name, Some("hie-edge test PKI"));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(3650);
         params.serial_number = Some(random_serial());
@@ -61,7 +62,8 @@ impl TestCa {
 
     /// Issues a leaf certificate.
     pub fn issue(&self, spec: &LeafSpec) -> TestLeaf {
-        let mut params = CertificateParams::new(spec.subject_alt_names.clone()).expect("valid subject alternative names");
+        let mut params =
+            CertificateParams::new(spec.subject_alt_names.clone()).expect("valid subject alternative names");
         params.distinguished_name = distinguished_name(&spec.common_name, spec.organization.as_deref());
         params.extended_key_usages = spec.extended_key_usages.clone();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -80,11 +82,20 @@ impl TestCa {
 
     /// A CRL of this CA revoking `revoked`, with the given thisUpdate and nextUpdate, in PEM.
     pub fn crl(&self, revoked: &[&TestLeaf], this_update: OffsetDateTime, next_update: OffsetDateTime) -> String {
-        self.crl_of_serials(&revoked.iter().map(|leaf| leaf.serial.clone()).collect::<Vec<_>>(), this_update, next_update)
+        self.crl_of_serials(
+            &revoked.iter().map(|leaf| leaf.serial.clone()).collect::<Vec<_>>(),
+            this_update,
+            next_update,
+        )
     }
 
     /// A CRL revoking certificates by serial (an intermediate CA's serial, for instance).
-    pub fn crl_of_serials(&self, serials: &[SerialNumber], this_update: OffsetDateTime, next_update: OffsetDateTime) -> String {
+    pub fn crl_of_serials(
+        &self,
+        serials: &[SerialNumber],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> String {
         let params = CertificateRevocationListParams {
             this_update,
             next_update,

@@ -11,7 +11,8 @@ async fn the_client_config_presents_our_certificate() {
     init_tracing();
     let pki = Pki::new();
     let server = Server::start(pki.settings()).await;
-    let config = client_config(&ClientTlsSettings::new(&pki.client_certificate, &pki.client_key, &pki.ca_path)).unwrap();
+    let config =
+        client_config(&ClientTlsSettings::new(&pki.client_certificate, &pki.client_key, &pki.ca_path)).unwrap();
     let (_, status, body) = rustls_get(server.addr, "localhost", config.clone(), "/hello").await.unwrap();
     assert_eq!((status, body.as_str()), (200, "hello CN=Partner Gateway,O=Partner Hospital"));
     // The IP SAN works too.
@@ -27,7 +28,11 @@ async fn servers_with_a_wrong_name_an_expired_certificate_or_an_untrusted_ca_are
     let now = OffsetDateTime::now_utc();
     let stranger = TestCa::new("Stranger CA");
     let cases = [
-        ("wrong SAN", pki.ca.issue(&LeafSpec::server().with_subject_alt_names(&["registry.example.org"])), RefusalCategory::NameMismatch),
+        (
+            "wrong SAN",
+            pki.ca.issue(&LeafSpec::server().with_subject_alt_names(&["registry.example.org"])),
+            RefusalCategory::NameMismatch,
+        ),
         (
             "expired",
             pki.ca.issue(&LeafSpec::server().valid(now - Duration::days(30), now - Duration::days(1))),
@@ -35,7 +40,8 @@ async fn servers_with_a_wrong_name_an_expired_certificate_or_an_untrusted_ca_are
         ),
         ("untrusted CA", stranger.issue(&LeafSpec::server()), RefusalCategory::UnknownCa),
     ];
-    let config = client_config(&ClientTlsSettings::new(&pki.client_certificate, &pki.client_key, &pki.ca_path)).unwrap();
+    let config =
+        client_config(&ClientTlsSettings::new(&pki.client_certificate, &pki.client_key, &pki.ca_path)).unwrap();
     for (index, (name, leaf, category)) in cases.into_iter().enumerate() {
         let (certificate, key) = leaf.write(pki.dir.path(), &format!("bad-server-{index}"));
         let server = Server::start(ServerTlsSettings::new(certificate, key, &pki.ca_path)).await;

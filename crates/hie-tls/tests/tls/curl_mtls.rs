@@ -75,11 +75,13 @@ async fn every_negative_client_is_refused_before_the_router_and_classified() {
 
     // Chains through intermediates: one the root revoked, one no CRL covers.
     let revoked_intermediate = pki.ca.intermediate("Revoked Intermediate");
-    let (revoked_chain_certificate, revoked_chain_key) =
-        revoked_intermediate.issue(&LeafSpec::client("Behind Revoked Intermediate")).write(pki.dir.path(), "behind-revoked");
+    let (revoked_chain_certificate, revoked_chain_key) = revoked_intermediate
+        .issue(&LeafSpec::client("Behind Revoked Intermediate"))
+        .write(pki.dir.path(), "behind-revoked");
     let uncovered_intermediate = pki.ca.intermediate("Intermediate Without CRL");
-    let (uncovered_certificate, uncovered_key) =
-        uncovered_intermediate.issue(&LeafSpec::client("Behind Uncovered Intermediate")).write(pki.dir.path(), "uncovered");
+    let (uncovered_certificate, uncovered_key) = uncovered_intermediate
+        .issue(&LeafSpec::client("Behind Uncovered Intermediate"))
+        .write(pki.dir.path(), "uncovered");
 
     let now = OffsetDateTime::now_utc();
     let root_crl = pki.ca.crl_of_serials(
@@ -98,12 +100,20 @@ async fn every_negative_client_is_refused_before_the_router_and_classified() {
     let client = |certificate: &std::path::Path, key: &std::path::Path| with_client(certificate, key);
     let cases: Vec<(&str, Vec<String>, RefusalCategory)> = vec![
         ("no client certificate (TLS 1.3)", vec![], RefusalCategory::NoClientCertificate),
-        ("no client certificate (TLS 1.2)", vec!["--tls-max".into(), "1.2".into()], RefusalCategory::NoClientCertificate),
+        (
+            "no client certificate (TLS 1.2)",
+            vec!["--tls-max".into(), "1.2".into()],
+            RefusalCategory::NoClientCertificate,
+        ),
         ("untrusted CA", client(&stranger_certificate, &stranger_key), RefusalCategory::UnknownCa),
         ("expired", client(&expired_certificate, &expired_key), RefusalCategory::Expired),
         ("not yet valid", client(&future_certificate, &future_key), RefusalCategory::NotYetValid),
         ("revoked by the root's CRL", client(&revoked_certificate, &revoked_key), RefusalCategory::Revoked),
-        ("behind a revoked intermediate", client(&revoked_chain_certificate, &revoked_chain_key), RefusalCategory::Revoked),
+        (
+            "behind a revoked intermediate",
+            client(&revoked_chain_certificate, &revoked_chain_key),
+            RefusalCategory::Revoked,
+        ),
         (
             "behind an intermediate no CRL covers",
             client(&uncovered_certificate, &uncovered_key),
@@ -114,7 +124,13 @@ async fn every_negative_client_is_refused_before_the_router_and_classified() {
             "TLS 1.1",
             // OpenSSL 3 allows TLS 1.1 only at security level 0.
             [
-                vec!["--tlsv1.1".into(), "--tls-max".into(), "1.1".into(), "--ciphers".into(), "DEFAULT@SECLEVEL=0".into()],
+                vec![
+                    "--tlsv1.1".into(),
+                    "--tls-max".into(),
+                    "1.1".into(),
+                    "--ciphers".into(),
+                    "DEFAULT@SECLEVEL=0".into(),
+                ],
                 client(&pki.client_certificate, &pki.client_key),
             ]
             .concat(),
@@ -123,7 +139,12 @@ async fn every_negative_client_is_refused_before_the_router_and_classified() {
         (
             "a CBC suite",
             [
-                vec!["--tls-max".into(), "1.2".into(), "--ciphers".into(), "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES256-SHA".into()],
+                vec![
+                    "--tls-max".into(),
+                    "1.2".into(),
+                    "--ciphers".into(),
+                    "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES256-SHA".into(),
+                ],
                 client(&pki.client_certificate, &pki.client_key),
             ]
             .concat(),
@@ -169,7 +190,8 @@ async fn an_expired_crl_fails_closed_unless_the_danger_override_is_set() {
     write_atomically(&crl_path, pki.ca.crl(&[], now - Duration::days(8), now - Duration::days(1)).as_bytes(), 0o644);
     let strict = Server::start(ServerTlsSettings { crls: vec![crl_path.clone()], ..pki.settings() }).await;
     let lenient =
-        Server::start(ServerTlsSettings { crls: vec![crl_path], danger_allow_expired_crl: true, ..pki.settings() }).await;
+        Server::start(ServerTlsSettings { crls: vec![crl_path], danger_allow_expired_crl: true, ..pki.settings() })
+            .await;
 
     let mut args = with_client(&pki.client_certificate, &pki.client_key);
     args.push(strict.url("/hello"));
@@ -196,7 +218,13 @@ async fn http2_and_http1_keep_alive_both_work() {
 
     // HTTP/2 by ALPN, two requests multiplexed on one connection.
     let mut args = client.clone();
-    args.extend(["--http2".into(), "--write-out".into(), " %{http_version} %{num_connects}\n".into(), url.clone(), url.clone()]);
+    args.extend([
+        "--http2".into(),
+        "--write-out".into(),
+        " %{http_version} %{num_connects}\n".into(),
+        url.clone(),
+        url.clone(),
+    ]);
     let response = curl(&pki.ca_path, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert!(response.ok(), "{}", response.stderr());
     let subject = "hello CN=Partner Gateway,O=Partner Hospital";
@@ -205,7 +233,13 @@ async fn http2_and_http1_keep_alive_both_work() {
 
     // HTTP/1.1 keep-alive: the second request reuses the connection (0 new connects).
     let mut args = client.clone();
-    args.extend(["--http1.1".into(), "--write-out".into(), " %{http_version} %{num_connects}\n".into(), url.clone(), url]);
+    args.extend([
+        "--http1.1".into(),
+        "--write-out".into(),
+        " %{http_version} %{num_connects}\n".into(),
+        url.clone(),
+        url,
+    ]);
     let response = curl(&pki.ca_path, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert!(response.ok(), "{}", response.stderr());
     assert_eq!(response.stdout(), format!("{subject} 1.1 1\n{subject} 1.1 0\n"));

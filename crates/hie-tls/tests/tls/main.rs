@@ -19,4 +19,5 @@ mod curl_mtls;
 mod partner;
 mod pki_init;
 mod reload;
+mod serve;
 mod sslscan;

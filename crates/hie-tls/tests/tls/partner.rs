@@ -7,7 +7,9 @@ use axum::extract::Extension;
 use axum::http::StatusCode;
 use axum::routing::get;
 use hie_tls::pki::test_pki::LeafSpec;
-use hie_tls::{HttpsLimits, Partner, PartnerDirectory, PartnerError, PartnerIdentity, PeerIdentity, ReloadableServerConfig};
+use hie_tls::{
+    HttpsLimits, Partner, PartnerDirectory, PartnerError, PartnerIdentity, PeerIdentity, ReloadableServerConfig,
+};
 
 use crate::support::{Pki, Server, curl, init_tracing, with_client};
 
@@ -66,7 +68,10 @@ fn fingerprints_are_stable_and_bad_directories_are_refused() {
         PartnerDirectory::new(vec![partner("a", "CN=X,O=Y"), partner("b", "cn=x, o=y")]),
         Err(PartnerError::Duplicate { .. })
     ));
-    assert!(matches!(PartnerDirectory::new(vec![partner("a", "CN=X"), partner("a", "CN=Z")]), Err(PartnerError::DuplicateName { .. })));
+    assert!(matches!(
+        PartnerDirectory::new(vec![partner("a", "CN=X"), partner("a", "CN=Z")]),
+        Err(PartnerError::DuplicateName { .. })
+    ));
     assert!(matches!(PartnerDirectory::new(vec![partner("a", "CN")]), Err(PartnerError::Subject { .. })));
 }
 
@@ -91,9 +96,10 @@ async fn a_verified_certificate_that_maps_to_no_partner_is_refused_by_the_handle
     let tls = ReloadableServerConfig::load(pki.settings()).unwrap();
     let server = Server::start_with(tls, HttpsLimits::default(), routes).await;
     let url = server.url("/partner");
-    for (certificate, key, expected) in
-        [(&pinned_certificate, &pinned_key, "pinned-partner 200"), (&pki.client_certificate, &pki.client_key, "unknown partner 403")]
-    {
+    for (certificate, key, expected) in [
+        (&pinned_certificate, &pinned_key, "pinned-partner 200"),
+        (&pki.client_certificate, &pki.client_key, "unknown partner 403"),
+    ] {
         let mut args = with_client(certificate, key);
         args.extend(["--write-out".into(), " %{http_code}".into(), url.clone()]);
         let response = curl(&pki.ca_path, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
@@ -101,4 +107,25 @@ async fn a_verified_certificate_that_maps_to_no_partner_is_refused_by_the_handle
         assert_eq!(response.stdout(), expected);
     }
     server.stop().await;
+}
+
+#[test]
+fn subjects_with_special_characters_render_as_openssl_does_and_match() {
+    let pki = Pki::new();
+    let (leaf, certificate_path, _) = pki.client_leaf("special", &LeafSpec::client("Imaging, Gateway+1 <B>"));
+    let output = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+        .arg(&certificate_path)
+        .output()
+        .expect("openssl must be installed (apt-get install openssl)");
+    let openssl = String::from_utf8(output.stdout).unwrap();
+    let summary = hie_tls::CertificateSummary::from_der(&leaf.certificate).unwrap();
+    assert_eq!(format!("subject={}", summary.subject), openssl.trim());
+    let directory = PartnerDirectory::new(vec![Partner {
+        name: "special".into(),
+        identity: PartnerIdentity::Subject { subject: summary.subject.clone() },
+        transactions: vec![],
+    }])
+    .unwrap();
+    assert_eq!(directory.identify(&leaf.certificate).unwrap().name, "special");
 }

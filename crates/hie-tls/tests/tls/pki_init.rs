@@ -46,7 +46,12 @@ async fn init_writes_a_pki_that_curl_and_openssl_accept_and_never_overwrites_by_
     assert!(!output.status.success(), "the server certificate must not be a client certificate");
 
     let settings = ServerTlsSettings::new(&files.server_certificate, &files.server_key, &files.ca_certificate);
-    let server = Server::start_with(ReloadableServerConfig::load(settings).unwrap(), HttpsLimits::default(), axum::Router::new()).await;
+    let server = Server::start_with(
+        ReloadableServerConfig::load(settings).unwrap(),
+        HttpsLimits::default(),
+        axum::Router::new(),
+    )
+    .await;
     for host in ["localhost", "127.0.0.1"] {
         let mut args = with_client(&files.client_certificate, &files.client_key);
         args.push(format!("https://{host}:{}/hello", server.addr.port()));

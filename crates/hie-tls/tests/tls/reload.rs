@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use hie_tls::pki::test_pki::{LeafSpec, write_atomically};
-use hie_tls::{ClientTlsSettings, HttpsLimits, RefusalCategory, ReloadableServerConfig, ServerTlsSettings, client_config};
+use hie_tls::{
+    ClientTlsSettings, HttpsLimits, RefusalCategory, ReloadableServerConfig, ServerTlsSettings, client_config,
+};
 use tokio::sync::watch;
 
 use crate::support::{Pki, Server, init_tracing, rustls_get};
@@ -28,7 +30,8 @@ async fn replaced_crl_and_server_certificate_apply_to_new_handshakes_and_a_corru
     let server = Server::start_with(tls.clone(), HttpsLimits::default(), axum::Router::new()).await;
     let (stop_watching, watching) = watch::channel(false);
     let watcher = tokio::spawn(tls.clone().watch(Duration::from_millis(20), watching));
-    let client = || client_config(&ClientTlsSettings::new(&pki.client_certificate, &pki.client_key, &pki.ca_path)).unwrap();
+    let client =
+        || client_config(&ClientTlsSettings::new(&pki.client_certificate, &pki.client_key, &pki.ca_path)).unwrap();
 
     let (chain, status, _) = rustls_get(server.addr, "localhost", client(), "/hello").await.unwrap();
     assert_eq!(status, 200);
@@ -53,7 +56,11 @@ async fn replaced_crl_and_server_certificate_apply_to_new_handshakes_and_a_corru
 
     // A corrupt certificate file: the reload fails, the previous config keeps serving.
     let generation = tls.generation();
-    write_atomically(&pki.server_certificate, b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n", 0o644);
+    write_atomically(
+        &pki.server_certificate,
+        b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        0o644,
+    );
     let error = tls.reload().unwrap_err();
     assert!(error.to_string().contains("server.pem"), "{error}");
     assert!(!tls.reload_if_changed().unwrap(), "a failed change is reported once, not retried every poll");

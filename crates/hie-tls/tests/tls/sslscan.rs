@@ -59,16 +59,25 @@ async fn sslscan_sees_only_tls12_and_tls13_with_ecdhe_aead_suites_and_no_renegot
             "TLSv1.3" => assert!(name.starts_with("TLS_"), "{name}"),
             "TLSv1.2" => {
                 assert!(name.starts_with("ECDHE-"), "TLS 1.2 suite without ECDHE: {name}");
-                assert!(name.contains("-GCM-") || name.ends_with("CHACHA20-POLY1305"), "TLS 1.2 suite without AEAD: {name}");
+                assert!(
+                    name.contains("-GCM-") || name.ends_with("CHACHA20-POLY1305"),
+                    "TLS 1.2 suite without AEAD: {name}"
+                );
                 assert!(!name.contains("CBC") && !name.ends_with("-SHA"), "CBC suite: {name}");
             }
             other => panic!("cipher for {other}: {name}"),
         }
     }
     // Our test server certificate is ECDSA, so only the ECDSA half of the TLS 1.2 list applies.
-    let tls12: Vec<&str> =
-        ciphers.iter().filter(|tag| attribute(tag, "sslversion") == "TLSv1.2").map(|tag| attribute(tag, "cipher")).collect();
-    assert_eq!(tls12, ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"]);
+    let tls12: Vec<&str> = ciphers
+        .iter()
+        .filter(|tag| attribute(tag, "sslversion") == "TLSv1.2")
+        .map(|tag| attribute(tag, "cipher"))
+        .collect();
+    assert_eq!(
+        tls12,
+        ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"]
+    );
 
     let renegotiation = elements(&xml, "renegotiation");
     assert_eq!(renegotiation.len(), 1, "{xml}");
@@ -158,9 +167,11 @@ async fn compression_is_never_negotiated() {
     let port = server.addr.port();
 
     // Offering DEFLATE (RFC 3749) and null: the ServerHello picks null.
-    let record = tokio::task::spawn_blocking(move || first_record(port, &client_hello(&[COMPRESSION_DEFLATE, COMPRESSION_NULL])))
-        .await
-        .unwrap();
+    let record = tokio::task::spawn_blocking(move || {
+        first_record(port, &client_hello(&[COMPRESSION_DEFLATE, COMPRESSION_NULL]))
+    })
+    .await
+    .unwrap();
     assert_eq!(record[0], CONTENT_HANDSHAKE, "{record:02x?}");
     assert_eq!(record[5], HANDSHAKE_SERVER_HELLO);
     let session_id_len = record[5 + 4 + 2 + 32] as usize;
@@ -168,9 +179,8 @@ async fn compression_is_never_negotiated() {
     assert_eq!(compression, COMPRESSION_NULL);
 
     // Offering DEFLATE only: refused with an alert.
-    let record = tokio::task::spawn_blocking(move || first_record(port, &client_hello(&[COMPRESSION_DEFLATE])))
-        .await
-        .unwrap();
+    let record =
+        tokio::task::spawn_blocking(move || first_record(port, &client_hello(&[COMPRESSION_DEFLATE]))).await.unwrap();
     assert_eq!(record[0], CONTENT_ALERT, "{record:02x?}");
     server.wait_for_refusals(RefusalCategory::Other, 1).await;
     server.stop().await;

@@ -60,7 +60,6 @@ impl Pki {
 /// A running `serve_https` with a router that counts and records its callers.
 pub struct Server {
     pub addr: SocketAddr,
-    pub tls: ReloadableServerConfig,
     pub stats: Arc<HttpsStats>,
     /// Requests that reached a handler.
     pub calls: Arc<AtomicU64>,
@@ -98,8 +97,15 @@ impl Server {
                 .merge(extra)
         };
         let (shutdown, shutdown_receiver) = watch::channel(false);
-        let task = tokio::spawn(hie_tls::serve_https(listener, tls.clone(), router, Arc::clone(&stats), shutdown_receiver, limits));
-        Self { addr, tls, stats, calls, callers, shutdown, task }
+        let task = tokio::spawn(hie_tls::serve_https(
+            listener,
+            tls.clone(),
+            router,
+            Arc::clone(&stats),
+            shutdown_receiver,
+            limits,
+        ));
+        Self { addr, stats, calls, callers, shutdown, task }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -121,8 +127,18 @@ impl Server {
     }
 
     pub async fn stop(self) {
-        self.shutdown.send(true).unwrap();
+        self.begin_shutdown();
         self.task.await.unwrap();
+    }
+
+    /// Asks the server to stop accepting and drain, without waiting.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send(true).unwrap();
+    }
+
+    /// Waits (bounded) for `serve_https` to return after a shutdown.
+    pub async fn join(self) {
+        tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("serve_https did not return").unwrap();
     }
 }
 
@@ -185,8 +201,9 @@ pub async fn rustls_get(
     let name = rustls_pki_types::ServerName::try_from(server_name.to_owned()).map_err(std::io::Error::other)?;
     let tls = connector.connect(name, tcp).await?;
     let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(std::io::Error::other)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(std::io::Error::other)?;
     tokio::spawn(connection);
     let request = http::Request::get(path)
         .header(http::header::HOST, server_name)
