@@ -333,10 +333,16 @@ fn http_builder(limits: &HttpsLimits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .max_header_list_size(limits.max_header_bytes);
+        .max_header_list_size(limits.max_header_bytes)
+        // PING frames (RFC 9113 6.7) find peers that vanished without closing, which would
+        // otherwise hold a connection slot.
+        .keep_alive_interval(HTTP2_PING_INTERVAL)
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
     builder
 }
 
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(60);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// hyper refuses an HTTP/1.1 read buffer under 8 KiB (`max_buf_size` panics below it).
 const MIN_HTTP1_BUFFER: usize = 8 * 1024;

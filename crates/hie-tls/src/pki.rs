@@ -89,8 +89,8 @@ pub fn init(out_dir: &Path, overwrite: Overwrite) -> Result<PkiFiles, PkiError> 
         .map_err(|source| PkiError::CreateDirectory { path: out_dir.to_owned(), source })?;
 
     let now = OffsetDateTime::now_utc();
-    let ca =
-        new_ca(DEV_CA_NAME, now, now + DEV_CA_VALIDITY).map_err(|source| PkiError::Generate { what: "CA", source })?;
+    let ca = new_ca(DEV_CA_NAME, DEV_ORGANIZATION, now, now + DEV_CA_VALIDITY)
+        .map_err(|source| PkiError::Generate { what: "CA", source })?;
     let server = issue(
         &ca.issuer,
         &dev_server_params(now).map_err(|source| PkiError::Generate { what: "server certificate", source })?,
@@ -127,11 +127,12 @@ pub(crate) struct Issued {
 /// A self-signed CA allowed to sign certificates and CRLs (RFC 5280 4.2.1.3, 4.2.1.9).
 pub(crate) fn new_ca(
     common_name: &str,
+    organization: &str,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 ) -> Result<Ca, rcgen::Error> {
     let mut params = CertificateParams::default();
-    params.distinguished_name = distinguished_name(common_name, Some(DEV_ORGANIZATION));
+    params.distinguished_name = distinguished_name(common_name, Some(organization));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.not_before = not_before;

@@ -28,7 +28,8 @@ impl TestCa {
     /// A self-signed root CA valid from an hour ago for ten years.
     pub fn new(common_name: &str) -> Self {
         let now = OffsetDateTime::now_utc();
-        let ca = new_ca(common_name, now - Duration::hours(1), now + Duration::days(3650)).expect("mint a test CA");
+        let ca = new_ca(common_name, TEST_ORGANIZATION, now - Duration::hours(1), now + Duration::days(3650))
+            .expect("mint a test CA");
         Self { issuer: ca.issuer, chain_pem: String::new() }
     }
 
@@ -36,7 +37,7 @@ impl TestCa {
     pub fn intermediate(&self, common_name: &str) -> Self {
         let now = OffsetDateTime::now_utc();
         let mut params = CertificateParams::default();
-        params.distinguished_name = distinguished_name(common_name, Some("hie-edge test PKI"));
+        params.distinguished_name = distinguished_name(common_name, Some(TEST_ORGANIZATION));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -225,3 +226,5 @@ pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) {
     std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode)).expect("chmod a test file");
     std::fs::rename(&temporary, path).expect("rename a test file");
 }
+
+const TEST_ORGANIZATION: &str = "hie-edge test PKI";

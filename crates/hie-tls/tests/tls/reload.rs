@@ -89,3 +89,28 @@ async fn a_key_that_does_not_match_the_certificate_is_refused_at_load() {
     let message = error.to_string();
     assert!(message.contains("other.key") && message.contains("server.pem"), "{message}");
 }
+
+#[tokio::test]
+async fn sessions_resume_with_the_client_identity_but_not_across_a_reload() {
+    init_tracing();
+    let pki = Pki::new();
+    let tls = ReloadableServerConfig::load(pki.settings()).unwrap();
+    let server = Server::start_with(tls.clone(), HttpsLimits::default(), axum::Router::new()).await;
+    // One client config: its session cache is what resumes.
+    let config =
+        client_config(&ClientTlsSettings::new(&pki.client_certificate, &pki.client_key, &pki.ca_path)).unwrap();
+    for _ in 0..2 {
+        let (_, status, body) = rustls_get(server.addr, "localhost", config.clone(), "/hello").await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "hello CN=Partner Gateway,O=Partner Hospital"));
+    }
+    let resumed = || server.stats.handshakes_resumed.load(std::sync::atomic::Ordering::Relaxed);
+    let full = || server.stats.handshakes_full.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((full(), resumed()), (1, 1));
+    assert_eq!(server.callers.lock().unwrap()[1].subject(), "CN=Partner Gateway,O=Partner Hospital");
+
+    // A reload (a new CRL, say) starts a new session cache: the next handshake is verified again.
+    tls.reload().unwrap();
+    rustls_get(server.addr, "localhost", config, "/hello").await.unwrap();
+    assert_eq!((full(), resumed()), (2, 1));
+    server.stop().await;
+}

@@ -77,6 +77,13 @@ async fn a_client_that_never_finishes_its_headers_is_dropped_at_the_header_read_
     tls.write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
     closed_by_server(&mut tls).await;
     assert_eq!(server.calls.load(Ordering::SeqCst), 0);
+
+    // An idle keep-alive connection is closed by the same timer once its request is answered.
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    tls.write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    closed_by_server(&mut tls).await;
+    assert_eq!(server.calls.load(Ordering::SeqCst), 1);
     server.stop().await;
 }
 
