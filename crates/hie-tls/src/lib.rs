@@ -23,7 +23,7 @@
 //!   HTTP/2 through hyper-util, [`PeerIdentity`] in every request's extensions, connection cap,
 //!   graceful shutdown) over any axum `Router`.
 //! - [`pki`]: `pki::init`, a development PKI (CA, server and client certificates) written to a
-//!   directory; with the `test-support` feature, [`pki::test_pki`] mints the negative cases.
+//!   directory; with the `test-support` feature, `pki::test_pki` mints the negative cases.
 //!
 //! Only the aws-lc-rs crypto provider is used, passed explicitly to every config builder, so the
 //! process-wide default provider does not matter to this crate; [`install_default_provider`]

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use hie_tls::pki::test_pki::{Duration, ExtendedKeyUsagePurpose, LeafSpec, OffsetDateTime, TestCa, write_atomically};
 use hie_tls::{RefusalCategory, ServerTlsSettings};
+use rustls_pki_types::pem::PemObject as _;
 
 use crate::support::{Pki, Server, curl, init_tracing, with_client};
 
@@ -91,8 +92,12 @@ async fn every_negative_client_is_refused_before_the_router_and_classified() {
     );
     let root_crl_path = pki.path("root.crl");
     write_atomically(&root_crl_path, root_crl.as_bytes(), 0o644);
-    let intermediate_crl_path = pki.path("revoked-intermediate.crl");
-    write_atomically(&intermediate_crl_path, revoked_intermediate.current_crl(&[]).as_bytes(), 0o644);
+    // In DER, to load both encodings.
+    let intermediate_crl_path = pki.path("revoked-intermediate.crl.der");
+    let intermediate_crl = revoked_intermediate.current_crl(&[]);
+    let intermediate_crl =
+        rustls_pki_types::CertificateRevocationListDer::from_pem_slice(intermediate_crl.as_bytes()).unwrap();
+    write_atomically(&intermediate_crl_path, intermediate_crl.as_ref(), 0o644);
     let settings = ServerTlsSettings { crls: vec![root_crl_path, intermediate_crl_path], ..pki.settings() };
     let server = Server::start(settings).await;
     let url = server.url("/hello");
