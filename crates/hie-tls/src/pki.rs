@@ -6,7 +6,7 @@
 //! P-256 (FIPS 186-5) in PKCS#8, written with mode 0600; certificates with mode 0644. Existing
 //! files are never replaced unless the caller asks for it.
 //!
-//! With the `test-support` feature, [`test_pki`] mints the negative cases of the tests (expired,
+//! With the `test-support` feature, `test_pki` mints the negative cases of the tests (expired,
 //! not yet valid, wrong EKU, untrusted CA, revoked, CRLs with any dates).
 
 use std::fs::OpenOptions;
