@@ -87,6 +87,15 @@ fn the_broker_reaches_no_peer_and_the_database_only_through_the_store() {
 }
 
 #[test]
+fn tls_is_mechanism_and_depends_on_no_workspace_crate() {
+    let crates = dependencies();
+    let tls = crates.get("hie-tls").expect("crates/hie-tls exists");
+    for dep in tls {
+        assert!(!dep.starts_with("hie-"), "hie-tls must not depend on {dep}");
+    }
+}
+
+#[test]
 fn only_the_binary_reads_settings() {
     let crates = dependencies();
     for (name, deps) in &crates {
