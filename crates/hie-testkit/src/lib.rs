@@ -1,0 +1,1 @@
+//! hie-testkit placeholder.
