@@ -34,6 +34,8 @@ pub struct Received {
     pub path: PathBuf,
     pub fragments: usize,
     pub bytes: usize,
+    /// The largest fragment seen.
+    pub max_fragment: usize,
     /// `end` (true) or `abort` (false) closed it; `None` while open.
     pub completed: Option<bool>,
 }
@@ -74,6 +76,7 @@ impl StoreSink for FileSink {
             path,
             fragments: 0,
             bytes: 0,
+            max_fragment: 0,
             completed: None,
         });
         Ok(())
@@ -86,6 +89,7 @@ impl StoreSink for FileSink {
         let last = received.last_mut().unwrap();
         last.fragments += 1;
         last.bytes += fragment.len();
+        last.max_fragment = last.max_fragment.max(fragment.len());
         Ok(())
     }
 
@@ -238,4 +242,16 @@ pub fn instance_uids(files: &[PathBuf]) -> Vec<(String, String)> {
             (text(&object, tags::SERIES_INSTANCE_UID), text(&object, tags::SOP_INSTANCE_UID))
         })
         .collect()
+}
+
+/// Waits (at most 10 s, polling) until `done` holds; panics with `what` otherwise. For effects
+/// that another task completes a moment after the peer's exchange ended.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("not reached within 10 s: {what}");
 }
