@@ -120,15 +120,13 @@ pub async fn echo(association: &mut Association) -> Result<Status, NetError> {
     let message_id = association.next_message_id();
     let request = CEchoRq { message_id, affected_sop_class_uid: uids::VERIFICATION.to_owned() };
     association.send_command(pc_id, &Command::CEchoRq(request)).await?;
-    loop {
-        match association.receive().await? {
-            Incoming::Command { command: Command::CEchoRsp(response), .. }
-                if response.message_id_being_responded_to == message_id =>
-            {
-                return Ok(response.status);
-            }
-            other => return Err(unexpected(association, other, "while waiting for a C-ECHO-RSP").await),
+    match association.receive().await? {
+        Incoming::Command { command: Command::CEchoRsp(response), .. }
+            if response.message_id_being_responded_to == message_id =>
+        {
+            Ok(response.status)
         }
+        other => Err(unexpected(association, other, "while waiting for a C-ECHO-RSP").await),
     }
 }
 
@@ -483,15 +481,13 @@ pub async fn store<R: AsyncRead + Unpin>(
         std::mem::swap(&mut current, &mut next);
         current_len = next_len;
     }
-    loop {
-        match association.receive().await? {
-            Incoming::Command { command: Command::CStoreRsp(response), .. }
-                if response.message_id_being_responded_to == message_id =>
-            {
-                return Ok(response.status);
-            }
-            other => return Err(unexpected(association, other, "while waiting for a C-STORE-RSP").await),
+    match association.receive().await? {
+        Incoming::Command { command: Command::CStoreRsp(response), .. }
+            if response.message_id_being_responded_to == message_id =>
+        {
+            Ok(response.status)
         }
+        other => Err(unexpected(association, other, "while waiting for a C-STORE-RSP").await),
     }
 }
 

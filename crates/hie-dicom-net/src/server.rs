@@ -510,7 +510,13 @@ async fn store<H: ScpHandler>(
             // (release, errors) ends the association here.
             Ok(other) => {
                 let error = NetError::Closed { context: "inside a C-STORE data set" };
-                tracing::debug!(?other, "unexpected message inside a data set");
+                // The kind only: a message body may carry patient data.
+                let kind = match other {
+                    Incoming::Command { .. } => "command",
+                    Incoming::ReleaseRequested => "A-RELEASE-RQ",
+                    _ => "other",
+                };
+                tracing::debug!(kind, "unexpected message inside a data set");
                 if let Some(open) = sink.as_mut() {
                     open.abort(&error).await;
                 }
