@@ -785,3 +785,48 @@ async fn read_full<R: AsyncRead + Unpin>(reader: &mut R, buffer: &mut [u8]) -> s
 pub const DEFAULT_MAX_MATCHES: usize = 10_000;
 /// Identifier bytes kept by default (an IMAGE-level match is a few hundred bytes).
 pub const DEFAULT_MAX_MATCH_BYTES: usize = 64 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(completed: u16, failed: u16, warning: u16) -> SubOperations {
+        SubOperations { remaining: None, completed: Some(completed), failed: Some(failed), warning: Some(warning) }
+    }
+
+    fn tally(stored: u32, warnings: u32, refused: u32) -> Tally {
+        Tally { stored, warnings, refused }
+    }
+
+    #[test]
+    fn a_pacs_claiming_more_than_reached_us_is_a_mismatch() {
+        let options = RetrieveOptions::default();
+        let verdict = verdict_with_tally(Status::SUCCESS, counts(10, 0, 0), None, &tally(9, 0, 0), &options, true);
+        assert_eq!(verdict, Err(RetrieveFailure::CountMismatch { status: Status::SUCCESS, claimed: 10, received: 9 }));
+        let verdict = verdict_with_tally(Status::SUCCESS, counts(10, 0, 0), None, &tally(10, 0, 0), &options, true);
+        assert_eq!(verdict, Ok(Outcome::Success { completed: 10 }));
+        // A plain C-MOVE to a third party has nothing of ours to compare with.
+        let verdict = verdict_with_tally(Status::SUCCESS, counts(10, 0, 0), None, &Tally::default(), &options, false);
+        assert_eq!(verdict, Ok(Outcome::Success { completed: 10 }));
+    }
+
+    #[test]
+    fn the_callers_expectation_and_missing_counts() {
+        let expecting = RetrieveOptions { expected: Some(12), ..RetrieveOptions::default() };
+        let verdict = verdict_with_tally(Status::SUCCESS, counts(10, 0, 0), None, &tally(10, 0, 0), &expecting, true);
+        assert!(matches!(
+            verdict,
+            Err(RetrieveFailure::SubOperations {
+                failure: SubOperationFailure::SubOperationsMissing { delivered: 10, expected: 12, .. },
+                ..
+            })
+        ));
+        // A final response without counts is judged on what we stored (one with a warning).
+        let ours = tally(3, 1, 0);
+        assert!(!reported_counts(&SubOperations::default()));
+        let substituted = ours.as_counts();
+        assert_eq!((substituted.completed, substituted.warning, substituted.failed), (Some(2), Some(1), Some(0)));
+        let verdict = verdict_with_tally(Status::SUCCESS, substituted, None, &ours, &RetrieveOptions::default(), true);
+        assert!(matches!(verdict, Ok(Outcome::SuccessWithWarnings { completed: 2, warning: 1, .. })));
+    }
+}

@@ -22,7 +22,8 @@
 //! (abstract syntax or transfer syntaxes not supported), which is what PS3.8 specifies: the
 //! acceptor answers each proposed context (9.3.3.2) and nothing makes an association with none
 //! accepted a rejection. The requestor learns per context why, and releases. dcmtk's storescp
-//! instead rejects (permanent, service-user, no-reason-given), which tells the peer less.
+//! 3.6.7 does the same (checked by `tests/scp_dcmtk.rs`), rather than the A-ASSOCIATE-RJ
+//! "no reason given" that would tell the peer less.
 //!
 //! Abuse: the first PDU must arrive within ARTIM (`timeouts.association`); an oversized or
 //! lying PDU length, an unknown PDU type or garbage get an A-ABORT with the provider reason,

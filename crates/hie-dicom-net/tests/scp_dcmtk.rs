@@ -263,6 +263,17 @@ async fn unsupported_requests_get_a_failure_status_and_no_context_means_all_reje
     scp.shut_down().await;
 }
 
+/// dcmtk's storescp 3.6.7 also answers an association without acceptable context with an
+/// A-ASSOCIATE-AC rejecting every context (not an A-ASSOCIATE-RJ), as our SCP does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmtk_storescp_also_accepts_with_every_context_rejected() {
+    let dir = temp_dir("storescp-no-context");
+    let storescp = StoreScp::start(dir.path(), &[]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], storescp.port));
+    let error = hie_dicom_net::connect(addr, &options("STORESCP"), &query_contexts()[1..]).await.unwrap_err();
+    assert!(matches!(error, NetError::NoAcceptedContext { .. }), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_does_not_stop_the_listener() {
     let scp = start_scp(ServerPolicy::new(OUR_AE), PanickingHandler).await;

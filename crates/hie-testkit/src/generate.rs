@@ -83,3 +83,33 @@ pub fn generate_study(
 pub fn new_uid() -> String {
     format!("2.25.{}", rand::random::<u128>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::IDS_DEPT024_A;
+
+    #[test]
+    fn clones_get_new_uids_and_keep_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = &IDS_DEPT024_A.images()[0];
+        let study = generate_study(template, 5, 2, dir.path());
+        assert_eq!(study.instances.len(), 5);
+        assert_eq!(study.series_instance_uids.len(), 3, "2 + 2 + 1 instances");
+        assert_ne!(study.study_instance_uid, IDS_DEPT024_A.study_instance_uid);
+        let original = crate::part10::read(template);
+        for instance in &study.instances {
+            let part = crate::part10::read(&instance.path);
+            assert_eq!(part.sop_instance_uid, instance.sop_instance_uid, "file meta follows the new UID");
+            assert_eq!(part.sop_class_uid, original.sop_class_uid);
+            let object = dicom_object::open_file(&instance.path).unwrap();
+            let uid = |tag| object.element(tag).unwrap().to_str().unwrap().trim_end_matches('\0').to_owned();
+            assert_eq!(uid(tags::STUDY_INSTANCE_UID), study.study_instance_uid);
+            assert_eq!(uid(tags::SERIES_INSTANCE_UID), instance.series_instance_uid);
+            assert_eq!(uid(tags::SOP_INSTANCE_UID), instance.sop_instance_uid);
+            assert!(instance.sop_instance_uid.len() <= 64 && instance.sop_instance_uid.starts_with("2.25."));
+        }
+        let unique: std::collections::BTreeSet<_> = study.instances.iter().map(|i| &i.sop_instance_uid).collect();
+        assert_eq!(unique.len(), 5);
+    }
+}

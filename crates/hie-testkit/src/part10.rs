@@ -57,3 +57,19 @@ pub fn split(bytes: &[u8]) -> Result<Part10, String> {
     part.data_set = bytes[at..].to_vec();
     Ok(part)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_set_starts_after_the_meta_group() {
+        let file = &crate::fixtures::DCM4CHE_MR_SERIES.images()[0];
+        let part = read(file);
+        assert_eq!(part.transfer_syntax_uid, "1.2.840.10008.1.2");
+        assert_eq!(part.sop_class_uid, "1.2.840.10008.5.1.4.1.1.4");
+        // The first element of the data set is in group 0008.
+        assert_eq!(&part.data_set[..2], &[0x08, 0x00]);
+        assert!(split(b"not dicom").is_err());
+    }
+}
