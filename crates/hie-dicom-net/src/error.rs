@@ -78,6 +78,8 @@ pub enum TimeoutKind {
     Release,
     /// Sending a PDU: the peer stopped reading.
     Write,
+    /// Waiting for a free association in a pool.
+    PoolAcquire,
 }
 
 impl fmt::Display for TimeoutKind {
@@ -91,6 +93,7 @@ impl fmt::Display for TimeoutKind {
             TimeoutKind::Cancel => "C-CANCEL (no final response)",
             TimeoutKind::Release => "release (ARTIM)",
             TimeoutKind::Write => "write",
+            TimeoutKind::PoolAcquire => "pool acquire",
         })
     }
 }

@@ -116,7 +116,7 @@ impl AssociationPool {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(NetError::Timeout { which: TimeoutKind::Connect, after: self.inner.options.acquire_timeout });
+                    return Err(NetError::Timeout { which: TimeoutKind::PoolAcquire, after: self.inner.options.acquire_timeout });
                 }
             }
         }

@@ -202,9 +202,9 @@ pub async fn serve<H: ScpHandler>(
                     }
                 };
                 let slot = match slots.clone().try_acquire_owned() {
-                    Ok(permit) => Slot::Serve(permit),
+                    Ok(permit) => Slot::Serve { _permit: permit },
                     Err(_) => match rejecters.clone().try_acquire_owned() {
-                        Ok(permit) => Slot::Reject(permit),
+                        Ok(permit) => Slot::Reject { _permit: permit },
                         Err(_) => {
                             tracing::warn!(peer = %peer_addr, "connection closed: association and rejection limits reached");
                             continue;
@@ -233,9 +233,10 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// The permit a connection holds.
+/// Held (not read) for its release on drop, which frees the slot when the task ends or panics.
 enum Slot {
-    Serve(#[allow(dead_code)] OwnedSemaphorePermit),
-    Reject(#[allow(dead_code)] OwnedSemaphorePermit),
+    Serve { _permit: OwnedSemaphorePermit },
+    Reject { _permit: OwnedSemaphorePermit },
 }
 
 async fn run_connection<H: ScpHandler>(
@@ -277,7 +278,7 @@ async fn run_connection<H: ScpHandler>(
         pdu_io::linger_close(&mut stream, linger).await;
         return;
     };
-    let over_limit = matches!(slot, Slot::Reject(_));
+    let over_limit = matches!(slot, Slot::Reject { .. });
     let (accept, contexts) = match negotiate(policy, &request, over_limit) {
         Decision::Reject(reject) => {
             tracing::info!(

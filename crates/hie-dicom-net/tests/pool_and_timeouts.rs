@@ -75,7 +75,7 @@ async fn the_pool_opens_at_most_max_open_associations() {
     );
     let held = pool.acquire().await.unwrap();
     let error = pool.acquire().await.unwrap_err();
-    assert!(matches!(error, NetError::Timeout { .. }), "{error}");
+    assert!(matches!(error, NetError::Timeout { which: TimeoutKind::PoolAcquire, .. }), "{error}");
     let waiting = tokio::spawn({
         let pool = pool.clone();
         async move { pool.acquire().await.map(|association| association.was_reused()) }
