@@ -73,6 +73,8 @@ pub enum RetrieveEvent {
     Data(bytes::Bytes),
     /// The current instance is complete.
     End,
+    /// The current instance broke off (the PACS failed mid-way): whatever was sent of it is void.
+    Lost(String),
 }
 
 /// What a retrieval came to.

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hie_broker::ports::{Pacs, PacsError, PacsFuture, StudySummary};
+use hie_broker::ports::{
+    FoundInstance, InstanceKey, Pacs, PacsError, PacsFuture, RetrieveEvent, RetrieveReport, StudySummary,
+};
 use hie_broker::studies::{
     self, BuildOutcome, EvidenceSource, ManifestSettings, StudyConfig, StudyScheduler, poll_once,
 };
@@ -59,6 +61,19 @@ impl Pacs for FakePacs {
             (None, None) => Err(PacsError::UnknownStudy(study_instance_uid.to_owned())),
         };
         Box::pin(std::future::ready(answer))
+    }
+
+    fn find_instances<'a>(&'a self, _instances: &'a [InstanceKey]) -> PacsFuture<'a, Vec<FoundInstance>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
+    fn retrieve<'a>(
+        &'a self,
+        _instances: &'a [InstanceKey],
+        _transfer_syntaxes: &'a [String],
+        _sink: tokio::sync::mpsc::Sender<RetrieveEvent>,
+    ) -> PacsFuture<'a, RetrieveReport> {
+        Box::pin(std::future::ready(Ok(RetrieveReport::default())))
     }
 
     fn list_studies<'a>(&'a self, _from_date: &'a str) -> PacsFuture<'a, Vec<StudySummary>> {

@@ -692,8 +692,12 @@ impl<'a> Fields<'a> {
         let mut fields = Fields::default();
         let mut offset = 0;
         let mut previous: Option<Tag> = None;
+        // The declared Command Group Length and the offset where the group's elements start.
         let mut group_length: Option<(u32, usize)> = None;
+        // Where elements after group 0000 begin, if any (see below).
+        let mut trailer_from: Option<usize> = None;
         while offset < bytes.len() {
+            let element_start = offset;
             let header =
                 bytes.get(offset..offset + ELEMENT_HEADER_LEN).ok_or(DimseError::TruncatedHeader { offset })?;
             let tag = Tag(u16::from_le_bytes([header[0], header[1]]), u16::from_le_bytes([header[2], header[3]]));
@@ -708,8 +712,23 @@ impl<'a> Fields<'a> {
             let value = &bytes[start..start + declared as usize];
             offset = start + declared as usize;
 
+            if trailer_from.is_some() {
+                continue;
+            }
             if tag.group() != COMMAND_GROUP {
-                return Err(DimseError::NotCommandGroup { tag });
+                // dcmtk merges a response's status detail into the command set, after group
+                // 0000: Orthanc 1.10's pending C-GET-RSP carries the Failed SOP Instance UID List
+                // (0008,0058) there. Such elements are skipped (their lengths still checked)
+                // where the Command Group Length says group 0000 ends, and refused anywhere else.
+                match group_length {
+                    Some((declared, group_start))
+                        if element_start as u64 == group_start as u64 + u64::from(declared) =>
+                    {
+                        trailer_from = Some(element_start);
+                        continue;
+                    }
+                    _ => return Err(DimseError::NotCommandGroup { tag }),
+                }
             }
             if let Some(previous) = previous
                 && tag <= previous
@@ -720,7 +739,7 @@ impl<'a> Fields<'a> {
 
             let slot = match tag {
                 tags::COMMAND_GROUP_LENGTH => {
-                    group_length = Some((read_ul(tag, value)?, bytes.len() - offset));
+                    group_length = Some((read_ul(tag, value)?, offset));
                     continue;
                 }
                 tags::AFFECTED_SOP_CLASS_UID => &mut fields.affected_sop_class_uid,
@@ -749,10 +768,14 @@ impl<'a> Fields<'a> {
         }
         match group_length {
             None => Err(DimseError::MissingElement { tag: tags::COMMAND_GROUP_LENGTH, name: "Command Group Length" }),
-            Some((declared, actual)) if u64::from(declared) != actual as u64 => {
-                Err(DimseError::GroupLengthMismatch { declared, actual })
+            Some((declared, group_start)) => {
+                let actual = trailer_from.unwrap_or(bytes.len()) - group_start;
+                if u64::from(declared) == actual as u64 {
+                    Ok(fields)
+                } else {
+                    Err(DimseError::GroupLengthMismatch { declared, actual })
+                }
             }
-            Some(_) => Ok(fields),
         }
     }
 
@@ -972,6 +995,25 @@ mod tests {
         bytes[at..].copy_from_slice(&[0xFF, 0xE9]);
         let Command::CEchoRsp(decoded) = decode(&bytes, &Limits::default()).unwrap() else { panic!() };
         assert_eq!(decoded.detail.error_comment.as_deref(), Some("??"));
+    }
+
+    /// Orthanc 1.10 (through dcmtk) puts a pending C-GET-RSP's Failed SOP Instance UID List
+    /// (0008,0058) in the command set after group 0000; captured by hie-dicom-net's
+    /// `scu_orthanc` test when our sink refused one instance.
+    #[test]
+    fn status_detail_after_group_0000_is_skipped() {
+        let bytes = include_bytes!("../test_data/peer-orthanc-c-get-rsp-failed-list-in-command.bin");
+        let Command::CGetRsp(response) = decode(bytes, &Limits::default()).unwrap() else { panic!("not a C-GET-RSP") };
+        assert_eq!(response.status, Status::PENDING);
+        assert_eq!((response.sub_operations.completed, response.sub_operations.failed), (Some(9), Some(1)));
+
+        // The same element before the end of group 0000 is still refused.
+        let mut inside = bytes.to_vec();
+        inside[8] += 8;
+        assert!(matches!(decode(&inside, &Limits::default()), Err(DimseError::NotCommandGroup { .. })));
+        // And a command set that starts outside group 0000 (dcm4che's evil length) too.
+        let evil = [&[0x08, 0, 0, 0, 4, 0, 0, 0][..], &[0, 0, 0, 0], b"evilleng"].concat();
+        assert!(matches!(decode(&evil, &Limits::default()), Err(DimseError::NotCommandGroup { .. })));
     }
 
     #[test]

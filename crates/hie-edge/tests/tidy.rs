@@ -16,6 +16,12 @@ fn workspace_root() -> PathBuf {
 
 /// Normal (non-dev) dependencies of every workspace crate, by package name.
 fn dependencies() -> BTreeMap<String, Vec<String>> {
+    dependencies_in("dependencies")
+}
+
+/// The dependencies of every workspace crate listed in one table (`dependencies`,
+/// `dev-dependencies`, `build-dependencies`), by package name.
+fn dependencies_in(section: &str) -> BTreeMap<String, Vec<String>> {
     let mut crates = BTreeMap::new();
     let mut manifests: Vec<PathBuf> = std::fs::read_dir(workspace_root().join("crates"))
         .unwrap()
@@ -31,7 +37,7 @@ fn dependencies() -> BTreeMap<String, Vec<String>> {
             assert_eq!(name, folder, "crate folder and package name must match ({})", manifest.display());
         }
         let deps = table
-            .get("dependencies")
+            .get(section)
             .and_then(toml::Value::as_table)
             .map(|deps| deps.keys().cloned().collect())
             .unwrap_or_default();
@@ -51,6 +57,43 @@ fn codecs_are_self_contained() {
         assert!(crates.contains_key(*codec), "{codec} is listed as a codec but does not exist");
         for forbidden in IO_CRATES {
             assert!(!depends(&crates, codec, forbidden), "codec {codec} must not depend on {forbidden}");
+        }
+    }
+}
+
+#[test]
+fn the_dicom_network_layer_builds_on_the_dimse_codec_only() {
+    let crates = dependencies();
+    let net = crates.get("hie-dicom-net").expect("hie-dicom-net exists");
+    for dep in net {
+        assert!(
+            !dep.starts_with("hie-") || dep == "hie-dimse",
+            "hie-dicom-net must depend on no hie-* crate but hie-dimse (found {dep})"
+        );
+    }
+    assert!(depends(&crates, "hie-dicom-net", "hie-dimse"));
+    assert!(!depends(&crates, "hie-dimse", "tokio"), "hie-dimse stays sans-IO: no tokio");
+    // dicom-ul's own async association layer stays off: ours replaces it.
+    for manifest in [workspace_root().join("Cargo.toml"), workspace_root().join("crates/hie-dicom-net/Cargo.toml")] {
+        let table: toml::Table = std::fs::read_to_string(&manifest).unwrap().parse().unwrap();
+        let entry = table
+            .get("workspace")
+            .and_then(|workspace| workspace.get("dependencies"))
+            .or_else(|| table.get("dependencies"))
+            .and_then(|deps| deps.get("dicom-ul"));
+        let features = entry.and_then(|entry| entry.get("features")).and_then(toml::Value::as_array);
+        let enables_async = features.is_some_and(|features| {
+            features.iter().any(|feature| feature.as_str().is_some_and(|feature| feature.contains("async")))
+        });
+        assert!(!enables_async, "{} enables dicom-ul's async feature", manifest.display());
+    }
+}
+
+#[test]
+fn the_testkit_is_a_dev_dependency_only() {
+    for section in ["dependencies", "build-dependencies"] {
+        for (name, deps) in dependencies_in(section) {
+            assert!(!deps.iter().any(|dep| dep == "hie-testkit"), "{name} has hie-testkit in [{section}]");
         }
     }
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use hie_broker::ports::{Pacs, PacsError, PacsFuture, StudySummary};
+use hie_broker::ports::{
+    FoundInstance, InstanceKey, Pacs, PacsError, PacsFuture, RetrieveEvent, RetrieveReport, StudySummary,
+};
 use hie_kos::{StudyEvidence, StudyEvidenceBuilder};
 use http_body_util::{BodyExt, Empty};
 use hyper::StatusCode;
@@ -138,6 +140,19 @@ impl Pacs for DicomWebPacs {
             }
             builder.build().map_err(|error| PacsError::BadAnswer(error.to_string()))
         })
+    }
+
+    fn find_instances<'a>(&'a self, _instances: &'a [InstanceKey]) -> PacsFuture<'a, Vec<FoundInstance>> {
+        Box::pin(std::future::ready(Err(PacsError::Refused("DICOMweb instance lookup is not available yet".to_owned()))))
+    }
+
+    fn retrieve<'a>(
+        &'a self,
+        _instances: &'a [InstanceKey],
+        _transfer_syntaxes: &'a [String],
+        _sink: tokio::sync::mpsc::Sender<RetrieveEvent>,
+    ) -> PacsFuture<'a, RetrieveReport> {
+        Box::pin(std::future::ready(Err(PacsError::Refused("WADO-RS retrieval is not available yet".to_owned()))))
     }
 
     fn list_studies<'a>(&'a self, from_date: &'a str) -> PacsFuture<'a, Vec<StudySummary>> {

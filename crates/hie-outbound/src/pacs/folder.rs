@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use hie_broker::ports::{Pacs, PacsError, PacsFuture, StudySummary};
+use hie_broker::ports::{
+    FoundInstance, InstanceKey, Pacs, PacsError, PacsFuture, RetrieveEvent, RetrieveReport, StudySummary,
+};
+use tokio::sync::mpsc;
 use hie_kos::{StudyEvidence, StudyEvidenceBuilder, from_instance_header, read_instance_header};
 use tokio::sync::RwLock;
 
@@ -145,6 +148,41 @@ impl FolderPacs {
         })
     }
 
+    /// The files of the study holding each of `instances`, with what the headers say (SOP class,
+    /// transfer syntax). Reads the study's headers: a folder has no index below the study.
+    pub fn locate(&self, instances: &[InstanceKey]) -> Vec<(FoundInstance, PathBuf)> {
+        let mut found = Vec::new();
+        let Some(study) = instances.first().map(|key| key.study_instance_uid.as_str()) else {
+            return found;
+        };
+        let Some(files) = self.studies.get(study) else { return found };
+        let wanted: std::collections::HashMap<&str, &InstanceKey> =
+            instances.iter().map(|key| (key.sop_instance_uid.as_str(), key)).collect();
+        for path in files {
+            let Ok(bytes) = read_file(path) else { continue };
+            let Ok(file) = dicom_object::OpenFileOptions::new()
+                .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+                .from_reader(bytes.as_slice())
+            else {
+                continue;
+            };
+            let Ok(header) = from_instance_header(&file) else { continue };
+            let Some(key) = wanted.get(header.instance.sop_instance_uid.as_str()) else { continue };
+            if key.series_instance_uid != header.series.series_instance_uid {
+                continue;
+            }
+            found.push((
+                FoundInstance {
+                    key: (*key).clone(),
+                    sop_class_uid: header.instance.sop_class_uid,
+                    stored_transfer_syntax_uid: Some(file.meta().transfer_syntax().trim_end_matches('\0').to_owned()),
+                },
+                path.clone(),
+            ));
+        }
+        found
+    }
+
     /// Studies whose first file's Study Date is on or after `from_date`, or that have no date,
     /// with their file counts.
     pub fn list_studies(&self, from_date: &str) -> Vec<StudySummary> {
@@ -233,6 +271,92 @@ impl Pacs for FolderAdapter {
     fn list_studies<'a>(&'a self, from_date: &'a str) -> PacsFuture<'a, Vec<StudySummary>> {
         Box::pin(async move { Ok(self.refresh().await?.list_studies(from_date)) })
     }
+
+    fn find_instances<'a>(&'a self, instances: &'a [InstanceKey]) -> PacsFuture<'a, Vec<FoundInstance>> {
+        Box::pin(async move {
+            let index = self.refresh().await?;
+            let instances = instances.to_vec();
+            let located = tokio::task::spawn_blocking(move || index.locate(&instances))
+                .await
+                .map_err(|error| PacsError::Unreachable(format!("reading the folder: {error}")))?;
+            Ok(located.into_iter().map(|(found, _)| found).collect())
+        })
+    }
+
+    fn retrieve<'a>(
+        &'a self,
+        instances: &'a [InstanceKey],
+        transfer_syntaxes: &'a [String],
+        sink: mpsc::Sender<RetrieveEvent>,
+    ) -> PacsFuture<'a, RetrieveReport> {
+        Box::pin(async move {
+            let index = self.refresh().await?;
+            let wanted = instances.to_vec();
+            let located = tokio::task::spawn_blocking(move || index.locate(&wanted))
+                .await
+                .map_err(|error| PacsError::Unreachable(format!("reading the folder: {error}")))?;
+            let mut report = RetrieveReport::default();
+            for key in instances {
+                let Some((found, path)) = located.iter().find(|(found, _)| found.key == *key) else {
+                    report.failed.push((key.sop_instance_uid.clone(), "not in the folder".to_owned()));
+                    continue;
+                };
+                let stored = found.stored_transfer_syntax_uid.clone().unwrap_or_default();
+                if !transfer_syntaxes.is_empty() && !transfer_syntaxes.iter().any(|wanted| *wanted == stored) {
+                    // A folder holds one encoding of each file; converting is not ours to do.
+                    report.failed.push((key.sop_instance_uid.clone(), format!("stored in {stored}, not requested")));
+                    continue;
+                }
+                let begin = RetrieveEvent::Begin {
+                    sop_class_uid: found.sop_class_uid.clone(),
+                    sop_instance_uid: key.sop_instance_uid.clone(),
+                    transfer_syntax_uid: stored,
+                    part10: true,
+                };
+                match stream_file(path, begin, &sink).await {
+                    Ok(true) => {}
+                    // The consumer went away: the retrieval is cancelled.
+                    Ok(false) => return Ok(report),
+                    Err(error) => {
+                        report.failed.push((key.sop_instance_uid.clone(), error.to_string()));
+                        continue;
+                    }
+                }
+                report.sent.push(key.sop_instance_uid.clone());
+            }
+            Ok(report)
+        })
+    }
+}
+
+/// Bytes per retrieval chunk: large enough to be cheap, small enough to keep memory flat.
+const RETRIEVE_CHUNK: usize = 256 * 1024;
+
+/// Sends one file as Begin, its bytes chunk by chunk, End. `Ok(false)` when the consumer is gone.
+/// A file that fails mid-way is sent as [`RetrieveEvent::Lost`] and reported as an error.
+async fn stream_file(path: &Path, begin: RetrieveEvent, sink: &mpsc::Sender<RetrieveEvent>) -> io::Result<bool> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path).await?;
+    if sink.send(begin).await.is_err() {
+        return Ok(false);
+    }
+    loop {
+        let mut chunk = bytes::BytesMut::with_capacity(RETRIEVE_CHUNK);
+        let n = match (&mut file).take(RETRIEVE_CHUNK as u64).read_buf(&mut chunk).await {
+            Ok(n) => n,
+            Err(error) => {
+                let _ = sink.send(RetrieveEvent::Lost(error.to_string())).await;
+                return Err(error);
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        if sink.send(RetrieveEvent::Data(chunk.freeze())).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(sink.send(RetrieveEvent::End).await.is_ok())
 }
 
 async fn reindex(root: PathBuf) -> Result<Arc<FolderPacs>, PacsError> {
