@@ -47,7 +47,7 @@ pub use error::{NetError, TimeoutKind, Violation};
 pub use moves::{MoveEvent, MoveRegistration, MoveRouter, MoveSink};
 pub use pool::{AssociationPool, PoolOptions, PooledAssociation};
 pub use scu::{FindLimits, FindOutcome, FindStop, RetrieveFailure, RetrieveOptions, RetrieveOutcome};
-pub use server::{AssociationInfo, ScpHandler, ServerPolicy, ServerTimeouts, StorageClasses, serve};
+pub use server::{AssociationInfo, ScpHandler, ServerEvent, ServerPolicy, ServerTimeouts, StorageClasses, serve};
 pub use sink::{InstanceInfo, StoreSink};
 
 /// Root of the UIDs this implementation mints for itself: a UUID-derived UID (PS3.5 B.2,
