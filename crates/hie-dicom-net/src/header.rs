@@ -213,7 +213,9 @@ impl HeaderCollector {
 
     fn open(&mut self, frame: Frame, at: usize) -> Result<(), HeaderError> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(HeaderError::Malformed(format!("sequences nested deeper than {MAX_DEPTH} levels at byte {at}")));
+            return Err(HeaderError::Malformed(format!(
+                "sequences nested deeper than {MAX_DEPTH} levels at byte {at}"
+            )));
         }
         self.stack.push(frame);
         Ok(())
@@ -293,7 +295,8 @@ pub fn part10_header(identity: &MetaIdentity<'_>, data_set: &[u8]) -> Vec<u8> {
     if crate::client::check_ae_title("source", source).is_ok() {
         put_text(&mut meta, META_SOURCE_APPLICATION_ENTITY_TITLE, *b"AE", source, b' ');
     }
-    let mut out = Vec::with_capacity(PREAMBLE_LEN + MAGIC.len() + GROUP_LENGTH_ELEMENT_LEN + meta.len() + data_set.len());
+    let mut out =
+        Vec::with_capacity(PREAMBLE_LEN + MAGIC.len() + GROUP_LENGTH_ELEMENT_LEN + meta.len() + data_set.len());
     out.resize(PREAMBLE_LEN, 0);
     out.extend_from_slice(MAGIC);
     // (0002,0000) File Meta Information Group Length, UL: the bytes of the elements after it.
@@ -318,6 +321,9 @@ fn put_text(out: &mut Vec<u8>, element: u16, vr: [u8; 2], value: &str, pad: u8) 
     }
 }
 
+/// A header larger than this before Pixel Data is refused by default: real ones are a few KiB
+/// to a few hundred KiB (large private groups, embedded reports).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024 * 1024;
 /// Deflated Explicit VR Little Endian (PS3.5 A.5).
 pub const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1.99";
 /// Explicit VR Big Endian (PS3.5 A.3, retired).

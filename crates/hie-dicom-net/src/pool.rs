@@ -85,7 +85,10 @@ struct Idle {
 enum Target {
     Addr(SocketAddr),
     /// Resolved at each connection.
-    Host { host: String, port: u16 },
+    Host {
+        host: String,
+        port: u16,
+    },
 }
 
 impl std::fmt::Display for Target {

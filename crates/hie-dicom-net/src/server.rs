@@ -914,7 +914,10 @@ mod tests {
         let Decision::Accept(accept, accepted) = negotiate(&policy, &rq, false) else { panic!("rejected") };
         assert_eq!(accepted.len(), 1);
         assert_eq!(accepted[0].transfer_syntax, uids::EXPLICIT_VR_LITTLE_ENDIAN, "the next one in the peer's order");
-        assert_eq!(accept.presentation_contexts[1].reason, PresentationContextResultReason::TransferSyntaxesNotSupported);
+        assert_eq!(
+            accept.presentation_contexts[1].reason,
+            PresentationContextResultReason::TransferSyntaxesNotSupported
+        );
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! Modules:
 //! - [`folder`]: [`FolderPacs`] / [`FolderAdapter`], a directory tree of DICOM Part 10 files.
 //! - [`dicomweb`]: [`DicomWebPacs`], QIDO-RS (and WADO-RS) over HTTP.
+//! - [`dimse`]: [`DimsePacs`], C-FIND, C-GET and C-MOVE over DICOM associations.
 
 pub mod dicomweb;
+pub mod dimse;
 pub mod folder;
 mod query;
 
@@ -14,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use dicomweb::DicomWebPacs;
+pub use dimse::DimsePacs;
 pub use folder::{FolderAdapter, FolderPacs};
 pub use hie_broker::ports::{Pacs, PacsError, StudySummary};
 

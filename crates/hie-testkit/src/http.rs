@@ -23,6 +23,11 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Respon
     request(addr, "GET", path, None, timeout)
 }
 
+/// DELETE `path` at `addr`.
+pub fn delete(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Response> {
+    request(addr, "DELETE", path, None, timeout)
+}
+
 /// POST `body` to `path` at `addr` as `application/octet-stream`.
 pub fn post(addr: SocketAddr, path: &str, body: &[u8], timeout: Duration) -> io::Result<Response> {
     request(addr, "POST", path, Some(body), timeout)
