@@ -125,6 +125,8 @@ pub struct BrokerProc {
     pub api: String,
     pub api_addr: SocketAddr,
     pub mllp: SocketAddr,
+    /// The DICOM listener (`HIE_EDGE__DICOM__LISTEN`), on a free port of its own.
+    pub dicom: SocketAddr,
     pub store_url: String,
     pub engine: Engine,
     child: Option<Child>,
@@ -157,16 +159,19 @@ impl BrokerProc {
         let addr_of = |k: &str| given(k).and_then(|v| v.parse::<SocketAddr>().ok());
         let mllp = addr_of("HIE_EDGE__HL7__LISTEN").unwrap_or_else(free_addr);
         let api_addr = addr_of("HIE_EDGE__API__LISTEN").unwrap_or_else(free_addr);
+        let dicom = addr_of("HIE_EDGE__DICOM__LISTEN").unwrap_or_else(free_addr);
         let mut env = vec![
             ("HIE_EDGE__STORE__URL".to_owned(), store_url.clone()),
             ("HIE_EDGE__HL7__LISTEN".to_owned(), mllp.to_string()),
             ("HIE_EDGE__API__LISTEN".to_owned(), api_addr.to_string()),
+            ("HIE_EDGE__DICOM__LISTEN".to_owned(), dicom.to_string()),
         ];
         env.extend(opts.extra_env);
         let mut b = BrokerProc {
             api: format!("http://{api_addr}"),
             api_addr,
             mllp,
+            dicom,
             store_url,
             engine: opts.engine,
             child: None,
@@ -177,6 +182,11 @@ impl BrokerProc {
         };
         b.spawn_and_wait();
         b
+    }
+
+    /// Where the broker's DICOM listener is.
+    pub fn dicom_addr(&self) -> SocketAddr {
+        self.dicom
     }
 
     /// The temp dir of this broker (SQLite file, logs); removed on drop.
@@ -287,6 +297,12 @@ impl BrokerProc {
             .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}; broker stderr tail:\n{}", self.stderr_tail(40)))
     }
 
+    /// HTTP GET against the API listener with the body as bytes (a manifest): (status, body).
+    pub fn get_bytes(&self, path_and_query: &str) -> (u16, Vec<u8>) {
+        http_get_bytes(self.api_addr, path_and_query, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}; broker stderr tail:\n{}", self.stderr_tail(40)))
+    }
+
     /// `GET /api/patients?identifier=<cx>` parsed as a JSON array (panics unless 200).
     pub fn patients(&self, cx: &str) -> Vec<serde_json::Value> {
         let (status, body) = self.get(&format!("/api/patients?identifier={}", url_encode(cx)));
@@ -382,6 +398,12 @@ pub fn url_encode(s: &str) -> String {
 
 /// A minimal HTTP/1.1 GET (`Connection: close`), enough for JSON and Prometheus text answers.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
+    let (status, body) = http_get_bytes(addr, path, timeout)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// [`http_get`] with the body as bytes.
+pub fn http_get_bytes(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
@@ -401,7 +423,7 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(
     if chunked {
         body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
     }
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((status, body))
 }
 
 fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {

@@ -1,5 +1,7 @@
 //! Wiring: `App::start` opens the store, starts the ADT writer and the outbox worker, binds the
-//! listeners, and only then reports itself healthy. `App::shutdown` stops accepting, lets
+//! listeners (HL7, HTTP, and DICOM when `[dicom] listen` is set), and only then reports itself
+//! healthy. One `MoveRouter` is made here and shared by the DIMSE PACS adapter (which registers
+//! its C-MOVEs) and the DICOM listener (which routes their sub-operations). `App::shutdown` stops accepting, lets
 //! in-flight work finish, and closes the store.
 
 use std::net::SocketAddr;
@@ -10,7 +12,9 @@ use anyhow::Context as _;
 use hie_broker::adt::AdtConfig;
 use hie_broker::commit::AdtWriter;
 use hie_broker::studies::{StudyConfig, StudyScheduler};
+use hie_dicom_net::MoveRouter;
 use hie_inbound::api::{self, ApiState};
+use hie_inbound::dicom::{DicomStats, ListenerConfig, ListenerContext};
 use hie_inbound::mllp::{self, MllpConfig, MllpStats};
 use hie_outbound::{Deliver, LogDeliverer, OutboxWorker};
 use hie_store::outbox::OutboxPolicy;
@@ -27,6 +31,8 @@ pub struct App {
     /// Where the listeners are bound (useful when the config asked for port 0).
     pub hl7_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The DICOM listener's address, when `[dicom] listen` is set.
+    pub dicom_addr: Option<SocketAddr>,
     store: Store,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -62,7 +68,8 @@ impl App {
         let (writer, writer_task) = AdtWriter::spawn(store.clone(), Arc::clone(&adt_config), outbox_waker);
 
         let mut tasks = Vec::new();
-        let study_waker = start_manifests(&config, &store, &shutdown_rx, &mut tasks).await?;
+        let router = MoveRouter::new();
+        let study_waker = start_manifests(&config, &store, &router, &shutdown_rx, &mut tasks).await?;
 
         let hl7_listener = TcpListener::bind(config.hl7.listen)
             .await
@@ -72,6 +79,14 @@ impl App {
             .with_context(|| format!("binding api.listen {}", config.api_listen))?;
         let hl7_addr = hl7_listener.local_addr()?;
         let api_addr = api_listener.local_addr()?;
+        let dicom_listener = match config.dicom.listen {
+            Some(listen) => {
+                Some(TcpListener::bind(listen).await.with_context(|| format!("binding dicom.listen {listen}"))?)
+            }
+            None => None,
+        };
+        let dicom_addr = dicom_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let dicom_stats = Arc::new(DicomStats::default());
 
         let mllp_stats = Arc::new(MllpStats::default());
         let accepting = Arc::new(AtomicBool::new(false));
@@ -80,9 +95,10 @@ impl App {
             domain: config.affinity_domain.clone(),
             adt_stats: writer.stats_handle(),
             mllp_stats: Arc::clone(&mllp_stats),
+            dicom_stats: Arc::clone(&dicom_stats),
             accepting: Arc::clone(&accepting),
             version: env!("CARGO_PKG_VERSION"),
-            study_waker,
+            study_waker: study_waker.clone(),
         };
         let mllp_config = MllpConfig {
             max_frame_bytes: config.hl7.max_frame_bytes,
@@ -98,6 +114,21 @@ impl App {
             mllp_stats,
             shutdown_rx.clone(),
         )));
+        if let Some(listener) = dicom_listener {
+            let context = ListenerContext {
+                store: store.clone(),
+                router,
+                // Without manifests nobody waits on arrivals; the headers are kept all the same.
+                scheduler: study_waker.unwrap_or_default(),
+                stats: dicom_stats,
+            };
+            tasks.push(tokio::spawn(hie_inbound::dicom::serve(
+                listener,
+                listener_config(&config),
+                context,
+                shutdown_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(housekeeping(store.clone(), config.store.retention, shutdown_rx.clone())));
         let mut api_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -109,8 +140,8 @@ impl App {
             }
         }));
         accepting.store(true, Ordering::Release);
-        tracing::info!(%hl7_addr, %api_addr, version = env!("CARGO_PKG_VERSION"), "hie-edge accepting work");
-        Ok(App { hl7_addr, api_addr, store, shutdown, tasks, writer_task })
+        tracing::info!(%hl7_addr, %api_addr, dicom_addr = ?dicom_addr, version = env!("CARGO_PKG_VERSION"), "hie-edge accepting work");
+        Ok(App { hl7_addr, api_addr, dicom_addr, store, shutdown, tasks, writer_task })
     }
 
     /// Stops listeners and workers, waits for them, then closes the store.
@@ -143,6 +174,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 async fn start_manifests(
     config: &Config,
     store: &Store,
+    router: &MoveRouter,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<Option<Arc<tokio::sync::Notify>>> {
@@ -154,7 +186,7 @@ async fn start_manifests(
         tracing::warn!("[pacs] is set but node.repository_unique_id or node.uid_root is not: manifests are off");
         return Ok(None);
     };
-    let pacs = crate::pacs::open(pacs_settings).await.context("opening the PACS")?;
+    let pacs = crate::pacs::open(pacs_settings, router.clone()).await.context("opening the PACS")?;
     let study_config = StudyConfig {
         quiet_period: config.dicom.quiet_period,
         evidence: config.dicom.evidence,
@@ -184,6 +216,19 @@ async fn start_manifests(
         )));
     }
     Ok(Some(waker))
+}
+
+/// The DICOM listener's settings from `[dicom]`.
+fn listener_config(config: &Config) -> ListenerConfig {
+    ListenerConfig {
+        ae_title: config.dicom.ae_title.clone(),
+        allowed_calling_ae_titles: config.dicom.allowed_calling_ae_titles.clone(),
+        max_associations: config.dicom.max_associations,
+        association_timeout: config.dicom.association_timeout,
+        idle_timeout: config.dicom.idle_timeout,
+        quiet_period: config.dicom.quiet_period,
+        max_header_bytes: hie_dicom_net::header::DEFAULT_MAX_HEADER_BYTES,
+    }
 }
 
 /// Keeps the store bounded: recorded HL7 message IDs and delivered outbox items older than the

@@ -135,7 +135,8 @@ fn kos_build(path: &Path, study: &str, out: &Path) -> ExitCode {
         }
     };
     let evidence = runtime.block_on(async {
-        let pacs = crate::pacs::open(pacs).await?;
+        // `kos build` only queries: no listener, so no C-MOVE is ever routed.
+        let pacs = crate::pacs::open(pacs, hie_dicom_net::MoveRouter::new()).await?;
         pacs.study_evidence(study).await
     });
     let evidence = match evidence {

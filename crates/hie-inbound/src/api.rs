@@ -26,6 +26,7 @@ use hie_store::patients::{IdentifierRow, PatientRecord};
 use hie_telemetry::metrics::{Kind, MetricsText};
 use serde::{Deserialize, Serialize};
 
+use crate::dicom::DicomStats;
 use crate::mllp::MllpStats;
 
 /// What the API handlers read.
@@ -35,6 +36,8 @@ pub struct ApiState {
     pub domain: AffinityDomain,
     pub adt_stats: Arc<AdtStats>,
     pub mllp_stats: Arc<MllpStats>,
+    /// The DICOM listener's counters (all zero when no listener runs).
+    pub dicom_stats: Arc<DicomStats>,
     /// Set by the binary once every listener is bound and the writer runs.
     pub accepting: Arc<AtomicBool>,
     pub version: &'static str,
@@ -294,6 +297,26 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             Kind::Counter,
             load(&mllp.idle_timeouts),
         );
+    let dicom = &state.dicom_stats;
+    text.family(
+        "hie_dicom_associations_total",
+        "DICOM listener connections, by fate",
+        Kind::Counter,
+        &[
+            (&[("fate", "accepted")], load(&dicom.associations_accepted)),
+            (&[("fate", "rejected")], load(&dicom.associations_rejected)),
+            (&[("fate", "dropped")], load(&dicom.connections_dropped)),
+        ],
+    )
+    .family(
+        "hie_dicom_instances_total",
+        "Instances received by the DICOM listener, by outcome",
+        Kind::Counter,
+        &[
+            (&[("outcome", "stored")], load(&dicom.instances_stored)),
+            (&[("outcome", "refused")], load(&dicom.instances_refused)),
+        ],
+    );
     // Store-derived gauges: a scrape while the database is down still returns the counters.
     if let Ok((n_patients, n_merged, n_messages)) = state.store.patient_counts().await {
         text.single("hie_patients", "Patients known", Kind::Gauge, n_patients as f64)
