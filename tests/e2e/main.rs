@@ -4,8 +4,18 @@
 mod adt_fixtures;
 mod config;
 mod crash;
+// Helpers of the DICOM modules below.
+mod dicom_common;
+// Association abuse and malformed data sets at the broker's DICOM listener.
+mod dicom_abuse;
+// The DICOM listener: storescu to the broker, manifests from received headers or the PACS.
+mod dicom_listener;
 mod kos_cli;
+// kos build through every PACS adapter (folder, dimse with Orthanc and dcmqrscp, dicomweb).
+mod kos_adapters;
 mod mllp_abuse;
+// Polling a DIMSE PACS: new studies, deleted instances, deleted studies.
+mod pacs_polling;
 
 use hie_e2e::{BrokerOptions, BrokerProc, Engine};
 
