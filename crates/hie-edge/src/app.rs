@@ -117,6 +117,7 @@ impl App {
             accepting: Arc::clone(&accepting),
             version: env!("CARGO_PKG_VERSION"),
             study_waker,
+            outbox_waker: Some(Arc::clone(&outbox_waker)),
         };
         let mllp_config = MllpConfig {
             max_frame_bytes: config.hl7.max_frame_bytes,
