@@ -19,9 +19,9 @@ use std::sync::Arc;
 use hie_broker::ports::{
     FoundInstance, InstanceKey, Pacs, PacsError, PacsFuture, RetrieveEvent, RetrieveReport, StudySummary,
 };
-use tokio::sync::mpsc;
 use hie_kos::{StudyEvidence, StudyEvidenceBuilder, from_instance_header, read_instance_header};
 use tokio::sync::RwLock;
+use tokio::sync::mpsc;
 
 /// Deepest directory level walked below the root.
 pub const MAX_DEPTH: usize = 32;
@@ -302,7 +302,7 @@ impl Pacs for FolderAdapter {
                     continue;
                 };
                 let stored = found.stored_transfer_syntax_uid.clone().unwrap_or_default();
-                if !transfer_syntaxes.is_empty() && !transfer_syntaxes.iter().any(|wanted| *wanted == stored) {
+                if !transfer_syntaxes.is_empty() && !transfer_syntaxes.contains(&stored) {
                     // A folder holds one encoding of each file; converting is not ours to do.
                     report.failed.push((key.sop_instance_uid.clone(), format!("stored in {stored}, not requested")));
                     continue;
