@@ -524,7 +524,8 @@ fn by_series(instances: &[InstanceKey]) -> BTreeMap<(&str, &str), Vec<&str>> {
 
 /// The IMAGE-level identifier of a study's evidence: every attribute the manifest needs as a
 /// return key (PS3.4 C.4.1.1.3.2: universal matching, zero length; sequences with no item).
-fn evidence_identifier(study_instance_uid: &str) -> InMemDicomObject {
+/// Public so that benchmarks and diagnostics can send the same query with other tools.
+pub fn evidence_identifier(study_instance_uid: &str) -> InMemDicomObject {
     let mut identifier = InMemDicomObject::new_empty();
     put(&mut identifier, tags::QUERY_RETRIEVE_LEVEL, PrimitiveValue::from("IMAGE"));
     for &tag in EVIDENCE_TAGS {
