@@ -256,19 +256,26 @@ fn malformed_data_sets_in_a_c_store_get_failures_and_nothing_is_stored() {
             ("1.2.840.99999.66.5", other),
             ("1.2.840.99999.66.6", huge),
         ] {
-            let status = hie_dicom_net::scu::store(&mut association, MR_IMAGE_STORAGE, sop, &bytes[..])
-                .await
-                .expect("a C-STORE-RSP");
-            statuses.push(status);
+            let (status, detail) =
+                hie_dicom_net::scu::store_with_detail(&mut association, MR_IMAGE_STORAGE, sop, &bytes[..])
+                    .await
+                    .expect("a C-STORE-RSP");
+            statuses.push((status, detail.error_comment.unwrap_or_default()));
         }
         association.release().await.expect("release");
         statuses
     });
-    for status in &statuses {
+    eprintln!("statuses and error comments: {statuses:#?}");
+    for (status, comment) in &statuses {
         assert_eq!(status.class(), StatusClass::Failure, "{statuses:?}");
+        assert!(!comment.is_empty() && comment.chars().count() <= 64, "an Error Comment (LO): {comment:?}");
     }
-    assert_eq!(statuses[..3], [Status(0xC000), Status(0xC000), Status(0xC000)], "cannot understand");
-    assert_eq!(statuses[3], Status::OUT_OF_RESOURCES, "a header over the cap");
+    let codes: Vec<Status> = statuses.iter().map(|(status, _)| *status).collect();
+    assert_eq!(codes[..3], [Status(0xC000), Status(0xC000), Status(0xC000)], "cannot understand");
+    assert_eq!(codes[3], Status::OUT_OF_RESOURCES, "a header over the cap");
+    assert!(statuses[0].1.contains("malformed"), "{:?}", statuses[0]);
+    assert!(statuses[1].1.contains("is missing"), "{:?}", statuses[1]);
+    assert!(statuses[3].1.contains("exceeds"), "{:?}", statuses[3]);
     let (status, body) = broker.get("/api/studies");
     assert_eq!(status, 200);
     assert_eq!(body.trim(), "[]", "nothing stored");

@@ -487,8 +487,18 @@ pub async fn store<R: AsyncRead + Unpin>(
     association: &mut Association,
     sop_class_uid: &str,
     sop_instance_uid: &str,
-    mut data: R,
+    data: R,
 ) -> Result<Status, NetError> {
+    Ok(store_with_detail(association, sop_class_uid, sop_instance_uid, data).await?.0)
+}
+
+/// [`store`] with the response's status detail (Error Comment, Offending Element).
+pub async fn store_with_detail<R: AsyncRead + Unpin>(
+    association: &mut Association,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    mut data: R,
+) -> Result<(Status, StatusDetail), NetError> {
     let pc_id = context_id(association, sop_class_uid)?;
     let message_id = association.next_message_id();
     let request = CStoreRq {
@@ -527,7 +537,7 @@ pub async fn store<R: AsyncRead + Unpin>(
         Incoming::Command { command: Command::CStoreRsp(response), .. }
             if response.message_id_being_responded_to == message_id =>
         {
-            Ok(response.status)
+            Ok((response.status, response.detail))
         }
         other => Err(unexpected(association, other, "while waiting for a C-STORE-RSP").await),
     }

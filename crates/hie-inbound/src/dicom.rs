@@ -298,3 +298,34 @@ async fn store_arrival(
 
 /// PS3.4 B.2.3: "Error: Cannot understand" (C000 to CFFF); we use the first code.
 const CANNOT_UNDERSTAND: Status = Status(0xC000);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(allowed: &[&str]) -> ListenerConfig {
+        ListenerConfig {
+            ae_title: "HIE_EDGE".to_owned(),
+            allowed_calling_ae_titles: allowed.iter().map(|ae| (*ae).to_owned()).collect(),
+            max_associations: 0,
+            association_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(7),
+            quiet_period: Duration::from_secs(1),
+            max_header_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn the_policy_follows_the_dicom_section_and_refuses_unreadable_syntaxes() {
+        let open = policy(&config(&[]));
+        assert_eq!(open.ae_title, "HIE_EDGE");
+        assert_eq!(open.allowed_calling_ae_titles, None, "an empty list lets any calling AE in");
+        assert_eq!(open.max_associations, 1, "at least one association");
+        assert_eq!(open.timeouts, ServerTimeouts { association: Duration::from_secs(5), idle: Duration::from_secs(7) });
+        for ts in ["1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"] {
+            assert!(open.refused_transfer_syntaxes.iter().any(|refused| refused == ts), "{ts}");
+        }
+        let closed = policy(&config(&["CT1", "PACS"]));
+        assert_eq!(closed.allowed_calling_ae_titles, Some(vec!["CT1".to_owned(), "PACS".to_owned()]));
+    }
+}

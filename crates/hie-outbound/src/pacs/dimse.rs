@@ -192,13 +192,15 @@ impl DimsePacs {
                         let identifier = image_identifier(study, Some(series), &[sop], &[]);
                         let result = self.fetch_chunk(&identifier, 1, transfer_syntaxes, sink).await;
                         if !sink.taken().contains(sop) {
-                            failures.insert(sop.to_owned(), self.failure_reason(&result));
+                            let reason = sink.refusal(sop).unwrap_or_else(|| self.failure_reason(&result));
+                            failures.insert(sop.to_owned(), reason);
                         }
                     }
                     continue;
                 }
                 for sop in missing {
-                    failures.entry(sop.to_owned()).or_insert_with(|| reason.clone());
+                    let reason = sink.refusal(sop).unwrap_or_else(|| reason.clone());
+                    failures.entry(sop.to_owned()).or_insert(reason);
                 }
             }
         }
@@ -591,6 +593,8 @@ trait Collect: StoreSink {
     fn start_attempt(&mut self);
     /// Whether an instance began during this attempt (then it is not retried).
     fn begun(&self) -> bool;
+    /// Why this sink refused the instance, if it did.
+    fn refusal(&self, sop_instance_uid: &str) -> Option<String>;
 }
 
 /// Streams instances into the caller's channel as [`RetrieveEvent`]s.
@@ -602,6 +606,7 @@ struct ChannelSink<'a> {
     sent: Vec<String>,
     begun: bool,
     comment: Option<String>,
+    refusals: BTreeMap<String, String>,
 }
 
 impl<'a> ChannelSink<'a> {
@@ -614,6 +619,7 @@ impl<'a> ChannelSink<'a> {
             sent: Vec::new(),
             begun: false,
             comment: None,
+            refusals: BTreeMap::new(),
         }
     }
 
@@ -631,7 +637,9 @@ impl StoreSink for ChannelSink<'_> {
         // among the PACS's, so the caller's wish is checked here; nothing is transcoded.
         let transfer_syntax = instance.transfer_syntax_uid.trim_end_matches('\0');
         if !self.transfer_syntaxes.iter().any(|ts| ts == transfer_syntax) {
-            self.comment = Some(format!("transfer syntax {transfer_syntax} was not asked for"));
+            let why = format!("sent in transfer syntax {transfer_syntax}, which was not asked for");
+            self.refusals.insert(instance.sop_instance_uid.clone(), why.clone());
+            self.comment = Some(why);
             return Err(Status::UNABLE_TO_PROCESS);
         }
         let begin = RetrieveEvent::Begin {
@@ -693,6 +701,10 @@ impl Collect for ChannelSink<'_> {
     fn begun(&self) -> bool {
         self.begun
     }
+
+    fn refusal(&self, sop_instance_uid: &str) -> Option<String> {
+        self.refusals.get(sop_instance_uid).cloned()
+    }
 }
 
 /// Keeps each instance's header (up to Pixel Data) and adds it to the evidence.
@@ -703,44 +715,59 @@ struct HeaderSink<'a> {
     taken: BTreeSet<String>,
     begun: bool,
     comment: Option<String>,
+    refusals: BTreeMap<String, String>,
 }
 
 impl<'a> HeaderSink<'a> {
     fn new(builder: &'a mut StudyEvidenceBuilder, source_ae_title: &'a str) -> HeaderSink<'a> {
-        HeaderSink { builder, source_ae_title, collector: None, taken: BTreeSet::new(), begun: false, comment: None }
+        HeaderSink {
+            builder,
+            source_ae_title,
+            collector: None,
+            taken: BTreeSet::new(),
+            begun: false,
+            comment: None,
+            refusals: BTreeMap::new(),
+        }
+    }
+
+    /// Refuses the instance `sop_instance_uid` with `status` because of `why`.
+    fn refuse(&mut self, sop_instance_uid: &str, status: Status, why: String) -> Status {
+        self.refusals.insert(sop_instance_uid.to_owned(), why.clone());
+        self.comment = Some(why);
+        self.collector = None;
+        status
     }
 }
 
 impl StoreSink for HeaderSink<'_> {
     async fn begin(&mut self, instance: &InstanceInfo) -> Result<(), Status> {
         self.begun = true;
-        let collector =
-            HeaderCollector::new(&instance.transfer_syntax_uid, hie_dicom_net::header::DEFAULT_MAX_HEADER_BYTES)
-                .map_err(|error| {
-                    self.comment = Some(error.to_string());
-                    Status::UNABLE_TO_PROCESS
-                })?;
-        self.collector = Some((instance.clone(), collector));
-        Ok(())
+        match HeaderCollector::new(&instance.transfer_syntax_uid, hie_dicom_net::header::DEFAULT_MAX_HEADER_BYTES) {
+            Ok(collector) => {
+                self.collector = Some((instance.clone(), collector));
+                Ok(())
+            }
+            Err(error) => Err(self.refuse(&instance.sop_instance_uid, Status::UNABLE_TO_PROCESS, error.to_string())),
+        }
     }
 
     async fn data(&mut self, fragment: Bytes) -> Result<(), Status> {
-        let Some((_, collector)) = self.collector.as_mut() else { return Err(Status::UNABLE_TO_PROCESS) };
-        collector.push(&fragment).map_err(|error| {
-            self.comment = Some(error.to_string());
-            self.collector = None;
-            Status::OUT_OF_RESOURCES
-        })
+        let Some((instance, collector)) = self.collector.as_mut() else { return Err(Status::UNABLE_TO_PROCESS) };
+        match collector.push(&fragment) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let sop_instance_uid = instance.sop_instance_uid.clone();
+                Err(self.refuse(&sop_instance_uid, Status::OUT_OF_RESOURCES, error.to_string()))
+            }
+        }
     }
 
     async fn end(&mut self) -> Status {
         let Some((instance, collector)) = self.collector.take() else { return Status::UNABLE_TO_PROCESS };
         let prefix = match collector.finish() {
             Ok(prefix) => prefix,
-            Err(error) => {
-                self.comment = Some(error.to_string());
-                return Status::UNABLE_TO_PROCESS;
-            }
+            Err(error) => return self.refuse(&instance.sop_instance_uid, Status::UNABLE_TO_PROCESS, error.to_string()),
         };
         let identity = MetaIdentity {
             sop_class_uid: &instance.sop_class_uid,
@@ -753,10 +780,7 @@ impl StoreSink for HeaderSink<'_> {
                 self.taken.insert(instance.sop_instance_uid);
                 Status::SUCCESS
             }
-            Err(error) => {
-                self.comment = Some(error.to_string());
-                Status::UNABLE_TO_PROCESS
-            }
+            Err(error) => self.refuse(&instance.sop_instance_uid, Status::UNABLE_TO_PROCESS, error.to_string()),
         }
     }
 
@@ -780,6 +804,10 @@ impl Collect for HeaderSink<'_> {
 
     fn begun(&self) -> bool {
         self.begun
+    }
+
+    fn refusal(&self, sop_instance_uid: &str) -> Option<String> {
+        self.refusals.get(sop_instance_uid).cloned()
     }
 }
 
