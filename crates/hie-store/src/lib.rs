@@ -12,9 +12,11 @@
 //! - [`outbox`]: the durable outbox (enqueue in the caller's transaction, leased claims, backoff).
 //! - [`studies`]: study readiness (triggers, quiet period, leased builds), manifest versions, and
 //!   the instance headers the DICOM listener received.
+//! - [`refregistry`]: the tables of the built-in reference XDS registry and repository (`reg_*`).
 
 pub mod outbox;
 pub mod patients;
+pub mod refregistry;
 pub mod studies;
 
 use std::str::FromStr;
