@@ -606,6 +606,16 @@ pub async fn put_repository_document(tx: &mut Tx<'_>, row: &RepositoryDocumentRo
     Ok(PutDocument::Stored)
 }
 
+/// Whether an error means the database was busy (a pool that handed out no connection in time,
+/// a locked SQLite file): the operation may succeed later.
+pub fn is_busy(error: &StoreError) -> bool {
+    match error {
+        StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+        StoreError::Database(sqlx::Error::Database(database)) => database.message().contains("database is locked"),
+        _ => false,
+    }
+}
+
 impl Store {
     /// A known patient (read pool).
     pub async fn reg_patient(&self, patient_id: &str) -> Result<Option<RegPatient>, StoreError> {
