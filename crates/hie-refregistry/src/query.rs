@@ -71,11 +71,10 @@ impl Query<'_> {
     }
 
     async fn find_documents(&self, params: &Params<'_>) -> Result<Vec<RegistryObject>, Failure> {
-        let Some(patient_id) = self.patient(params, "$XDSDocumentEntryPatientId")? else {
-            return Ok(Vec::new());
-        };
+        // Every parameter is checked before a patient of another domain ends the query.
+        let patient_id = self.patient(params, "$XDSDocumentEntryPatientId")?;
         let filter = DocumentFilter {
-            patient_id,
+            patient_id: patient_id.clone().unwrap_or_default(),
             statuses: params.required_list("$XDSDocumentEntryStatus")?,
             object_types: params.list("$XDSDocumentEntryType"),
             class_codes: params.codes("$XDSDocumentEntryClassCode")?,
@@ -92,17 +91,18 @@ impl Query<'_> {
             service_stop_time: params
                 .range("$XDSDocumentEntryServiceStopTimeFrom", "$XDSDocumentEntryServiceStopTimeTo")?,
         };
+        if patient_id.is_none() {
+            return Ok(Vec::new());
+        }
         let rows = self.registry.store.reg_find_documents(&filter, self.max_results() + 1).await?;
         self.cap(rows.len())?;
         self.documents(&rows)
     }
 
     async fn find_submission_sets(&self, params: &Params<'_>) -> Result<Vec<RegistryObject>, Failure> {
-        let Some(patient_id) = self.patient(params, "$XDSSubmissionSetPatientId")? else {
-            return Ok(Vec::new());
-        };
+        let patient_id = self.patient(params, "$XDSSubmissionSetPatientId")?;
         let filter = SubmissionSetFilter {
-            patient_id,
+            patient_id: patient_id.clone().unwrap_or_default(),
             statuses: params.required_list("$XDSSubmissionSetStatus")?,
             source_ids: params.list("$XDSSubmissionSetSourceId"),
             content_type_codes: params.codes("$XDSSubmissionSetContentType")?,
@@ -110,6 +110,9 @@ impl Query<'_> {
             submission_time: params
                 .range("$XDSSubmissionSetSubmissionTimeFrom", "$XDSSubmissionSetSubmissionTimeTo")?,
         };
+        if patient_id.is_none() {
+            return Ok(Vec::new());
+        }
         let rows = self.registry.store.reg_find_submission_sets(&filter, self.max_results() + 1).await?;
         self.cap(rows.len())?;
         rows.iter()

@@ -120,13 +120,14 @@ pub async fn query(harness: &Harness, request: &AdhocQueryRequest) -> AdhocQuery
     harness.soap(REGISTRY_PATH, actions::ITI18_REQUEST, request).await.xds()
 }
 
-pub fn stored_query(id: &str, return_type: ReturnType, parameters: &[(&str, &[&str])]) -> AdhocQueryRequest {
+/// A stored query; each parameter is one Slot with one Value (lists are written `('a','b')`).
+pub fn stored_query(id: &str, return_type: ReturnType, parameters: &[(&str, &str)]) -> AdhocQueryRequest {
     AdhocQueryRequest {
         query_id: id.to_owned(),
         home: None,
         return_type,
         return_composed_objects: true,
-        parameters: parameters.iter().map(|(name, values)| hie_xds::ebrim::Slot::new(name, values)).collect(),
+        parameters: parameters.iter().map(|(name, value)| hie_xds::ebrim::Slot::new(name, &[value])).collect(),
     }
 }
 
