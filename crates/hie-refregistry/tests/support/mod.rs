@@ -44,6 +44,7 @@ pub struct Harness {
     pub http: SocketAddr,
     pub mllp: SocketAddr,
     pub authority: String,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -79,7 +80,8 @@ impl Harness {
         let mllp = mllp_listener.local_addr().unwrap();
         let feed = registry.clone();
         tokio::spawn(async move { feed.serve_feed(mllp_listener, watcher).await });
-        Harness { registry, store, engine, http, mllp, authority, shutdown }
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        Harness { registry, store, engine, http, mllp, authority, client, shutdown }
     }
 
     /// `id^^^&<authority>&ISO`.
@@ -120,12 +122,12 @@ impl Harness {
 
     /// POSTs `body` to `path`.
     pub async fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> HttpAnswer {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let request = hyper::Request::post(format!("http://{}{path}", self.http))
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))
             .unwrap();
-        let response = tokio::time::timeout(PEER_TIMEOUT, client.request(request)).await.expect("timeout").unwrap();
+        let response =
+            tokio::time::timeout(PEER_TIMEOUT, self.client.request(request)).await.expect("timeout").unwrap();
         let status = response.status().as_u16();
         let content_type = response
             .headers()
