@@ -38,6 +38,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::Inner;
 use crate::ids;
+use crate::metadata::patient_lock_key;
 
 /// Serves the feed on `listener` until `shutdown` turns true.
 pub(crate) async fn serve(registry: Arc<Inner>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
@@ -174,36 +175,44 @@ async fn apply(registry: &Inner, message: &AdtMessage) -> Result<String, StoreEr
             })
             .map(|cx| ids::patient_key(&cx.id, authority))
     };
-    let mut refusal = None;
-    let mut merges = Vec::new();
+    // First the ids each group names, then the locks on all of them (one sorted set, so two
+    // feeds cannot deadlock; a registration for a subsumed patient waits), then the checks.
+    let mut pairs = Vec::new();
     let mut registrations = Vec::new();
     for group in &message.groups {
         let surviving = in_domain(&group.pid.identifiers);
         match (message.event.kind(), &group.mrg) {
             (AdtKind::Merge, Some(mrg)) => {
-                let (Some(surviving), Some(subsumed)) = (surviving, in_domain(&mrg.prior_identifiers)) else {
-                    continue;
-                };
-                if surviving == subsumed {
-                    refusal = Some(Hl7Error::new(
-                        ErrorCode::DuplicateKey,
-                        Location::new("MRG", group.pid_index, 1, 1),
-                        "MRG-1 names the same patient as PID-3",
-                    ));
-                    break;
+                if let (Some(surviving), Some(subsumed)) = (surviving, in_domain(&mrg.prior_identifiers)) {
+                    pairs.push((group.pid_index, subsumed, surviving));
                 }
-                let survivor = refregistry::patient(&mut tx, &surviving).await?;
-                if survivor.is_some_and(|patient| patient.merged_into.is_some()) {
-                    refusal = Some(Hl7Error::new(
-                        ErrorCode::DuplicateKey,
-                        Location::new("PID", group.pid_index, 3, 1),
-                        "the PID-3 patient was itself merged into another",
-                    ));
-                    break;
-                }
-                merges.push((subsumed, surviving));
             }
             _ => registrations.extend(surviving),
+        }
+    }
+    let keys: Vec<String> = pairs
+        .iter()
+        .flat_map(|(_, subsumed, surviving)| [patient_lock_key(subsumed), patient_lock_key(surviving)])
+        .collect();
+    refregistry::lock_keys(&mut tx, &keys).await?;
+    let mut refusal = None;
+    for (pid_index, subsumed, surviving) in &pairs {
+        if surviving == subsumed {
+            refusal = Some(Hl7Error::new(
+                ErrorCode::DuplicateKey,
+                Location::new("MRG", *pid_index, 1, 1),
+                "MRG-1 names the same patient as PID-3",
+            ));
+            break;
+        }
+        let survivor = refregistry::patient(&mut tx, surviving).await?;
+        if survivor.is_some_and(|patient| patient.merged_into.is_some()) {
+            refusal = Some(Hl7Error::new(
+                ErrorCode::DuplicateKey,
+                Location::new("PID", *pid_index, 3, 1),
+                "the PID-3 patient was itself merged into another",
+            ));
+            break;
         }
     }
     let code = if refusal.is_some() { AckCode::AE } else { AckCode::AA };
@@ -211,7 +220,7 @@ async fn apply(registry: &Inner, message: &AdtMessage) -> Result<String, StoreEr
         for patient_id in &registrations {
             refregistry::register_patient(&mut tx, patient_id, now).await?;
         }
-        for (subsumed, surviving) in &merges {
+        for (_, subsumed, surviving) in &pairs {
             let moved = refregistry::merge_patient(&mut tx, subsumed, surviving, now).await?;
             tracing::info!(moved, "registry feed merge applied");
         }

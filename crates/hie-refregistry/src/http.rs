@@ -8,10 +8,11 @@
 //! MustUnderstand, Sender with wsa:ActionNotSupported or wsa:MessageAddressingHeaderRequired);
 //! a body larger than the cap is HTTP 413 before anything is parsed.
 //!
-//! Answers carry the response action and RelatesTo the request's MessageID. An ITI-43 answer is
-//! always MTOM/XOP with the documents as attachments (ITI TF-2b 3.43.5); every other answer is
-//! MTOM when its request was (the web services rules of ITI TF-2x V.3.6 leave the choice to the
-//! request's packaging, as Axis2's "optional" MTOM does), plain SOAP 1.2 otherwise.
+//! Answers carry the response action and RelatesTo the request's MessageID. The response has the
+//! request's format, the rule the XDS.b profile set (IHE wiki "XDS.b Implementation", MTOM/XOP vs
+//! simple SOAP): an MTOM request (ITI-41 always is, ITI TF-2b 3.41.5) gets an MTOM answer, a plain
+//! one a plain answer; and an ITI-43 answer is always MTOM/XOP with the documents as attachments
+//! (ITI TF-2b 3.43.5), whatever the request's packaging.
 
 use std::convert::Infallible;
 use std::sync::Arc;

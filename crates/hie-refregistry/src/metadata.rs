@@ -101,7 +101,8 @@ impl Plan {
 
     /// The uniqueIds and existing entryUUIDs this plan's checks depend on (advisory lock keys).
     pub fn lock_keys(&self) -> Vec<String> {
-        let mut keys = vec![format!("uid:{}", self.submission_set.unique_id)];
+        // The patient too: a merge (ITI-8 A40) moving its metadata must not interleave.
+        let mut keys = vec![format!("uid:{}", self.submission_set.unique_id), patient_lock_key(&self.patient_id)];
         keys.extend(self.documents.iter().map(|document| format!("uid:{}", document.row.unique_id)));
         keys.extend(
             self.documents
@@ -120,6 +121,11 @@ impl Plan {
         }
         keys
     }
+}
+
+/// The advisory lock key of a patient (PostgreSQL), shared by registrations and merges.
+pub(crate) fn patient_lock_key(patient_id: &str) -> String {
+    format!("pat:{patient_id}")
 }
 
 /// Checks a submission and plans what to store. `now_dtm` is the registry's clock as DTM (UTC),

@@ -5,8 +5,9 @@
 //! Parameters follow ITI TF-2a 3.18.4.1.2.3: values are quoted strings or numbers, lists in
 //! parentheses; a parameter given as several Slots is AND-ed (eventCodeList,
 //! confidentialityCode), the values of one Slot OR-ed. Coded values are `code^^scheme`, times DTM
-//! (`From` inclusive, `To` exclusive); authorPerson patterns use `%` and `_` as SQL LIKE does. A parameter the query does not define, a single-valued one
-//! given twice, a missing required one, and two parameters that exclude each other are refused.
+//! (`From` inclusive, `To` exclusive); authorPerson patterns use `%` and `_` as SQL LIKE does.
+//! A parameter the query does not define, a single-valued one given twice, a missing required
+//! one, and two parameters that exclude each other are refused.
 //!
 //! A patientId of another affinity domain, or of no known patient, matches nothing (Success,
 //! empty); one that is not a CX is refused. More than `max_results` objects is XDSTooManyResults,

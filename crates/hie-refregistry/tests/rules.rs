@@ -453,3 +453,68 @@ async fn new_versions_need_the_latest_version_as_previous() {
         );
     }
 }
+
+#[tokio::test]
+async fn concurrent_submissions_of_one_unique_id_or_one_replacement_are_decided_one_at_a_time() {
+    for engine in ENGINES {
+        let harness = harness_with_patients(engine, &["P1"]).await;
+        let p1 = harness.patient("P1");
+        // Eight clients register uniqueId 1.2.1 at once, each with other bytes: one wins.
+        let attempts = (0..8).map(|client| {
+            let mut contender = entry("D", "1.2.1", &p1);
+            contender.hash = Some(hie_refregistry::sha1_hex(format!("bytes of client {client}").as_bytes()));
+            let request = submission(&format!("1.9.{client}"), &p1, vec![contender]);
+            let harness = &harness;
+            async move { register(harness, &request).await }
+        });
+        let responses = futures::future::join_all(attempts).await;
+        let successes = responses.iter().filter(|response| response.status == ResponseStatus::Success).count();
+        assert_eq!(successes, 1, "{engine:?}: {responses:#?}");
+        for response in responses.iter().filter(|response| response.status != ResponseStatus::Success) {
+            assert_refused(response, ErrorCode::XdsNonIdenticalHash);
+        }
+        // Eight replacements of one original at once: one deprecates it, the others find it Deprecated.
+        let original =
+            harness.store.reg_documents_by_unique_id(&["1.2.1".to_owned()]).await.unwrap()[0].entry_uuid.clone();
+        let attempts = (0..8).map(|client| {
+            let request =
+                replacement(&format!("1.9.{}", 100 + client), &p1, &format!("1.2.{}", 100 + client), &original);
+            let harness = &harness;
+            async move { register(harness, &request).await }
+        });
+        let responses = futures::future::join_all(attempts).await;
+        let successes = responses.iter().filter(|response| response.status == ResponseStatus::Success).count();
+        assert_eq!(successes, 1, "{engine:?}: {responses:#?}");
+        for response in responses.iter().filter(|response| response.status != ResponseStatus::Success) {
+            assert_refused(response, ErrorCode::XdsRegistryDeprecatedDocumentError);
+        }
+        assert_eq!(harness.counts().await.documents, 2, "{engine:?}: the first entry and one replacement");
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_answer_is_a_duplicate_that_a_query_resolves() {
+    // reliability-security R5: the submission was registered, its answer lost; the retry reuses
+    // the uniqueIds, gets XDSDuplicateUniqueIdInRegistry, and ITI-18 shows the first one landed.
+    for engine in ENGINES {
+        let harness = harness_with_patients(engine, &["P1"]).await;
+        let p1 = harness.patient("P1");
+        let request = provide(submission("1.9.1", &p1, vec![entry("D", "1.2.1", &p1)]));
+        assert_success(&provide_and_register(&harness, &request).await);
+        let before = harness.counts().await;
+        let retry = provide_and_register(&harness, &request).await;
+        assert_refused(&retry, ErrorCode::XdsDuplicateUniqueIdInRegistry);
+        assert_eq!(ErrorCode::XdsDuplicateUniqueIdInRegistry.retry_class(), hie_xds::RetryClass::VerifyByQuery);
+        assert_eq!(harness.counts().await, before, "{engine:?}: exactly one SubmissionSet");
+        let contents = query(
+            &harness,
+            &stored_query(
+                QUERY_GET_SUBMISSION_SET_AND_CONTENTS,
+                hie_xds::messages::ReturnType::ObjectRef,
+                &[("$XDSSubmissionSetUniqueId", "'1.9.1'")],
+            ),
+        )
+        .await;
+        assert_eq!(contents.objects.len(), 3, "{engine:?}: the set, its entry and their HasMember");
+    }
+}
