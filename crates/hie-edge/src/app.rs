@@ -92,8 +92,19 @@ impl App {
         let move_router = MoveRouter::new();
         let study_waker =
             start_manifests(&config, &store, publish_hook, &move_router, &shutdown_rx, &mut tasks).await?;
+        let builtin = builtin_registry(&config, registry.as_ref(), &store)?;
+        if let (Some(builtin), Some(registry)) = (&builtin, &registry)
+            && let Some(feed) = &registry.feed
+        {
+            let listener = TcpListener::bind(feed.as_str())
+                .await
+                .with_context(|| format!("binding the built-in registry's identity feed {feed}"))?;
+            let builtin = builtin.clone();
+            let shutdown = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move { builtin.serve_feed(listener, shutdown).await }));
+        }
         if let Some(https) = https {
-            let router = https_router(&config, &store);
+            let router = https_router(builtin.as_ref());
             let stats = Arc::new(hie_tls::HttpsStats::new());
             tasks.push(tokio::spawn(https.tls.clone().watch(TLS_RELOAD_POLL, shutdown_rx.clone())));
             tasks.push(tokio::spawn(hie_tls::serve_https(
@@ -322,9 +333,46 @@ fn ensure_dev_pki(tls: &hie_tls::ServerTlsSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the HTTPS listener serves.
-fn https_router(_config: &Config, _store: &Store) -> axum::Router {
-    axum::Router::new()
+/// What the HTTPS listener serves: the built-in registry and repository when configured.
+fn https_router(builtin: Option<&hie_refregistry::RefRegistry>) -> axum::Router {
+    let mut router = axum::Router::new();
+    if let Some(builtin) = builtin {
+        router = router.merge(builtin.router());
+    }
+    router
+}
+
+/// `[registry] kind = "builtin"`: the reference registry and repository, on the broker's store.
+fn builtin_registry(
+    config: &Config,
+    registry: Option<&crate::config::RegistryConfig>,
+    store: &Store,
+) -> anyhow::Result<Option<hie_refregistry::RefRegistry>> {
+    let Some(registry) = registry.filter(|registry| registry.kind == RegistryKind::Builtin) else {
+        return Ok(None);
+    };
+    // In register mode the broker is the repository; the built-in one stores nothing then.
+    let repository_unique_id = registry
+        .builtin_repository_unique_id
+        .clone()
+        .or_else(|| config.node.repository_unique_id.clone())
+        .context("the built-in repository needs registry.builtin_repository_unique_id")?;
+    let mut builtin_config = hie_refregistry::RefRegistryConfig::new(
+        repository_unique_id,
+        config.affinity_domain.patient_id_authority().clone(),
+    );
+    builtin_config.home_community_id = config
+        .profile
+        .as_ref()
+        .and_then(|profile| profile.home_community_id.as_deref())
+        .and_then(|home| home.strip_prefix("urn:oid:"))
+        .and_then(|oid| hie_core::Oid::parse(oid).ok());
+    builtin_config.feed.application = registry.feed_receiving_application.clone();
+    builtin_config.feed.facility = registry.feed_receiving_facility.clone();
+    builtin_config.feed.max_frame_bytes = config.hl7.max_frame_bytes;
+    let builtin = hie_refregistry::RefRegistry::new(store.clone(), builtin_config).context("the built-in registry")?;
+    tracing::info!(registry = %registry.registry_url, repository = %registry.repository_url, "built-in registry on");
+    Ok(Some(builtin))
 }
 
 /// One deliverer per outbox topic: the identity feed and, when publishing, registry submissions.

@@ -13,9 +13,11 @@
 //! - [`studies`]: study readiness (triggers, quiet period, leased builds), manifest versions, and
 //!   the instance headers the DICOM listener received.
 //! - [`submissions`]: registry submissions (publish, deprecate) with their state and last exchange.
+//! - [`refregistry`]: the tables of the built-in reference XDS registry and repository (`reg_*`).
 
 pub mod outbox;
 pub mod patients;
+pub mod refregistry;
 pub mod studies;
 pub mod submissions;
 
