@@ -99,14 +99,19 @@ pub fn key_attributes(path: &Path) -> Vec<(&'static str, String)> {
 pub fn expected_manifest(study: &FixtureStudy) -> (BTreeSet<Reference>, Vec<(&'static str, String)>) {
     let images = study.images();
     let from_images = references_of(&images);
-    match study.kos() {
+    let expected = match study.kos() {
         Some(kos) => {
             let fixture = referenced(&kos);
             assert_eq!(fixture, from_images, "{}: the fixture KOS references the fixture images", study.name);
             (fixture, key_attributes(&kos))
         }
         None => (from_images, key_attributes(&images[0])),
+    };
+    for name in ["PatientID", "PatientName", "StudyInstanceUID", "StudyDate"] {
+        let value = expected.1.iter().find(|(key, _)| *key == name).map(|(_, value)| value.as_str());
+        assert!(value.is_some_and(|value| !value.is_empty()), "{}: the fixture has a {name}", study.name);
     }
+    expected
 }
 
 /// The split of a study's images by series, in Series Instance UID order.

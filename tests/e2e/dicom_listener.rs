@@ -19,7 +19,7 @@ use crate::dicom_common::{
 
 const MODALITY: &str = "MODALITY";
 /// Long enough to see the study pending after storescu returns, short enough for a test.
-const QUIET_SECS: &str = "2";
+const QUIET_SECS: &str = "3";
 const BUILT_WITHIN: Duration = Duration::from_secs(60);
 
 /// A broker that takes C-STOREs from `MODALITY` only and builds manifests from what it

@@ -175,7 +175,7 @@ impl DimsePacs {
                 }
                 let identifier = image_identifier(study, Some(series), chunk, &[]);
                 let result = self.fetch_chunk(&identifier, chunk.len(), transfer_syntaxes, sink).await;
-                let answered = result.as_ref().is_ok_and(|outcome| !outcome.cancelled);
+                let answered = result.as_ref().is_ok_and(|outcome| !outcome.cancelled) && !sink.is_cancelled();
                 let reason = self.failure_reason(&result);
                 if let Err(error) = result {
                     first_error.get_or_insert(error);
