@@ -228,14 +228,11 @@ impl StudyEvidenceBuilder {
         if sorts_first {
             self.patient_and_study = Some((series_key.clone(), instance_key.clone(), header.patient_and_study));
         }
-        let series = self
-            .series
-            .entry(series_key)
-            .or_insert_with(|| SeriesAccumulator {
-                modality: String::new(),
-                body_part_examined: String::new(),
-                instances: BTreeMap::new(),
-            });
+        let series = self.series.entry(series_key).or_insert_with(|| SeriesAccumulator {
+            modality: String::new(),
+            body_part_examined: String::new(),
+            instances: BTreeMap::new(),
+        });
         if series.modality.is_empty() {
             series.modality = header.series.modality;
         }

@@ -145,13 +145,20 @@ impl Store {
     pub async fn submissions_of(&self, study_instance_uid: &str) -> Result<Vec<SubmissionRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM submissions WHERE study_instance_uid = $1 ORDER BY id");
         let rows = on_pool!(self, |pool| {
-            sqlx::query_as::<_, SubmissionRow>(sqlx::AssertSqlSafe(sql)).bind(study_instance_uid).fetch_all(pool).await?
+            sqlx::query_as::<_, SubmissionRow>(sqlx::AssertSqlSafe(sql))
+                .bind(study_instance_uid)
+                .fetch_all(pool)
+                .await?
         });
         Ok(rows)
     }
 
     /// The latest submissions of any study, newest first.
-    pub async fn submissions_recent(&self, state: Option<&str>, limit: usize) -> Result<Vec<SubmissionRow>, StoreError> {
+    pub async fn submissions_recent(
+        &self,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SubmissionRow>, StoreError> {
         let sql =
             format!("SELECT {COLUMNS} FROM submissions WHERE ($1 IS NULL OR state = $1) ORDER BY id DESC LIMIT $2");
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -219,7 +226,9 @@ impl Store {
                 ("done", registry_entry_uuid, replaced_unique_id, note)
             }
             Ended::Failed => ("failed", None, None, None),
-            Ended::Superseded => ("superseded", None, None, Some("a newer version was queued before this one was sent")),
+            Ended::Superseded => {
+                ("superseded", None, None, Some("a newer version was queued before this one was sent"))
+            }
         };
         let mut tx = self.begin().await?;
         on_tx!(&mut tx, |conn| {

@@ -288,10 +288,10 @@ pub fn source_patient_cx(facts: &KosFacts, local: &hie_core::AssigningAuthority)
 }
 
 fn author(profile: &Profile) -> Option<Author> {
-    profile.author_institution.as_ref().map(|institution| Author {
-        institutions: vec![institution.clone()],
-        ..Author::default()
-    })
+    profile
+        .author_institution
+        .as_ref()
+        .map(|institution| Author { institutions: vec![institution.clone()], ..Author::default() })
 }
 
 fn code(code: &hie_core::profile::Code) -> Code {

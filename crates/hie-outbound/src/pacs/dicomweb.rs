@@ -143,7 +143,9 @@ impl Pacs for DicomWebPacs {
     }
 
     fn find_instances<'a>(&'a self, _instances: &'a [InstanceKey]) -> PacsFuture<'a, Vec<FoundInstance>> {
-        Box::pin(std::future::ready(Err(PacsError::Refused("DICOMweb instance lookup is not available yet".to_owned()))))
+        Box::pin(std::future::ready(Err(PacsError::Refused(
+            "DICOMweb instance lookup is not available yet".to_owned(),
+        ))))
     }
 
     fn retrieve<'a>(

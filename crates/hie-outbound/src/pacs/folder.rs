@@ -19,9 +19,9 @@ use std::sync::Arc;
 use hie_broker::ports::{
     FoundInstance, InstanceKey, Pacs, PacsError, PacsFuture, RetrieveEvent, RetrieveReport, StudySummary,
 };
-use tokio::sync::mpsc;
 use hie_kos::{StudyEvidence, StudyEvidenceBuilder, from_instance_header, read_instance_header};
 use tokio::sync::RwLock;
+use tokio::sync::mpsc;
 
 /// Deepest directory level walked below the root.
 pub const MAX_DEPTH: usize = 32;
