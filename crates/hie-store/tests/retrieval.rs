@@ -124,7 +124,7 @@ async fn only_the_current_registered_manifest_authorizes() {
         let publish_1 = submission(&store, study, 1, SubmissionKind::Publish, None).await;
         store.submission_finished(publish_1, DONE, now_micros()).await.unwrap();
         assert_eq!(authorized(&store, &all).await, ["1.2.40.1.1.1", "1.2.40.1.1.2", "1.2.40.1.2.1"], "{engine:?}");
-        assert_eq!(current(&store, &[&v1, "9.9.9"]).await, [v1.clone()], "{engine:?}");
+        assert_eq!(current(&store, &[&v1, "9.9.9"]).await, [v1.as_str()], "{engine:?}");
 
         // The SOP Instance UID under another series, or under another study, is not that instance.
         let misplaced =
@@ -143,11 +143,11 @@ async fn only_the_current_registered_manifest_authorizes() {
         assert_eq!(authorized(&store, &all).await, ["1.2.40.1.1.1", "1.2.40.1.1.2", "1.2.40.1.2.1"], "{engine:?}");
         // A failed version 2 leaves version 1 current.
         store.submission_finished(publish_2, Ended::Failed, now_micros()).await.unwrap();
-        assert_eq!(current(&store, &[&v1, &v2]).await, [v1.clone()], "{engine:?}");
+        assert_eq!(current(&store, &[&v1, &v2]).await, [v1.as_str()], "{engine:?}");
         // Once version 2 is registered, it replaces version 1.
         submission(&store, study, 2, SubmissionKind::Publish, Some(DONE)).await;
         assert_eq!(authorized(&store, &all).await, ["1.2.40.1.1.1", "1.2.40.1.1.2", "1.2.40.1.1.5"], "{engine:?}");
-        assert_eq!(current(&store, &[&v1, &v2]).await, [v2.clone()], "{engine:?}");
+        assert_eq!(current(&store, &[&v1, &v2]).await, [v2.as_str()], "{engine:?}");
 
         // A queued deprecation changes nothing; a done one withdraws the study.
         submission(&store, study, 2, SubmissionKind::Deprecate, None).await;
