@@ -302,7 +302,7 @@ impl Pacs for FolderAdapter {
                     continue;
                 };
                 let stored = found.stored_transfer_syntax_uid.clone().unwrap_or_default();
-                if !transfer_syntaxes.is_empty() && !transfer_syntaxes.iter().any(|wanted| *wanted == stored) {
+                if !transfer_syntaxes.is_empty() && !transfer_syntaxes.contains(&stored) {
                     // A folder holds one encoding of each file; converting is not ours to do.
                     report.failed.push((key.sop_instance_uid.clone(), format!("stored in {stored}, not requested")));
                     continue;
