@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use hie_core::AffinityDomain;
 use hie_core::profile::Profile;
-use hie_kos::UidSource;
 use hie_store::submissions::{self, NewSubmission, SubmissionKind};
 use hie_store::{Store, StoreError, Tx};
 use hie_xds::RetryClass;
@@ -44,18 +43,19 @@ pub struct PublishConfig {
 }
 
 /// Queues the publication of a manifest version in the caller's transaction (the one that
-/// records the version). Draws the submission's identifiers from `uids` (SubmissionSet uniqueId)
-/// and random UUIDs (entryUUIDs).
+/// records the version), under `submission_set_unique_id` (an OID drawn for it); the entryUUIDs
+/// are drawn here.
 pub async fn enqueue_publication(
     tx: &mut Tx<'_>,
     study_instance_uid: &str,
     version: i64,
     document_unique_id: &str,
     key: &str,
-    uids: &mut impl UidSource,
+    submission_set_unique_id: &str,
     now: i64,
 ) -> Result<i64, StoreError> {
-    enqueue(tx, SubmissionKind::Publish, study_instance_uid, version, document_unique_id, key, uids, now).await
+    let kind = SubmissionKind::Publish;
+    enqueue(tx, kind, study_instance_uid, version, document_unique_id, key, submission_set_unique_id, now).await
 }
 
 /// Queues the deprecation of a study's published manifest (the study is gone from the PACS). The
@@ -67,10 +67,11 @@ pub async fn enqueue_deprecation(
     version: i64,
     document_unique_id: &str,
     key: &str,
-    uids: &mut impl UidSource,
+    submission_set_unique_id: &str,
     now: i64,
 ) -> Result<i64, StoreError> {
-    enqueue(tx, SubmissionKind::Deprecate, study_instance_uid, version, document_unique_id, key, uids, now).await
+    let kind = SubmissionKind::Deprecate;
+    enqueue(tx, kind, study_instance_uid, version, document_unique_id, key, submission_set_unique_id, now).await
 }
 
 #[allow(clippy::too_many_arguments)] // reason: two public wrappers pass everything through
@@ -81,19 +82,18 @@ async fn enqueue(
     version: i64,
     document_unique_id: &str,
     key: &str,
-    uids: &mut impl UidSource,
+    submission_set_unique_id: &str,
     now: i64,
 ) -> Result<i64, StoreError> {
     let document_entry_uuid = urn_uuid();
     let submission_set_uuid = urn_uuid();
-    let submission_set_unique_id = uids.next_uid();
     let submission = NewSubmission {
         study_instance_uid,
         manifest_version: version,
         kind,
         document_unique_id,
         document_entry_uuid: &document_entry_uuid,
-        submission_set_unique_id: &submission_set_unique_id,
+        submission_set_unique_id,
         submission_set_uuid: &submission_set_uuid,
         key,
     };

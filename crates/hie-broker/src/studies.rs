@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, watch};
 
 use crate::ports::{Pacs, PacsError, StudySummary};
+use crate::publish;
 
 /// Where a manifest's evidence comes from (`[dicom] evidence`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,17 @@ pub struct StudyConfig {
     pub concurrency: usize,
     /// Who we are in leases (the node name).
     pub owner: String,
+    /// When publishing is on: every new version is queued for the registry, and a study gone
+    /// from the PACS queued for deprecation, in the transaction that records it.
+    pub publish: Option<PublishHook>,
+}
+
+/// What the scheduler needs to queue submissions.
+#[derive(Debug, Clone)]
+pub struct PublishHook {
+    pub domain: hie_core::AffinityDomain,
+    /// Woken after a commit that queued a submission.
+    pub outbox_waker: Arc<Notify>,
 }
 
 /// What building one claimed study came to.
@@ -177,9 +189,7 @@ impl StudyScheduler {
         };
         let result = match evidence {
             Ok(evidence) => self.record(claim, &evidence).await,
-            Err(PacsError::UnknownStudy(_)) if claim.manifest_version > 0 => {
-                self.finish(claim, Finish::Gone).await.map(|recorded| recorded.then_some(BuildOutcome::Gone))
-            }
+            Err(PacsError::UnknownStudy(_)) if claim.manifest_version > 0 => self.gone(claim).await,
             Err(error) => self.retry_or_fail(claim, &error.to_string()).await,
         };
         let outcome = match result {
@@ -262,8 +272,74 @@ impl StudyScheduler {
             return Ok(None);
         }
         studies::record_manifest(&mut tx, &manifest, now).await?;
+        if let Some(hook) = &self.config.publish {
+            let key = self.ordering_key(hook, &bytes, study).await?;
+            let submission_set_unique_id = self.draw_uid();
+            publish::enqueue_publication(
+                &mut tx,
+                study,
+                version,
+                &sop_instance_uid,
+                &key,
+                &submission_set_unique_id,
+                now,
+            )
+            .await?;
+        }
         tx.commit().await?;
+        if let Some(hook) = &self.config.publish {
+            hook.outbox_waker.notify_one();
+        }
         Ok(Some(BuildOutcome::NewVersion { version, n_instances }))
+    }
+
+    /// The PACS no longer holds a manifested study: `gone`, and (publishing on) its registered
+    /// manifest queued for deprecation in the same transaction.
+    async fn gone(&self, claim: &ClaimedStudy) -> Result<Option<BuildOutcome>, StoreError> {
+        let study = claim.study_instance_uid.as_str();
+        let now = now_micros();
+        let latest = match &self.config.publish {
+            Some(_) => self.store.latest_manifest(study).await?,
+            None => None,
+        };
+        let mut tx = self.store.begin().await?;
+        if !studies::finish_claim(&mut tx, claim, Finish::Gone, now).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        if let (Some(hook), Some((row, kos))) = (&self.config.publish, &latest) {
+            let key = self.ordering_key(hook, kos, study).await?;
+            let submission_set_unique_id = self.draw_uid();
+            publish::enqueue_deprecation(
+                &mut tx,
+                study,
+                row.version,
+                &row.sop_instance_uid,
+                &key,
+                &submission_set_unique_id,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if let Some(hook) = &self.config.publish {
+            hook.outbox_waker.notify_one();
+        }
+        Ok(Some(BuildOutcome::Gone))
+    }
+
+    /// The ordering key of the study's submissions (its patient's when known).
+    async fn ordering_key(&self, hook: &PublishHook, kos: &[u8], study: &str) -> Result<String, StoreError> {
+        match publish::metadata::kos_facts(kos) {
+            Ok(facts) => publish::ordering_key(&self.store, &hook.domain, &facts, study).await,
+            // Our own manifest always reads back; should it not, the study keys its submissions.
+            Err(_) => Ok(format!("study:{study}")),
+        }
+    }
+
+    fn draw_uid(&self) -> String {
+        // A poisoned lock only means another build panicked mid-draw; the counter is still good.
+        self.uids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next_uid()
     }
 
     async fn retry_or_fail(&self, claim: &ClaimedStudy, error: &str) -> Result<Option<BuildOutcome>, StoreError> {

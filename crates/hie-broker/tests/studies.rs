@@ -107,6 +107,7 @@ fn scheduler(store: &Store, pacs: Arc<FakePacs>, evidence: EvidenceSource, max_a
         },
         concurrency: 2,
         owner: "test".to_owned(),
+        publish: None,
     };
     StudyScheduler::new(store.clone(), pacs, config, settings()).unwrap()
 }

@@ -19,7 +19,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use hie_broker::publish::PublishConfig;
+use hie_outbound::feed::{FeedSettings, MllpFeed};
+use hie_outbound::publish::{Endpoints, XdsPublisher};
+use hie_outbound::registry::XdsClient;
+
+use crate::config::{Config, RegistryKind};
 
 /// A running broker.
 #[derive(Debug)]
@@ -27,6 +32,8 @@ pub struct App {
     /// Where the listeners are bound (useful when the config asked for port 0).
     pub hl7_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The HTTPS listener's address, when `[https] listen` is set.
+    pub https_addr: Option<SocketAddr>,
     store: Store,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -45,10 +52,20 @@ impl App {
             backoff_max: config.store.outbox_backoff_max,
             max_attempts: config.store.outbox_max_attempts,
         };
-        // Identity feeds are queued from this release on; the ITI-8 sender arrives with the
-        // registry configuration, until then they are acknowledged locally.
-        let deliverers: Vec<Arc<dyn Deliver>> =
-            vec![Arc::new(LogDeliverer::new(hie_broker::patients::IDENTITY_FEED_TOPIC))];
+        // The HTTPS listener is bound first: the built-in registry's endpoints are our own URLs.
+        let https = match &config.https {
+            Some(https) => Some(prepare_https(https).await?),
+            None => None,
+        };
+        let https_addr = https.as_ref().map(|https| https.address);
+        let registry = config.registry.clone().map(|mut registry| {
+            if let (RegistryKind::Builtin, Some(address)) = (registry.kind, https_addr) {
+                registry.registry_url = format!("https://{address}/xds/registry");
+                registry.repository_url = format!("https://{address}/xds/repository");
+            }
+            registry
+        });
+        let deliverers = deliverers(&config, registry.as_ref(), &store)?;
         let worker = OutboxWorker::new(store.clone(), deliverers, policy, config.node_name.clone());
         let outbox_waker = worker.waker();
 
@@ -59,10 +76,27 @@ impl App {
             answer_never_ack: config.hl7.answer_never_ack,
             max_batch: config.store.group_commit_max_batch,
         });
-        let (writer, writer_task) = AdtWriter::spawn(store.clone(), Arc::clone(&adt_config), outbox_waker);
+        let (writer, writer_task) = AdtWriter::spawn(store.clone(), Arc::clone(&adt_config), Arc::clone(&outbox_waker));
 
         let mut tasks = Vec::new();
-        let study_waker = start_manifests(&config, &store, &shutdown_rx, &mut tasks).await?;
+        let publish_hook = registry.as_ref().map(|_| hie_broker::studies::PublishHook {
+            domain: config.affinity_domain.clone(),
+            outbox_waker: Arc::clone(&outbox_waker),
+        });
+        let study_waker = start_manifests(&config, &store, publish_hook, &shutdown_rx, &mut tasks).await?;
+        if let Some(https) = https {
+            let router = https_router(&config, &store);
+            let stats = Arc::new(hie_tls::HttpsStats::new());
+            tasks.push(tokio::spawn(https.tls.clone().watch(TLS_RELOAD_POLL, shutdown_rx.clone())));
+            tasks.push(tokio::spawn(hie_tls::serve_https(
+                https.listener,
+                https.tls,
+                router,
+                stats,
+                shutdown_rx.clone(),
+                hie_tls::HttpsLimits::default(),
+            )));
+        }
 
         let hl7_listener = TcpListener::bind(config.hl7.listen)
             .await
@@ -109,8 +143,14 @@ impl App {
             }
         }));
         accepting.store(true, Ordering::Release);
-        tracing::info!(%hl7_addr, %api_addr, version = env!("CARGO_PKG_VERSION"), "hie-edge accepting work");
-        Ok(App { hl7_addr, api_addr, store, shutdown, tasks, writer_task })
+        tracing::info!(
+            %hl7_addr,
+            %api_addr,
+            https_addr = ?https_addr,
+            version = env!("CARGO_PKG_VERSION"),
+            "hie-edge accepting work"
+        );
+        Ok(App { hl7_addr, api_addr, https_addr, store, shutdown, tasks, writer_task })
     }
 
     /// Stops listeners and workers, waits for them, then closes the store.
@@ -143,6 +183,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 async fn start_manifests(
     config: &Config,
     store: &Store,
+    publish: Option<hie_broker::studies::PublishHook>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<Option<Arc<tokio::sync::Notify>>> {
@@ -166,6 +207,7 @@ async fn start_manifests(
         },
         concurrency: 4,
         owner: config.node_name.clone(),
+        publish,
     };
     let scheduler = StudyScheduler::new(store.clone(), Arc::clone(&pacs), study_config, settings)
         .context("starting the study scheduler")?;
@@ -184,6 +226,113 @@ async fn start_manifests(
         )));
     }
     Ok(Some(waker))
+}
+
+/// How often the HTTPS listener's certificate, key, CA bundle and CRL files are checked for
+/// changes (they are reloaded without a restart).
+const TLS_RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The bound HTTPS listener and its reloadable TLS configuration.
+struct PreparedHttps {
+    listener: TcpListener,
+    address: SocketAddr,
+    tls: hie_tls::ReloadableServerConfig,
+}
+
+async fn prepare_https(https: &crate::config::HttpsConfig) -> anyhow::Result<PreparedHttps> {
+    if https.dev_pki {
+        ensure_dev_pki(&https.tls)?;
+    }
+    let tls = hie_tls::ReloadableServerConfig::load(https.tls.clone()).context("loading the [https] TLS files")?;
+    let listener =
+        TcpListener::bind(https.listen).await.with_context(|| format!("binding https.listen {}", https.listen))?;
+    let address = listener.local_addr()?;
+    Ok(PreparedHttps { listener, address, tls })
+}
+
+/// `[https] dev_pki`: a development PKI (`hie-edge pki init`) in the certificate's folder, when none
+/// of the configured files exist yet. Files half there are left alone (and then fail to load,
+/// saying which).
+fn ensure_dev_pki(tls: &hie_tls::ServerTlsSettings) -> anyhow::Result<()> {
+    let files = [&tls.certificate_chain, &tls.private_key, &tls.client_ca_bundle];
+    if files.iter().any(|path| path.exists()) {
+        return Ok(());
+    }
+    let folder = tls
+        .certificate_chain
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
+    let written = hie_tls::pki::init(folder, hie_tls::pki::Overwrite::Refuse)
+        .with_context(|| format!("creating the development PKI in {}", folder.display()))?;
+    tracing::warn!(
+        folder = %folder.display(),
+        "created a development PKI (TEST ONLY: not for production; see hie-edge pki init)"
+    );
+    drop(written);
+    Ok(())
+}
+
+/// What the HTTPS listener serves.
+fn https_router(_config: &Config, _store: &Store) -> axum::Router {
+    axum::Router::new()
+}
+
+/// One deliverer per outbox topic: the identity feed and, when publishing, registry submissions.
+fn deliverers(
+    config: &Config,
+    registry: Option<&crate::config::RegistryConfig>,
+    store: &Store,
+) -> anyhow::Result<Vec<Arc<dyn Deliver>>> {
+    let mut deliverers: Vec<Arc<dyn Deliver>> = Vec::new();
+    let feed = registry.and_then(|registry| registry.feed.clone().map(|address| (registry, address)));
+    match feed {
+        Some((registry, address)) => deliverers.push(Arc::new(MllpFeed::new(
+            store.clone(),
+            config.affinity_domain.clone(),
+            FeedSettings {
+                address,
+                parties: hie_broker::feed::FeedParties {
+                    sending_application: config.hl7.application.clone(),
+                    sending_facility: config.hl7.facility.clone(),
+                    receiving_application: registry.feed_receiving_application.clone(),
+                    receiving_facility: registry.feed_receiving_facility.clone(),
+                },
+                connect_timeout: registry.timeout.min(std::time::Duration::from_secs(10)),
+                ack_timeout: registry.timeout,
+            },
+        ))),
+        // No feed configured: identity changes are acknowledged locally so they do not hold up
+        // the patients' other items.
+        None => deliverers.push(Arc::new(LogDeliverer::new(hie_broker::patients::IDENTITY_FEED_TOPIC))),
+    }
+    if let Some(registry) = registry {
+        let (Some(profile), Some(repository_unique_id)) = (&config.profile, &config.node.repository_unique_id) else {
+            anyhow::bail!("publishing needs affinity_domain.profile and node.repository_unique_id");
+        };
+        let tls = match &registry.client_tls {
+            Some(settings) => {
+                Some(hie_tls::client_config(settings).context("loading the [registry] client TLS files")?)
+            }
+            None => None,
+        };
+        let publish = PublishConfig {
+            mode: registry.mode,
+            profile: Arc::clone(profile),
+            domain: config.affinity_domain.clone(),
+            repository_unique_id: repository_unique_id.as_str().to_owned(),
+        };
+        let endpoints =
+            Endpoints { registry_url: registry.registry_url.clone(), repository_url: registry.repository_url.clone() };
+        deliverers.push(Arc::new(XdsPublisher::new(
+            store.clone(),
+            Arc::new(publish),
+            endpoints,
+            XdsClient::new(tls, registry.timeout),
+        )));
+    }
+    Ok(deliverers)
 }
 
 /// Keeps the store bounded: recorded HL7 message IDs and delivered outbox items older than the

@@ -43,6 +43,25 @@ enum Command {
         #[command(subcommand)]
         command: StudyCommand,
     },
+    /// Certificates for mutual TLS.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Write a development PKI (TEST ONLY): ca.pem, ca.key, server.pem, server.key (valid for
+    /// 127.0.0.1 and localhost), client.pem, client.key.
+    Init {
+        /// The folder to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace existing files (otherwise an existing file is an error and nothing is written).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +96,8 @@ enum KosCommand {
 
 /// Runs the command line given as `args` (including the program name).
 pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
+    // One crypto provider for every TLS use, before any config is built (crates-and-performance 4).
+    hie_tls::install_default_provider();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {
@@ -89,6 +110,7 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::Kos { command: KosCommand::Build { config, study, out } } => kos_build(&config, &study, &out),
         Command::Study { command: StudyCommand::Refresh { config, study } } => study_refresh(&config, &study),
+        Command::Pki { command: PkiCommand::Init { out, force } } => pki_init(&out, force),
     }
 }
 
@@ -195,6 +217,35 @@ fn study_refresh(path: &Path, study: &str) -> ExitCode {
         }
         Err(error) => {
             eprintln!("study refresh: {error:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `pki init`: exit 1 when a file exists (without `--force`) or can't be written.
+fn pki_init(out: &Path, force: bool) -> ExitCode {
+    if let Err(error) = std::fs::create_dir_all(out) {
+        eprintln!("pki init: cannot create {}: {error}", out.display());
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    let overwrite = if force { hie_tls::pki::Overwrite::Replace } else { hie_tls::pki::Overwrite::Refuse };
+    match hie_tls::pki::init(out, overwrite) {
+        Ok(files) => {
+            println!("development PKI (TEST ONLY) written to {}:", out.display());
+            for path in [
+                &files.ca_certificate,
+                &files.ca_key,
+                &files.server_certificate,
+                &files.server_key,
+                &files.client_certificate,
+                &files.client_key,
+            ] {
+                println!("  {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("pki init: {error}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -54,7 +54,68 @@ pub struct Config {
     pub affinity_domain: AffinityDomain,
     /// `None` when `[affinity_domain] profile` is empty: publishing is off.
     pub profile: Option<Arc<Profile>>,
+    /// `None` when `[https] listen` is empty.
+    pub https: Option<HttpsConfig>,
+    pub partners: Vec<PartnerConfig>,
+    /// `None` when `[registry] kind` is empty: publishing is off.
+    pub registry: Option<RegistryConfig>,
     pub telemetry: TelemetryConfig,
+}
+
+/// `[https]`: the mutual-TLS listener.
+#[derive(Debug, Clone)]
+pub struct HttpsConfig {
+    pub listen: SocketAddr,
+    pub tls: hie_tls::ServerTlsSettings,
+    /// Create a development PKI when the files are missing (quickstart).
+    pub dev_pki: bool,
+}
+
+/// One `[[partners]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerConfig {
+    pub name: String,
+    pub identity: PartnerIdentityConfig,
+    pub transactions: Vec<String>,
+}
+
+/// How a partner's client certificate is recognized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartnerIdentityConfig {
+    /// The partner's certificate file; matched by its public key.
+    Certificate(std::path::PathBuf),
+    /// The certificate subject (RFC 4514).
+    Subject(String),
+}
+
+/// The transactions a partner may be allowed.
+pub const PARTNER_TRANSACTIONS: &[&str] = &["RAD-69", "ITI-43", "ITI-18", "ITI-41", "ITI-42", "ITI-57"];
+
+/// `[registry]`: where manifests are published.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub kind: RegistryKind,
+    pub mode: hie_broker::publish::Mode,
+    /// ITI-42/ITI-18/ITI-57 endpoint (for builtin: our own, filled in at start).
+    pub registry_url: String,
+    /// ITI-41 endpoint (for builtin: our own).
+    pub repository_url: String,
+    /// The identity feed's `host:port`; `None`: no feed is sent.
+    pub feed: Option<String>,
+    pub feed_receiving_application: String,
+    pub feed_receiving_facility: String,
+    /// The client identity for https:// endpoints.
+    pub client_tls: Option<hie_tls::ClientTlsSettings>,
+    pub timeout: Duration,
+    /// The built-in repository's repositoryUniqueId (builtin, mode provide).
+    pub builtin_repository_unique_id: Option<Oid>,
+}
+
+/// `[registry] kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryKind {
+    Builtin,
+    Remote,
 }
 
 /// `[node]` identities beyond the name. Each is optional until a command needs it (`kos build`
@@ -309,6 +370,29 @@ impl Config {
             }
         };
 
+        let https = https_config(raw, base, &mut problem);
+        let partners = partner_configs(raw, base, &mut problem);
+        let registry = registry_config(raw, base, https.as_ref(), &mut problem);
+        if registry.is_some() {
+            if profile.is_none() && profile_path.is_empty() {
+                problem(
+                    "affinity_domain.profile",
+                    "publishing ([registry]) needs the affinity domain's profile".to_owned(),
+                );
+            }
+            for (missing, key) in [
+                (node.repository_unique_id.is_none(), "node.repository_unique_id"),
+                (node.uid_root.is_none(), "node.uid_root"),
+            ] {
+                if missing {
+                    problem(key, "publishing ([registry]) needs it".to_owned());
+                }
+            }
+            if pacs.is_none() {
+                problem("pacs.kind", "publishing ([registry]) needs a PACS to build manifests from".to_owned());
+            }
+        }
+
         let log_format = match raw.string("telemetry", "log_format").as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -368,6 +452,9 @@ impl Config {
                 api_listen,
                 affinity_domain: AffinityDomain::new(patient_id_authority, local_authority),
                 profile,
+                https,
+                partners,
+                registry,
                 telemetry: TelemetryConfig {
                     log_format,
                     log_level,
@@ -462,6 +549,196 @@ fn pacs_settings(
             None
         }
     }
+}
+
+/// A path key: empty stays empty (`None`), a relative path is taken relative to `base`.
+fn path_key(raw: &RawConfig, section: &str, key: &str, base: &Path) -> Option<std::path::PathBuf> {
+    let text = raw.string(section, key);
+    (!text.is_empty()).then(|| base.join(text))
+}
+
+fn https_config(raw: &RawConfig, base: &Path, problem: &mut dyn FnMut(&str, String)) -> Option<HttpsConfig> {
+    let listen = optional_socket_address(raw, "https", "listen", problem)?;
+    let mut paths = Vec::new();
+    for key in ["certificate", "private_key", "client_ca"] {
+        match path_key(raw, "https", key, base) {
+            Some(path) => paths.push(path),
+            None => problem(&format!("https.{key}"), "must be set when https.listen is".to_owned()),
+        }
+    }
+    let [certificate, private_key, client_ca]: [std::path::PathBuf; 3] = paths.try_into().ok()?;
+    let mut tls = hie_tls::ServerTlsSettings::new(certificate, private_key, client_ca);
+    tls.crls = path_key(raw, "https", "crl", base).into_iter().collect();
+    tls.danger_allow_expired_crl = raw.boolean("https", "danger_allow_expired_crl");
+    Some(HttpsConfig { listen, tls, dev_pki: raw.boolean("https", "dev_pki") })
+}
+
+fn partner_configs(raw: &RawConfig, base: &Path, problem: &mut dyn FnMut(&str, String)) -> Vec<PartnerConfig> {
+    let mut partners = Vec::new();
+    for index in 0..raw.n_partners() {
+        let key = |name: &str| format!("partners[{index}].{name}");
+        let name = raw.partner_string(index, "name");
+        if name.trim().is_empty() {
+            problem(&key("name"), "must not be empty".to_owned());
+        }
+        if partners.iter().any(|partner: &PartnerConfig| partner.name == name) {
+            problem(&key("name"), format!("{name:?} names two partners"));
+        }
+        let certificate = raw.partner_string(index, "certificate");
+        let subject = raw.partner_string(index, "subject");
+        let identity = match (certificate.is_empty(), subject.is_empty()) {
+            (false, true) => PartnerIdentityConfig::Certificate(base.join(certificate)),
+            (true, false) => PartnerIdentityConfig::Subject(subject),
+            _ => {
+                problem(&key("certificate"), "give exactly one of certificate and subject".to_owned());
+                continue;
+            }
+        };
+        let transactions = raw.partner_strings(index, "transactions");
+        if transactions.is_empty() {
+            problem(
+                &key("transactions"),
+                "must list what the partner may do, e.g. [\"RAD-69\", \"ITI-43\"]".to_owned(),
+            );
+        }
+        for transaction in &transactions {
+            if !PARTNER_TRANSACTIONS.contains(&transaction.as_str()) {
+                problem(
+                    &key("transactions"),
+                    format!("{transaction:?} is not one of {}", PARTNER_TRANSACTIONS.join(", ")),
+                );
+            }
+        }
+        partners.push(PartnerConfig { name, identity, transactions });
+    }
+    partners
+}
+
+fn registry_config(
+    raw: &RawConfig,
+    base: &Path,
+    https: Option<&HttpsConfig>,
+    problem: &mut dyn FnMut(&str, String),
+) -> Option<RegistryConfig> {
+    let kind = match raw.string("registry", "kind").as_str() {
+        "" => return None,
+        "builtin" => RegistryKind::Builtin,
+        "remote" => RegistryKind::Remote,
+        other => {
+            problem(
+                "registry.kind",
+                format!("must be \"builtin\" or \"remote\" (or empty: publishing off), got {other:?}"),
+            );
+            return None;
+        }
+    };
+    let mode = match raw.string("registry", "mode").as_str() {
+        "provide" => hie_broker::publish::Mode::Provide,
+        "register" => hie_broker::publish::Mode::Register,
+        other => {
+            problem("registry.mode", format!("must be \"provide\" or \"register\", got {other:?}"));
+            hie_broker::publish::Mode::Provide
+        }
+    };
+    let url = |key: &str, problem: &mut dyn FnMut(&str, String)| {
+        let text = raw.string("registry", key);
+        if !(text.is_empty() || text.starts_with("https://") || text.starts_with("http://")) {
+            problem(&format!("registry.{key}"), format!("{text:?} must be an https:// (or http://) URL"));
+        }
+        text
+    };
+    let (registry_url, repository_url) = match kind {
+        RegistryKind::Builtin => {
+            if https.is_none() {
+                problem("registry.kind", "builtin is served on the HTTPS listener: set https.listen".to_owned());
+            }
+            // Filled in at start from the bound HTTPS address.
+            (String::new(), String::new())
+        }
+        RegistryKind::Remote => {
+            let registry_url = url("registry_url", problem);
+            let repository_url = url("repository_url", problem);
+            if registry_url.is_empty() {
+                problem("registry.registry_url", "must be set for a remote registry".to_owned());
+            }
+            if mode == hie_broker::publish::Mode::Provide && repository_url.is_empty() {
+                problem("registry.repository_url", "must be set for mode = \"provide\"".to_owned());
+            }
+            (registry_url, repository_url)
+        }
+    };
+    let feed_text = raw.string("registry", "feed");
+    let feed = if feed_text.is_empty() {
+        if kind == RegistryKind::Builtin {
+            problem(
+                "registry.feed",
+                "builtin needs the address its identity feed listener binds: mllp://host:port".to_owned(),
+            );
+        }
+        None
+    } else {
+        match feed_text.strip_prefix("mllp://").filter(|address| address.contains(':')) {
+            Some(address) => Some(address.trim_end_matches('/').to_owned()),
+            None => {
+                problem("registry.feed", format!("{feed_text:?} must be mllp://host:port"));
+                None
+            }
+        }
+    };
+    let timeout_secs = raw.integer("registry", "timeout_secs");
+    if timeout_secs <= 0 {
+        problem("registry.timeout_secs", format!("must be a positive integer, got {timeout_secs}"));
+    }
+    let client_paths = ["certificate", "private_key", "server_ca"].map(|key| path_key(raw, "registry", key, base));
+    let client_tls = match client_paths {
+        [Some(certificate), Some(private_key), Some(server_ca)] => {
+            Some(hie_tls::ClientTlsSettings::new(certificate, private_key, server_ca))
+        }
+        [None, None, None] => {
+            let uses_https = kind == RegistryKind::Builtin
+                || raw.string("registry", "registry_url").starts_with("https://")
+                || raw.string("registry", "repository_url").starts_with("https://");
+            if uses_https {
+                problem(
+                    "registry.certificate",
+                    "https endpoints need our client identity: set registry.certificate, private_key and server_ca"
+                        .to_owned(),
+                );
+            }
+            None
+        }
+        _ => {
+            problem(
+                "registry.certificate",
+                "set all three of certificate, private_key and server_ca, or none".to_owned(),
+            );
+            None
+        }
+    };
+    let builtin_repository_unique_id = match (kind, mode) {
+        (RegistryKind::Builtin, hie_broker::publish::Mode::Provide) => {
+            optional_dicom_oid(raw, "registry", "builtin_repository_unique_id", None, problem).or_else(|| {
+                problem(
+                    "registry.builtin_repository_unique_id",
+                    "builtin with mode = \"provide\" needs the built-in repository's own OID".to_owned(),
+                );
+                None
+            })
+        }
+        _ => None,
+    };
+    Some(RegistryConfig {
+        kind,
+        mode,
+        registry_url,
+        repository_url,
+        feed,
+        feed_receiving_application: raw.string("registry", "feed_receiving_application"),
+        feed_receiving_facility: raw.string("registry", "feed_receiving_facility"),
+        client_tls,
+        timeout: Duration::from_secs(timeout_secs.max(1).unsigned_abs()),
+        builtin_repository_unique_id,
+    })
 }
 
 /// An address that may be left empty (the listener is then off).

@@ -355,7 +355,8 @@ pub struct KnownStudy {
 
 const STUDY_COLUMNS: &str = "study_instance_uid, state, source, change_seq, first_seen_at, last_change_at, due_at, \
      attempts, last_error, manifest_version, pacs_instances, study_date, lease_owner, lease_until, updated_at";
-const MANIFEST_COLUMNS: &str = "study_instance_uid, version, sop_instance_uid, series_instance_uid, n_series, n_instances, fingerprint, modalities, body_parts, created_at";
+const MANIFEST_COLUMNS: &str = "study_instance_uid, version, sop_instance_uid, series_instance_uid, n_series, \
+     n_instances, fingerprint, modalities, body_parts, created_at";
 
 impl Store {
     /// Claims up to `limit` due `pending` studies for `owner`, leased until `now + lease`, earliest
@@ -466,6 +467,24 @@ impl Store {
         let row = on_pool!(self, |pool| {
             sqlx::query_as::<_, ManifestWithKos>(sqlx::AssertSqlSafe(sql))
                 .bind(study_instance_uid)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|row| (row.manifest, row.kos)))
+    }
+
+    /// One manifest version, with its KOS bytes.
+    pub async fn manifest(
+        &self,
+        study_instance_uid: &str,
+        version: i64,
+    ) -> Result<Option<(ManifestRow, Vec<u8>)>, StoreError> {
+        let sql =
+            format!("SELECT {MANIFEST_COLUMNS}, kos FROM manifests WHERE study_instance_uid = $1 AND version = $2");
+        let row = on_pool!(self, |pool| {
+            sqlx::query_as::<_, ManifestWithKos>(sqlx::AssertSqlSafe(sql))
+                .bind(study_instance_uid)
+                .bind(version)
                 .fetch_optional(pool)
                 .await?
         });

@@ -238,6 +238,115 @@ pub const KEYS: &[Key] = &[
         "A poll looks at studies whose Study Date is within this many days.",
     ),
     key(
+        "https",
+        "listen",
+        K::String,
+        D::String(""),
+        "HTTPS listener (mutual TLS) for the built-in registry (/xds/registry, /xds/repository) and retrievals (/xdsi/imaging-source); empty = off.",
+    ),
+    key(
+        "https",
+        "certificate",
+        K::String,
+        D::String(""),
+        "PEM certificate chain of the listener (server certificate first).",
+    ),
+    key("https", "private_key", K::String, D::String(""), "PEM private key of the listener (mode 0600)."),
+    key(
+        "https",
+        "client_ca",
+        K::String,
+        D::String(""),
+        "PEM bundle of the CAs whose client certificates are accepted; every client must present one.",
+    ),
+    key(
+        "https",
+        "crl",
+        K::String,
+        D::String(""),
+        "Optional CRL file (PEM or DER) checked for every client certificate.",
+    ),
+    key(
+        "https",
+        "danger_allow_expired_crl",
+        K::Boolean,
+        D::Boolean(false),
+        "Accept clients while the CRL is past its next update (otherwise they are refused: fail closed).",
+    ),
+    key(
+        "https",
+        "dev_pki",
+        K::Boolean,
+        D::Boolean(false),
+        "Create a development PKI (hie-edge pki init) in the folder of certificate when none of its files exist; for the quickstart only.",
+    ),
+    key(
+        "registry",
+        "kind",
+        K::String,
+        D::String(""),
+        "Where manifests are published: builtin (the reference registry/repository served on [https]) or remote; empty = publishing off.",
+    ),
+    key(
+        "registry",
+        "mode",
+        K::String,
+        D::String("provide"),
+        "provide (ITI-41/RAD-68 to a repository, the KOS attached) or register (ITI-42; the broker is the repository and serves the KOS by ITI-43).",
+    ),
+    key(
+        "registry",
+        "registry_url",
+        K::String,
+        D::String(""),
+        "For remote: the Document Registry's SOAP endpoint (ITI-42, ITI-18, ITI-57).",
+    ),
+    key(
+        "registry",
+        "repository_url",
+        K::String,
+        D::String(""),
+        "For remote: the Document Repository's SOAP endpoint (ITI-41).",
+    ),
+    key(
+        "registry",
+        "feed",
+        K::String,
+        D::String(""),
+        "The registry's identity feed, mllp://host:port (ITI-8). For builtin: where the built-in registry listens for it.",
+    ),
+    key(
+        "registry",
+        "feed_receiving_application",
+        K::String,
+        D::String("XDS_REGISTRY"),
+        "MSH-5 of our identity feed messages.",
+    ),
+    key("registry", "feed_receiving_facility", K::String, D::String("HIE"), "MSH-6 of our identity feed messages."),
+    key(
+        "registry",
+        "certificate",
+        K::String,
+        D::String(""),
+        "PEM client certificate we present to the registry and repository (mutual TLS).",
+    ),
+    key("registry", "private_key", K::String, D::String(""), "PEM private key of that certificate (mode 0600)."),
+    key(
+        "registry",
+        "server_ca",
+        K::String,
+        D::String(""),
+        "PEM bundle of the CAs trusted for the registry's and repository's server certificates.",
+    ),
+    key("registry", "timeout_secs", K::Integer, D::Integer(60), "Longest wait for a registry or repository answer."),
+    key(
+        "registry",
+        "builtin_repository_unique_id",
+        K::String,
+        D::String(""),
+        "For builtin with mode provide: the built-in repository's repositoryUniqueId (an OID other than node.repository_unique_id).",
+    ),
+    key(
         "affinity_domain",
         "patient_id_authority",
         K::String,
@@ -269,10 +378,39 @@ pub const KEYS: &[Key] = &[
     ),
 ];
 
+/// The keys of each `[[partners]]` entry: the organizations allowed to retrieve from us.
+pub const PARTNER_KEYS: &[Key] = &[
+    key("partners", "name", K::String, D::Required, "The partner's name, in logs and audit records."),
+    key(
+        "partners",
+        "certificate",
+        K::String,
+        D::String(""),
+        "PEM file of the partner's client certificate, pinned by its public key (or give subject).",
+    ),
+    key(
+        "partners",
+        "subject",
+        K::String,
+        D::String(""),
+        "The partner certificate's subject as an RFC 4514 string, e.g. CN=viewer,O=Other Hospital (or give certificate).",
+    ),
+    key(
+        "partners",
+        "transactions",
+        K::StringList,
+        D::EmptyList,
+        "What the partner may do: RAD-69, ITI-43 (and ITI-18, ITI-41, ITI-42, ITI-57 on the built-in registry).",
+    ),
+];
+
+/// The section holding an array of tables, not keys.
+pub const PARTNERS: &str = "partners";
+
 /// The sections that exist, in documentation order.
 pub fn sections() -> Vec<&'static str> {
     let mut sections: Vec<&'static str> = Vec::new();
-    for key in KEYS {
+    for key in KEYS.iter().chain(PARTNER_KEYS) {
         if !sections.contains(&key.section) {
             sections.push(key.section);
         }
@@ -282,4 +420,8 @@ pub fn sections() -> Vec<&'static str> {
 
 pub fn find(section: &str, name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|key| key.section == section && key.name == name)
+}
+
+pub fn find_partner_key(name: &str) -> Option<&'static Key> {
+    PARTNER_KEYS.iter().find(|key| key.name == name)
 }

@@ -145,6 +145,11 @@ fn configuration_doc_lists_every_key() {
         let env = format!("HIE_EDGE__{}__{}", key.section.to_uppercase(), key.name.to_uppercase());
         assert!(doc.contains(&env), "docs/configuration.md lacks the override {env}");
     }
+    assert!(doc.contains("[[partners]]"), "docs/configuration.md lacks [[partners]]");
+    for key in schema::PARTNER_KEYS {
+        let env = format!("HIE_EDGE__PARTNERS__<N>__{}", key.name.to_uppercase());
+        assert!(doc.contains(&env) && doc.contains(&format!("`{}`", key.name)), "docs lack partners key {}", key.name);
+    }
 }
 
 #[test]
@@ -325,4 +330,131 @@ fn the_profile_is_loaded_and_must_agree_on_the_patient_id_authority() {
     );
     let problems = problems_of(&with_profile("no-such-profile.toml"), no_env());
     assert!(problems.iter().any(|problem| problem.contains("cannot read")), "{problems:#?}");
+}
+
+const PUBLISHING: &str = r#"
+[node]
+repository_unique_id = "1.2.840.99999.1.2"
+uid_root = "1.2.840.99999.1.3"
+
+[pacs]
+kind = "folder"
+path = "samples"
+
+[https]
+listen = "127.0.0.1:0"
+certificate = "pki/server.pem"
+private_key = "pki/server.key"
+client_ca = "pki/ca.pem"
+
+[registry]
+kind = "builtin"
+mode = "register"
+feed = "mllp://127.0.0.1:2576"
+certificate = "pki/client.pem"
+private_key = "pki/client.key"
+server_ca = "pki/ca.pem"
+
+[[partners]]
+name = "Other Hospital"
+subject = "CN=viewer,O=Other Hospital"
+transactions = ["RAD-69", "ITI-43"]
+
+[[partners]]
+name = "Pinned"
+certificate = "partners/pinned.pem"
+transactions = ["ITI-43"]
+"#;
+
+#[test]
+fn https_registry_and_partners_parse_with_paths_relative_to_the_file() {
+    let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/ihe-default.toml");
+    let text = format!("{MINIMAL}{PUBLISHING}").replace(
+        "[affinity_domain]\n",
+        &format!("[affinity_domain]\nprofile = {:?}\n", profiles.display().to_string()),
+    );
+    let raw = RawConfig::parse(&text, no_env()).unwrap();
+    let config = Config::from_raw_at(&raw, Path::new("/etc/hie")).unwrap();
+    let https = config.https.as_ref().unwrap();
+    assert_eq!(https.tls.certificate_chain, Path::new("/etc/hie/pki/server.pem"));
+    assert!(https.tls.crls.is_empty() && !https.dev_pki);
+    let registry = config.registry.as_ref().unwrap();
+    assert_eq!((registry.kind, registry.mode), (RegistryKind::Builtin, hie_broker::publish::Mode::Register));
+    assert_eq!(registry.feed.as_deref(), Some("127.0.0.1:2576"));
+    assert_eq!(registry.client_tls.as_ref().unwrap().server_ca_bundle, Path::new("/etc/hie/pki/ca.pem"));
+    assert_eq!(config.partners.len(), 2);
+    assert_eq!(config.partners[0].identity, PartnerIdentityConfig::Subject("CN=viewer,O=Other Hospital".to_owned()));
+    assert_eq!(config.partners[1].identity, PartnerIdentityConfig::Certificate("/etc/hie/partners/pinned.pem".into()));
+
+    // Partners from the environment: override one key, add a third.
+    let env = vec![
+        ("HIE_EDGE__PARTNERS__1__TRANSACTIONS".to_owned(), "RAD-69, ITI-43".to_owned()),
+        ("HIE_EDGE__PARTNERS__2__NAME".to_owned(), "Added".to_owned()),
+        ("HIE_EDGE__PARTNERS__2__SUBJECT".to_owned(), "CN=added".to_owned()),
+        ("HIE_EDGE__PARTNERS__2__TRANSACTIONS".to_owned(), "RAD-69".to_owned()),
+    ];
+    let config = Config::from_raw(&RawConfig::parse(&text, env).unwrap()).unwrap();
+    assert_eq!(config.partners[1].transactions, ["RAD-69", "ITI-43"]);
+    assert_eq!(config.partners[2].name, "Added");
+}
+
+#[test]
+fn https_registry_and_partner_problems_name_their_keys() {
+    let text = format!(
+        "{MINIMAL}{}",
+        r#"
+[https]
+listen = "127.0.0.1:8443"
+
+[registry]
+kind = "remote"
+mode = "provide"
+registry_url = "ftp://registry"
+feed = "tcp://x"
+certificate = "only-this.pem"
+
+[[partners]]
+name = "Both"
+certificate = "a.pem"
+subject = "CN=a"
+transactions = ["RAD-69", "ITI-99"]
+"#
+    );
+    let problems = problems_of(&text, no_env());
+    for expected in [
+        "https.certificate: must be set when https.listen is",
+        "https.client_ca: must be set",
+        "registry.registry_url: \"ftp://registry\" must be an https://",
+        "registry.repository_url: must be set for mode = \"provide\"",
+        "registry.feed: \"tcp://x\" must be mllp://host:port",
+        "registry.certificate: set all three",
+        "partners[0].certificate: give exactly one of certificate and subject",
+        "affinity_domain.profile: publishing ([registry]) needs",
+        "node.repository_unique_id: publishing ([registry]) needs it",
+    ] {
+        assert!(problems.iter().any(|problem| problem.starts_with(expected)), "missing {expected:?} in {problems:#?}");
+    }
+    let shape = problems_of(&format!("{MINIMAL}\n[[partners]]\ntransactions = []\ncolour = \"red\"\n"), no_env());
+    for expected in ["partners[0].name: is required", "partners[0].colour: unknown key"] {
+        assert!(shape.iter().any(|problem| problem.starts_with(expected)), "missing {expected:?} in {shape:#?}");
+    }
+    let problems = problems_of(&format!("{MINIMAL}\n[registry]\nkind = \"builtin\"\n"), no_env());
+    assert!(
+        problems.iter().any(|problem| problem.starts_with("registry.kind: builtin is served on the HTTPS listener")),
+        "{problems:#?}"
+    );
+    let env = vec![("HIE_EDGE__PARTNERS__5__NAME".to_owned(), "x".to_owned())];
+    let problems = problems_of(MINIMAL, env);
+    assert!(
+        problems.iter().any(|problem| problem.contains("HIE_EDGE__PARTNERS__<N>__<KEY> with N from 0 to 0")),
+        "{problems:#?}"
+    );
+    let problems = problems_of(
+        &format!("{MINIMAL}\n[[partners]]\nname = \"P\"\nsubject = \"CN=p\"\ntransactions = [\"ITI-99\"]\n"),
+        no_env(),
+    );
+    assert!(
+        problems.iter().any(|problem| problem.starts_with("partners[0].transactions: \"ITI-99\" is not one of")),
+        "{problems:#?}"
+    );
 }

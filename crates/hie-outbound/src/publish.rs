@@ -1,0 +1,441 @@
+//! The publisher: delivers registry submissions (outbox topic `xds.publish`) as the transactions of
+//! an XDS-I.b Imaging Document Source, and records every attempt on the submission.
+//!
+//! A `publish` submission becomes ITI-41 (RAD-68) with the KOS attached, or ITI-42 when the broker
+//! is the repository. When the study had an earlier version registered, the new one replaces it:
+//! its entryUUID is looked up with ITI-18 (GetDocuments by uniqueId) so the RPLC targets what the
+//! registry holds, and a version the registry already deprecated is not replaced but superseded by
+//! a new original. A `deprecate` submission becomes ITI-57 (UpdateAvailabilityStatus to
+//! Deprecated) of the study's registered document.
+//!
+//! Answers are read through [`hie_broker::publish::classify`]: transient errors are retried with
+//! the outbox's backoff; an unknown patient waits for the identity feed; a duplicate uniqueId is
+//! checked with ITI-18 (an earlier attempt whose answer was lost may have registered it: then the
+//! submission is done, not duplicated); metadata errors fail the submission for good (visible in
+//! `/api/submissions`, retried by hand). Every retry resends the identifiers drawn at enqueue.
+
+use std::sync::Arc;
+
+use hie_broker::publish::metadata::{self, Carrier, KosFacts, ManifestDocument, PatientIds, SubmissionIds};
+use hie_broker::publish::{Mode, PublishConfig, Verdict, classify, images_authority};
+use hie_store::outbox::Claimed;
+use hie_store::submissions::{Attempt, Ended, PUBLISH_TOPIC, SubmissionRow};
+use hie_store::{Store, now_micros};
+use hie_xds::ebrim::{Association, DocumentEntry, RegistryObject, SubmissionSet};
+use hie_xds::messages::{AdhocQueryRequest, Document, ProvideAndRegisterRequest, ReturnType, SubmitObjectsRequest};
+use hie_xds::vocabulary::{
+    ASSOCIATION_UPDATE_AVAILABILITY_STATUS, PARAM_DOCUMENT_ENTRY_UNIQUE_ID, QUERY_GET_DOCUMENTS, STATUS_APPROVED,
+    STATUS_DEPRECATED,
+};
+
+use crate::deliver::{Deliver, DeliveryError, DeliveryFuture};
+use crate::registry::{CallError, Exchange, XdsClient};
+
+/// Where submissions go.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// ITI-42, ITI-18, ITI-57.
+    pub registry_url: String,
+    /// ITI-41 (mode provide).
+    pub repository_url: String,
+}
+
+/// Delivers `xds.publish` items.
+#[derive(Debug, Clone)]
+pub struct XdsPublisher {
+    store: Store,
+    config: Arc<PublishConfig>,
+    endpoints: Endpoints,
+    client: XdsClient,
+}
+
+/// What the registry holds for a uniqueId (ITI-18 GetDocuments).
+#[derive(Debug, Clone)]
+struct Registered {
+    entry_uuid: String,
+    status: String,
+    patient_id: String,
+}
+
+impl XdsPublisher {
+    pub fn new(store: Store, config: Arc<PublishConfig>, endpoints: Endpoints, client: XdsClient) -> XdsPublisher {
+        XdsPublisher { store, config, endpoints, client }
+    }
+
+    async fn deliver_item(&self, item: &Claimed) -> Result<(), DeliveryError> {
+        let Some(id) = item.payload.strip_prefix("submission=").and_then(|id| id.parse::<i64>().ok()) else {
+            return Err(DeliveryError::Permanent(format!("outbox item {}: not a submission payload", item.id)));
+        };
+        let submission = match self.store.submission(id).await {
+            Ok(Some(submission)) => submission,
+            Ok(None) => return Err(DeliveryError::Permanent(format!("submission {id} is not in the store"))),
+            Err(error) => return Err(DeliveryError::Retryable(format!("store: {error}"))),
+        };
+        if submission.state != "queued" {
+            // Finished by an earlier delivery whose outbox outcome was lost (a crash between the two).
+            return Ok(());
+        }
+        let outcome = match submission.kind.as_str() {
+            "deprecate" => self.deprecate(&submission).await,
+            _ => self.publish(&submission).await,
+        };
+        let now = now_micros();
+        let stored = match &outcome {
+            Outcome::Done { entry_uuid, replaced, note } => {
+                let ended = Ended::Done {
+                    registry_entry_uuid: entry_uuid.as_deref(),
+                    replaced_unique_id: replaced.as_deref(),
+                    note: note.as_deref(),
+                };
+                self.store.submission_finished(id, ended, now).await
+            }
+            Outcome::Superseded => self.store.submission_finished(id, Ended::Superseded, now).await,
+            Outcome::Fatal(_) => self.store.submission_finished(id, Ended::Failed, now).await,
+            Outcome::Retry(_) => Ok(()),
+        };
+        stored.map_err(|error| DeliveryError::Retryable(format!("store: {error}")))?;
+        match outcome {
+            Outcome::Done { .. } | Outcome::Superseded => Ok(()),
+            Outcome::Retry(error) => Err(DeliveryError::Retryable(error)),
+            Outcome::Fatal(error) => Err(DeliveryError::Permanent(error)),
+        }
+    }
+
+    async fn publish(&self, submission: &SubmissionRow) -> Outcome {
+        match self.store.submission_superseded(submission).await {
+            Ok(true) => return Outcome::Superseded,
+            Ok(false) => {}
+            Err(error) => return Outcome::Retry(format!("store: {error}")),
+        }
+        let (row, kos) = match self.store.manifest(&submission.study_instance_uid, submission.manifest_version).await {
+            Ok(Some(manifest)) => manifest,
+            Ok(None) => return Outcome::Fatal("the manifest version is not in the store".to_owned()),
+            Err(error) => return Outcome::Retry(format!("store: {error}")),
+        };
+        let facts = match metadata::kos_facts(&kos) {
+            Ok(facts) => facts,
+            Err(error) => return Outcome::Fatal(error.to_string()),
+        };
+        let affinity = match self.affinity_id(&facts).await {
+            Ok(Some(affinity)) => affinity,
+            Ok(None) => {
+                return self
+                    .retry(submission, "waiting for the patient's affinity-domain ID (no ADT linked it yet)")
+                    .await;
+            }
+            Err(error) => return Outcome::Retry(error),
+        };
+        let source = metadata::source_patient_cx(&facts, self.config.domain.local_authority());
+        // What this version replaces: the registry's entry for the study's last registered version.
+        let previous = match self.store.last_published(&submission.study_instance_uid).await {
+            Ok(previous) => previous.filter(|previous| previous.document_unique_id != submission.document_unique_id),
+            Err(error) => return Outcome::Retry(format!("store: {error}")),
+        };
+        let mut replaces = None;
+        if let Some(previous) = &previous {
+            match self.registered(&previous.document_unique_id).await {
+                Ok(Some(registered)) if registered.status == STATUS_APPROVED => replaces = Some(registered),
+                // Deprecated or unknown there: nothing to replace; this version goes in as an original.
+                Ok(_) => {}
+                Err(error) => return self.after_error(submission, error, Exchange::default()).await,
+            }
+        }
+        let submission_time = utc_now_dtm();
+        let carrier = Carrier {
+            register_only: self.config.mode == Mode::Register,
+            repository_unique_id: &self.config.repository_unique_id,
+            submission_time: &submission_time,
+            replaces: replaces.as_ref().map(|registered| registered.entry_uuid.as_str()),
+        };
+        let document = ManifestDocument {
+            kos: &kos,
+            modalities: split_values(&row.modalities),
+            body_parts: split_values(&row.body_parts),
+        };
+        let ids = SubmissionIds {
+            document_entry_uuid: &submission.document_entry_uuid,
+            submission_set_uuid: &submission.submission_set_uuid,
+            submission_set_unique_id: &submission.submission_set_unique_id,
+        };
+        let patient = PatientIds { affinity: &affinity, source: &source };
+        let request = match metadata::submission(&document, &facts, ids, patient, &self.config.profile, carrier) {
+            Ok(request) => request,
+            Err(error) => {
+                let text = format!("metadata: {error}");
+                self.record(submission, &Exchange::default(), Some(&text), None).await;
+                return Outcome::Fatal(text);
+            }
+        };
+        let (answer, exchange) = match self.config.mode {
+            Mode::Provide => {
+                let request = ProvideAndRegisterRequest {
+                    submission: request,
+                    documents: vec![Document {
+                        id: submission.document_entry_uuid.clone(),
+                        content: kos.clone(),
+                        mime_type: "application/dicom".to_owned(),
+                    }],
+                };
+                self.client.provide_and_register(&self.endpoints.repository_url, &request).await
+            }
+            Mode::Register => self.client.register(&self.endpoints.registry_url, &request).await,
+        };
+        let replaced =
+            previous.as_ref().filter(|_| replaces.is_some()).map(|previous| previous.document_unique_id.clone());
+        match answer {
+            Err(error) => self.after_error(submission, error, exchange).await,
+            Ok(response) => match classify(&response) {
+                Verdict::Accepted { warnings } => {
+                    self.record(submission, &exchange, None, codes(&response).as_deref()).await;
+                    let note =
+                        (!warnings.is_empty()).then(|| format!("accepted with warnings: {}", warnings.join("; ")));
+                    Outcome::Done { entry_uuid: Some(submission.document_entry_uuid.clone()), replaced, note }
+                }
+                Verdict::Verify(text) => {
+                    self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                    self.verify(submission, &affinity, replaced, &text).await
+                }
+                Verdict::Retry(text) | Verdict::AwaitIdentity(text) => {
+                    self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                    Outcome::Retry(text)
+                }
+                Verdict::Fatal(text) => {
+                    self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                    Outcome::Fatal(text)
+                }
+            },
+        }
+    }
+
+    /// A duplicate uniqueId after a possibly lost answer: done if the registry holds our document
+    /// for our patient (the earlier attempt committed), a failure otherwise.
+    async fn verify(
+        &self,
+        submission: &SubmissionRow,
+        affinity: &str,
+        replaced: Option<String>,
+        answer: &str,
+    ) -> Outcome {
+        match self.registered(&submission.document_unique_id).await {
+            Ok(Some(registered)) if registered.patient_id == affinity => Outcome::Done {
+                entry_uuid: Some(registered.entry_uuid),
+                replaced,
+                note: Some(format!(
+                    "the registry answered {answer}; ITI-18 shows the document registered for this patient"
+                )),
+            },
+            Ok(Some(registered)) => Outcome::Fatal(format!(
+                "{answer}; the registry holds this uniqueId for another patient ({})",
+                registered.patient_id
+            )),
+            Ok(None) => Outcome::Fatal(format!("{answer}; ITI-18 finds no such document")),
+            Err(error) if error.is_retryable() => Outcome::Retry(format!("verifying by ITI-18: {error}")),
+            Err(error) => Outcome::Fatal(format!("verifying by ITI-18: {error}")),
+        }
+    }
+
+    async fn deprecate(&self, submission: &SubmissionRow) -> Outcome {
+        let previous = match self.store.last_published(&submission.study_instance_uid).await {
+            Ok(previous) => previous,
+            Err(error) => return Outcome::Retry(format!("store: {error}")),
+        };
+        let Some(previous) = previous else {
+            return Outcome::Done { entry_uuid: None, replaced: None, note: Some("nothing was registered".to_owned()) };
+        };
+        let registered = match self.registered(&previous.document_unique_id).await {
+            Ok(Some(registered)) => registered,
+            Ok(None) => {
+                return Outcome::Done {
+                    entry_uuid: None,
+                    replaced: None,
+                    note: Some("the registry holds no such document".to_owned()),
+                };
+            }
+            Err(error) => return self.after_error(submission, error, Exchange::default()).await,
+        };
+        if registered.status == STATUS_DEPRECATED {
+            return Outcome::Done {
+                entry_uuid: Some(registered.entry_uuid),
+                replaced: None,
+                note: Some("already deprecated".to_owned()),
+            };
+        }
+        let submission_set = SubmissionSet {
+            id: submission.submission_set_uuid.clone(),
+            title: vec![hie_xds::ebrim::Localized::new("Imaging manifest deprecated")],
+            submission_time: Some(utc_now_dtm()),
+            content_type_code: self
+                .config
+                .profile
+                .codes
+                .resolve(
+                    hie_core::profile::CodedAttribute::ContentTypeCode,
+                    &self.config.profile.content_type_code,
+                    &self.config.profile.content_type_code.code,
+                )
+                .map(|code| hie_xds::ebrim::Code::new(&code.code, &code.scheme, &code.display)),
+            patient_id: Some(registered.patient_id.clone()),
+            source_id: Some(self.config.profile.source_id.to_string()),
+            unique_id: Some(submission.submission_set_unique_id.clone()),
+            ..SubmissionSet::default()
+        };
+        let status_change = Association {
+            id: format!("{}-deprecate", submission.submission_set_uuid),
+            association_type: ASSOCIATION_UPDATE_AVAILABILITY_STATUS.to_owned(),
+            source_object: submission.submission_set_uuid.clone(),
+            target_object: registered.entry_uuid.clone(),
+            original_status: Some(STATUS_APPROVED.to_owned()),
+            new_status: Some(STATUS_DEPRECATED.to_owned()),
+            ..Association::default()
+        };
+        let request = SubmitObjectsRequest {
+            request_slots: Vec::new(),
+            objects: vec![RegistryObject::SubmissionSet(submission_set), RegistryObject::Association(status_change)],
+        };
+        let (answer, exchange) = self.client.update(&self.endpoints.registry_url, &request).await;
+        match answer {
+            Err(error) => self.after_error(submission, error, exchange).await,
+            Ok(response) => {
+                let verdict = classify(&response);
+                let error = match &verdict {
+                    Verdict::Accepted { .. } => None,
+                    Verdict::Retry(text)
+                    | Verdict::AwaitIdentity(text)
+                    | Verdict::Verify(text)
+                    | Verdict::Fatal(text) => Some(text.clone()),
+                };
+                self.record(submission, &exchange, error.as_deref(), codes(&response).as_deref()).await;
+                match verdict {
+                    Verdict::Accepted { .. } => Outcome::Done {
+                        entry_uuid: Some(registered.entry_uuid),
+                        replaced: None,
+                        note: Some(format!("deprecated {}", previous.document_unique_id)),
+                    },
+                    Verdict::Retry(text) | Verdict::AwaitIdentity(text) => Outcome::Retry(text),
+                    Verdict::Verify(text) | Verdict::Fatal(text) => Outcome::Fatal(text),
+                }
+            }
+        }
+    }
+
+    /// ITI-18 GetDocuments by uniqueId.
+    async fn registered(&self, unique_id: &str) -> Result<Option<Registered>, CallError> {
+        let request = AdhocQueryRequest {
+            query_id: QUERY_GET_DOCUMENTS.to_owned(),
+            home: self.config.profile.home_community_id.clone(),
+            return_type: ReturnType::LeafClass,
+            return_composed_objects: true,
+            parameters: vec![hie_xds::ebrim::Slot {
+                name: PARAM_DOCUMENT_ENTRY_UNIQUE_ID.to_owned(),
+                slot_type: None,
+                values: vec![hie_xds::messages::quote_query_list(&[unique_id])],
+            }],
+        };
+        let (answer, _) = self.client.query(&self.endpoints.registry_url, &request).await;
+        let response = answer?;
+        if let Verdict::Retry(text) | Verdict::Fatal(text) | Verdict::AwaitIdentity(text) | Verdict::Verify(text) =
+            classify(&response.response)
+        {
+            return Err(CallError::BadAnswer(format!("ITI-18: {text}")));
+        }
+        Ok(response.objects.into_iter().find_map(|object| match object {
+            RegistryObject::DocumentEntry(DocumentEntry { id, status, patient_id, unique_id: Some(found), .. })
+                if found == unique_id =>
+            {
+                Some(Registered {
+                    entry_uuid: id,
+                    status: status.unwrap_or_default(),
+                    patient_id: patient_id.unwrap_or_default(),
+                })
+            }
+            _ => None,
+        }))
+    }
+
+    /// The patient's affinity-domain CX, from the identity store; `None` when not linked (yet).
+    async fn affinity_id(&self, facts: &KosFacts) -> Result<Option<String>, String> {
+        let domain = &self.config.domain;
+        let key = domain.key(&images_authority(facts, domain));
+        let record = self
+            .store
+            .patient_by_identifier(key.as_str(), &facts.patient_id)
+            .await
+            .map_err(|error| format!("store: {error}"))?;
+        let Some(mut record) = record else { return Ok(None) };
+        // A merged patient is published under the survivor.
+        for _ in 0..16 {
+            let Some(survivor) = record.patient.merged_into else { break };
+            match self.store.patient_record(survivor).await.map_err(|error| format!("store: {error}"))? {
+                Some(next) => record = next,
+                None => break,
+            }
+        }
+        let affinity_key = domain.key(&hie_core::AssigningAuthority {
+            universal_id: domain.patient_id_authority().to_string(),
+            universal_id_type: "ISO".to_owned(),
+            ..Default::default()
+        });
+        Ok(record
+            .identifiers
+            .iter()
+            .find(|row| row.active && row.authority_key == affinity_key.as_str())
+            .map(hie_broker::to_wire::cx_string))
+    }
+
+    async fn after_error(&self, submission: &SubmissionRow, error: CallError, exchange: Exchange) -> Outcome {
+        let text = error.to_string();
+        self.record(submission, &exchange, Some(&text), None).await;
+        if error.is_retryable() { Outcome::Retry(text) } else { Outcome::Fatal(text) }
+    }
+
+    async fn retry(&self, submission: &SubmissionRow, why: &str) -> Outcome {
+        self.record(submission, &Exchange::default(), Some(why), None).await;
+        Outcome::Retry(why.to_owned())
+    }
+
+    async fn record(&self, submission: &SubmissionRow, exchange: &Exchange, error: Option<&str>, codes: Option<&str>) {
+        let attempt = Attempt {
+            request: (!exchange.request.is_empty()).then_some(exchange.request.as_str()),
+            response: exchange.response.as_deref(),
+            error,
+            error_codes: codes,
+        };
+        if let Err(store_error) = self.store.submission_attempted(submission.id, &attempt, now_micros()).await {
+            tracing::warn!(submission = submission.id, error = %store_error, "could not record a submission attempt");
+        }
+    }
+}
+
+impl Deliver for XdsPublisher {
+    fn topic(&self) -> &'static str {
+        PUBLISH_TOPIC
+    }
+
+    fn deliver<'a>(&'a self, item: &'a Claimed) -> DeliveryFuture<'a> {
+        Box::pin(self.deliver_item(item))
+    }
+}
+
+/// How one delivery ends for the submission.
+#[derive(Debug)]
+enum Outcome {
+    Done { entry_uuid: Option<String>, replaced: Option<String>, note: Option<String> },
+    Superseded,
+    Retry(String),
+    Fatal(String),
+}
+
+fn codes(response: &hie_xds::messages::RegistryResponse) -> Option<String> {
+    let codes: Vec<&str> = response.errors.iter().map(|error| error.code.as_str()).collect();
+    (!codes.is_empty()).then(|| codes.join(" "))
+}
+
+fn split_values(text: &str) -> Vec<String> {
+    text.split('\\').map(str::trim).filter(|value| !value.is_empty()).map(str::to_owned).collect()
+}
+
+fn utc_now_dtm() -> String {
+    hie_core::clock::hl7_timestamp(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs()),
+    )
+}
