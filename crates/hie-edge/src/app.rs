@@ -83,9 +83,17 @@ impl App {
             domain: config.affinity_domain.clone(),
             outbox_waker: Arc::clone(&outbox_waker),
         });
-        let study_waker = start_manifests(&config, &store, publish_hook, &shutdown_rx, &mut tasks).await?;
+        // One PACS adapter for manifests and retrievals alike (one pool of associations).
+        let pacs = match &config.pacs {
+            Some(settings) => Some(crate::pacs::open(settings).await.context("opening the PACS")?),
+            None => None,
+        };
+        let study_waker =
+            start_manifests(&config, &store, pacs.clone(), publish_hook, &shutdown_rx, &mut tasks).await?;
+        let mut retrieval_stats = None;
         if let Some(https) = https {
-            let router = https_router(&config, &store);
+            let (router, stats) = https_router(&config, &store, pacs)?;
+            retrieval_stats = stats;
             let stats = Arc::new(hie_tls::HttpsStats::new());
             tasks.push(tokio::spawn(https.tls.clone().watch(TLS_RELOAD_POLL, shutdown_rx.clone())));
             tasks.push(tokio::spawn(hie_tls::serve_https(
@@ -117,6 +125,7 @@ impl App {
             accepting: Arc::clone(&accepting),
             version: env!("CARGO_PKG_VERSION"),
             study_waker,
+            retrieval_stats,
         };
         let mllp_config = MllpConfig {
             max_frame_bytes: config.hl7.max_frame_bytes,
@@ -183,11 +192,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 async fn start_manifests(
     config: &Config,
     store: &Store,
+    pacs: Option<Arc<dyn hie_outbound::pacs::Pacs>>,
     publish: Option<hie_broker::studies::PublishHook>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<Option<Arc<tokio::sync::Notify>>> {
-    let Some(pacs_settings) = &config.pacs else {
+    let Some(pacs) = pacs else {
         tracing::info!("no [pacs]: manifests are off");
         return Ok(None);
     };
@@ -195,7 +205,6 @@ async fn start_manifests(
         tracing::warn!("[pacs] is set but node.repository_unique_id or node.uid_root is not: manifests are off");
         return Ok(None);
     };
-    let pacs = crate::pacs::open(pacs_settings).await.context("opening the PACS")?;
     let study_config = StudyConfig {
         quiet_period: config.dicom.quiet_period,
         evidence: config.dicom.evidence,
@@ -274,9 +283,51 @@ fn ensure_dev_pki(tls: &hie_tls::ServerTlsSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the HTTPS listener serves.
-fn https_router(_config: &Config, _store: &Store) -> axum::Router {
-    axum::Router::new()
+/// What the HTTPS listener serves: the retrieval endpoint (`/xdsi/imaging-source`, RAD-69 and
+/// ITI-43) when `[node] repository_unique_id` names us, with its counters for `/metrics`.
+fn https_router(
+    config: &Config,
+    store: &Store,
+    pacs: Option<Arc<dyn hie_outbound::pacs::Pacs>>,
+) -> anyhow::Result<(axum::Router, Option<Arc<hie_inbound::xdsi::XdsiStats>>)> {
+    let mut router = axum::Router::new();
+    let Some(repository_unique_id) = &config.node.repository_unique_id else {
+        tracing::warn!("node.repository_unique_id is not set: /xdsi/imaging-source (RAD-69, ITI-43) is off");
+        return Ok((router, None));
+    };
+    let partners = Arc::new(partner_directory(&config.partners)?);
+    let mut settings = hie_inbound::xdsi::XdsiSettings::new(repository_unique_id.as_str());
+    settings.home_community_id = config.profile.as_ref().and_then(|profile| profile.home_community_id.clone());
+    let state = hie_inbound::xdsi::XdsiState::new(settings, store.clone(), pacs, partners);
+    let stats = state.stats();
+    router = router.merge(hie_inbound::xdsi::router(state));
+    Ok((router, Some(stats)))
+}
+
+/// `[[partners]]` as the TLS layer's directory: pinned certificates are read here, once.
+fn partner_directory(partners: &[crate::config::PartnerConfig]) -> anyhow::Result<hie_tls::PartnerDirectory> {
+    let mut entries = Vec::with_capacity(partners.len());
+    for partner in partners {
+        let identity = match &partner.identity {
+            crate::config::PartnerIdentityConfig::Certificate(path) => {
+                let chain = hie_tls::load::certificate_chain(path)
+                    .with_context(|| format!("partner {}: reading its certificate", partner.name))?;
+                let Some(certificate) = chain.into_iter().next() else {
+                    anyhow::bail!("partner {}: {} holds no certificate", partner.name, path.display());
+                };
+                hie_tls::PartnerIdentity::Pinned { certificate }
+            }
+            crate::config::PartnerIdentityConfig::Subject(subject) => {
+                hie_tls::PartnerIdentity::Subject { subject: subject.clone() }
+            }
+        };
+        entries.push(hie_tls::Partner {
+            name: partner.name.clone(),
+            identity,
+            transactions: partner.transactions.clone(),
+        });
+    }
+    hie_tls::PartnerDirectory::new(entries).context("[[partners]]")
 }
 
 /// One deliverer per outbox topic: the identity feed and, when publishing, registry submissions.

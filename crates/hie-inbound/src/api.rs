@@ -40,6 +40,8 @@ pub struct ApiState {
     pub version: &'static str,
     /// Wakes the study scheduler after an explicit request; `None` when manifests are off.
     pub study_waker: Option<Arc<tokio::sync::Notify>>,
+    /// The retrieval endpoint's counters, when it is served.
+    pub retrieval_stats: Option<Arc<crate::xdsi::XdsiStats>>,
 }
 
 /// The router; the binary serves it on `[api] listen`.
@@ -294,6 +296,9 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             Kind::Counter,
             load(&mllp.idle_timeouts),
         );
+    if let Some(retrieval) = &state.retrieval_stats {
+        retrieval.render(&mut text);
+    }
     // Store-derived gauges: a scrape while the database is down still returns the counters.
     if let Ok((n_patients, n_merged, n_messages)) = state.store.patient_counts().await {
         text.single("hie_patients", "Patients known", Kind::Gauge, n_patients as f64)
