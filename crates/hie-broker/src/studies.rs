@@ -233,10 +233,31 @@ impl StudyScheduler {
         let latest = self.store.manifests(study).await?.pop();
         if let Some(latest) = latest.filter(|latest| latest.fingerprint == fingerprint) {
             let finish = Finish::Current { manifest_version: latest.version, study_date: study_date.as_deref() };
-            return Ok(self
-                .finish(claim, finish)
-                .await?
-                .then_some(BuildOutcome::Unchanged { version: latest.version }));
+            let now = now_micros();
+            let mut tx = self.store.begin().await?;
+            if !studies::finish_claim(&mut tx, claim, finish, now).await? {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            // Unchanged, but not published (publishing was off, or its submission failed or was
+            // superseded): a request, a poll or an arrival is the moment to publish it. A failed
+            // submission is put back (its outbox item blocks the patient's key until then).
+            let pending = match &self.config.publish {
+                Some(hook) => {
+                    self.ensure_published(&mut tx, hook, study, latest.version, &latest.sop_instance_uid, now).await?
+                }
+                None => Unpublished::Nothing,
+            };
+            tx.commit().await?;
+            let queued = match pending {
+                Unpublished::Queued => true,
+                Unpublished::Failed(id) => self.store.submission_requeue(id, now_micros()).await?,
+                Unpublished::Nothing => false,
+            };
+            if let (true, Some(hook)) = (queued, &self.config.publish) {
+                hook.outbox_waker.notify_one();
+            }
+            return Ok(Some(BuildOutcome::Unchanged { version: latest.version }));
         }
         let version = claim.manifest_version + 1;
         let kos = {
@@ -328,6 +349,32 @@ impl StudyScheduler {
         Ok(Some(BuildOutcome::Gone))
     }
 
+    /// An unchanged version that is not published (publishing was off, its submission failed or
+    /// was superseded) is published now: queued in `tx`, or its failed submission named so the
+    /// caller puts it back after the commit (its outbox item blocks the patient's key until then).
+    async fn ensure_published(
+        &self,
+        tx: &mut hie_store::Tx<'_>,
+        hook: &PublishHook,
+        study: &str,
+        version: i64,
+        sop_instance_uid: &str,
+        now: i64,
+    ) -> Result<Unpublished, StoreError> {
+        let publication = self.store.publication_of(study, version).await?;
+        match publication {
+            Some(submission) if submission.state == "failed" => return Ok(Unpublished::Failed(submission.id)),
+            Some(submission) if submission.state != "superseded" => return Ok(Unpublished::Nothing),
+            _ => {}
+        }
+        let Some((_, kos)) = self.store.manifest(study, version).await? else { return Ok(Unpublished::Nothing) };
+        let key = self.ordering_key(hook, &kos, study).await?;
+        let submission_set_unique_id = self.draw_uid();
+        publish::enqueue_publication(tx, study, version, sop_instance_uid, &key, &submission_set_unique_id, now)
+            .await?;
+        Ok(Unpublished::Queued)
+    }
+
     /// The ordering key of the study's submissions (its patient's when known).
     async fn ordering_key(&self, hook: &PublishHook, kos: &[u8], study: &str) -> Result<String, StoreError> {
         match publish::metadata::kos_facts(kos) {
@@ -367,6 +414,13 @@ impl StudyScheduler {
         tx.commit().await?;
         Ok(recorded)
     }
+}
+
+/// What [`StudyScheduler::ensure_published`] did.
+enum Unpublished {
+    Queued,
+    Failed(i64),
+    Nothing,
 }
 
 /// Records a C-STORE arrival for `study` in the caller's transaction: due once quiet.

@@ -126,6 +126,7 @@ impl App {
             version: env!("CARGO_PKG_VERSION"),
             study_waker,
             retrieval_stats,
+            outbox_waker: Some(Arc::clone(&outbox_waker)),
         };
         let mllp_config = MllpConfig {
             max_frame_bytes: config.hl7.max_frame_bytes,

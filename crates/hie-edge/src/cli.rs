@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 use crate::app::App;
 use crate::config;
 
-const EXIT_RUNTIME: u8 = 1;
-const EXIT_CONFIG: u8 = 64;
+pub(crate) const EXIT_RUNTIME: u8 = 1;
+pub(crate) const EXIT_CONFIG: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(name = "hie-edge", version, about = "Edge broker between a hospital's imaging and an XDS-I.b HIE")]
@@ -42,6 +42,26 @@ enum Command {
     Study {
         #[command(subcommand)]
         command: StudyCommand,
+    },
+    /// Queue a study for publishing now: its manifest is (re)built from the PACS and the current
+    /// version sent to the registry unless it is registered already. The broker (serve) does the work.
+    Publish {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Study Instance UID.
+        #[arg(long, value_name = "UID")]
+        study: String,
+    },
+    /// Publish the PACS's studies dated on or after DATE (YYYYMMDD or YYYY-MM-DD) and follow them
+    /// with a progress bar until each is published or failed. The broker (serve) does the work.
+    Backfill {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_name = "DATE")]
+        since: String,
+        /// Stop following after this many seconds without progress.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        stall_timeout: u64,
     },
     /// Certificates for mutual TLS.
     Pki {
@@ -111,10 +131,14 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         Command::Kos { command: KosCommand::Build { config, study, out } } => kos_build(&config, &study, &out),
         Command::Study { command: StudyCommand::Refresh { config, study } } => study_refresh(&config, &study),
         Command::Pki { command: PkiCommand::Init { out, force } } => pki_init(&out, force),
+        Command::Publish { config, study } => publish_study(&config, &study),
+        Command::Backfill { config, since, stall_timeout } => {
+            crate::backfill::run(&config, &since, std::time::Duration::from_secs(stall_timeout))
+        }
     }
 }
 
-fn load_or_report(path: &Path) -> Result<config::Config, ExitCode> {
+pub(crate) fn load_or_report(path: &Path) -> Result<config::Config, ExitCode> {
     config::load(path, std::env::vars()).map_err(|problems| {
         for problem in &problems {
             eprintln!("{}: {problem}", path.display());
@@ -187,8 +211,20 @@ fn kos_build(path: &Path, study: &str, out: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `publish`: like `study refresh`, for a broker with `[registry]`; refuses when publishing is off.
+fn publish_study(path: &Path, study: &str) -> ExitCode {
+    match load_or_report(path) {
+        Ok(config) if config.registry.is_none() => {
+            eprintln!("{}: registry.kind: publishing is off; set [registry]", path.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Ok(_) => study_refresh(path, study),
+        Err(code) => code,
+    }
+}
+
 /// `study refresh`: records an explicit request in the store the broker runs on.
-fn study_refresh(path: &Path, study: &str) -> ExitCode {
+pub(crate) fn study_refresh(path: &Path, study: &str) -> ExitCode {
     let config = match load_or_report(path) {
         Ok(config) => config,
         Err(code) => return code,

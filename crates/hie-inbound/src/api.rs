@@ -8,8 +8,10 @@
 //! - `GET /api/patients?identifier=<CX>`: the patient holding that identifier, as a JSON array.
 //! - `GET /api/outbox?state=pending|failed|done&limit=N`, `POST /api/outbox/{id}/retry`.
 //! - `/api/studies...`: studies and manifests ([`studies`]).
+//! - `/api/submissions...`: registry submissions ([`submissions`]).
 
 mod studies;
+pub mod submissions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +44,8 @@ pub struct ApiState {
     pub study_waker: Option<Arc<tokio::sync::Notify>>,
     /// The retrieval endpoint's counters, when it is served.
     pub retrieval_stats: Option<Arc<crate::xdsi::XdsiStats>>,
+    /// Wakes the outbox worker after an operator's retry.
+    pub outbox_waker: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The router; the binary serves it on `[api] listen`.
@@ -54,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/outbox", get(outbox_list))
         .route("/api/outbox/{id}/retry", post(outbox_retry))
         .merge(studies::routes())
+        .merge(submissions::routes())
         .with_state(state)
 }
 

@@ -71,10 +71,11 @@ impl XdsPublisher {
             Ok(None) => return Err(DeliveryError::Permanent(format!("submission {id} is not in the store"))),
             Err(error) => return Err(DeliveryError::Retryable(format!("store: {error}"))),
         };
-        if submission.state != "queued" {
+        if matches!(submission.state.as_str(), "done" | "superseded") {
             // Finished by an earlier delivery whose outbox outcome was lost (a crash between the two).
             return Ok(());
         }
+        // A `failed` submission delivered again is an operator's retry of its outbox item.
         let outcome = match submission.kind.as_str() {
             "deprecate" => self.deprecate(&submission).await,
             _ => self.publish(&submission).await,

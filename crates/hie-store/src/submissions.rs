@@ -184,6 +184,26 @@ impl Store {
         Ok(row)
     }
 
+    /// The latest `publish` submission of one manifest version, whatever its state.
+    pub async fn publication_of(
+        &self,
+        study_instance_uid: &str,
+        version: i64,
+    ) -> Result<Option<SubmissionRow>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM submissions WHERE study_instance_uid = $1 AND manifest_version = $2 \
+             AND kind = 'publish' ORDER BY id DESC LIMIT 1"
+        );
+        let row = on_pool!(self, |pool| {
+            sqlx::query_as::<_, SubmissionRow>(sqlx::AssertSqlSafe(sql))
+                .bind(study_instance_uid)
+                .bind(version)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row)
+    }
+
     /// Whether a later submission of the same study is queued (this one then need not be sent).
     pub async fn submission_superseded(&self, submission: &SubmissionRow) -> Result<bool, StoreError> {
         let later = on_pool!(self, |pool| {
@@ -249,7 +269,8 @@ impl Store {
         tx.commit().await
     }
 
-    /// Puts a failed submission back in the queue (with its outbox item), for an operator's retry.
+    /// Puts a failed submission back in the queue, with its outbox item (due now, attempts reset),
+    /// for an operator's retry. `false` when no failed submission has this id.
     pub async fn submission_requeue(&self, id: i64, now: i64) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let updated = on_tx!(&mut tx, |conn| {
@@ -260,6 +281,20 @@ impl Store {
                 .await?
                 .rows_affected()
         });
+        if updated == 1 {
+            on_tx!(&mut tx, |conn| {
+                sqlx::query(
+                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, lease_owner = NULL, \
+                     lease_token = NULL, lease_until = NULL, updated_at = $1 WHERE topic = $2 AND state = 'failed' \
+                     AND idempotency_key = (SELECT submission_set_unique_id FROM submissions WHERE id = $3)",
+                )
+                .bind(now)
+                .bind(PUBLISH_TOPIC)
+                .bind(id)
+                .execute(conn)
+                .await?;
+            });
+        }
         tx.commit().await?;
         Ok(updated == 1)
     }
