@@ -6,6 +6,8 @@ mod config;
 mod crash;
 mod kos_cli;
 mod mllp_abuse;
+// RAD-69 and ITI-43 at /xdsi/imaging-source over mutual TLS, Orthanc as the PACS.
+mod retrieve;
 
 use hie_e2e::{BrokerOptions, BrokerProc, Engine};
 

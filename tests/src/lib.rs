@@ -11,7 +11,6 @@
 //! Blocking std code on purpose: tests are simpler without an async runtime, and the broker under
 //! test is a separate process anyway.
 
-
 pub mod proxy;
 use std::fs::File;
 use std::io::{self, Read, Write};

@@ -1,8 +1,12 @@
 //! A loopback TCP proxy in front of an HTTP peer that records every request line it forwards:
-//! what lets a test say how many requests (and which) reached the PACS. Blocking std threads.
+//! what lets a test say how many requests (and which) reached the PACS, and how many connections
+//! to it are open (a retrieval that was aborted must not leave one behind). Blocking std threads.
+//! Also used by the end-to-end tests (`tests/e2e/retrieve.rs`).
+#![allow(dead_code)] // reason: each test binary that includes this uses a different part
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The proxy; it runs until the test process ends.
@@ -10,6 +14,7 @@ use std::sync::{Arc, Mutex};
 pub struct HttpProxy {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<String>>>,
+    open: Arc<AtomicI64>,
 }
 
 impl HttpProxy {
@@ -19,6 +24,8 @@ impl HttpProxy {
         let addr = listener.local_addr().expect("proxy address");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&requests);
+        let open = Arc::new(AtomicI64::new(0));
+        let gauge = Arc::clone(&open);
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -27,11 +34,21 @@ impl HttpProxy {
                 let _ = server.set_nodelay(true);
                 let recorded = Arc::clone(&recorded);
                 let (client_read, server_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pump_requests(client_read, server_write, &recorded));
-                std::thread::spawn(move || pump(server, client));
+                gauge.fetch_add(1, Ordering::SeqCst);
+                let gauge = Arc::clone(&gauge);
+                let upstream_side = server.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    pump_requests(client_read, server_write, &recorded);
+                    // The client side closed: the upstream connection goes too.
+                    let _ = upstream_side.shutdown(Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    pump(server, client);
+                    gauge.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
-        HttpProxy { addr, requests }
+        HttpProxy { addr, requests, open }
     }
 
     /// `http://<proxy>` plus `path`.
@@ -44,6 +61,11 @@ impl HttpProxy {
         self.requests.lock().unwrap().clone()
     }
 
+    /// Connections open through the proxy now.
+    pub fn open(&self) -> i64 {
+        self.open.load(Ordering::SeqCst)
+    }
+
     /// Forgets the requests recorded so far.
     pub fn clear(&self) {
         self.requests.lock().unwrap().clear();
@@ -51,6 +73,7 @@ impl HttpProxy {
 }
 
 fn pump(mut from: TcpStream, mut to: TcpStream) {
+    // Server to client: when it ends, the client's side is closed as well.
     let mut buffer = vec![0_u8; 64 * 1024];
     loop {
         match from.read(&mut buffer) {
@@ -62,7 +85,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
             }
         }
     }
-    let _ = to.shutdown(Shutdown::Write);
+    let _ = to.shutdown(Shutdown::Both);
 }
 
 /// Client to server: GET requests have no body, so every line that starts a request is a
