@@ -139,6 +139,20 @@ fn tls_is_mechanism_and_depends_on_no_workspace_crate() {
 }
 
 #[test]
+fn the_reference_registry_stands_apart_from_the_broker() {
+    // It is a peer the broker talks to over the wire (an XDS registry and repository), sharing
+    // only the store and the codecs; the binary wires it in, the broker never calls it directly.
+    let crates = dependencies();
+    assert!(crates.contains_key("hie-refregistry"), "hie-refregistry is listed but does not exist");
+    for forbidden in ["hie-broker", "hie-inbound", "hie-outbound", "hie-edge"] {
+        assert!(!depends(&crates, "hie-refregistry", forbidden), "hie-refregistry must not depend on {forbidden}");
+    }
+    for dependent in ["hie-broker", "hie-store"] {
+        assert!(!depends(&crates, dependent, "hie-refregistry"), "{dependent} must not depend on hie-refregistry");
+    }
+}
+
+#[test]
 fn only_the_binary_reads_settings() {
     let crates = dependencies();
     for (name, deps) in &crates {

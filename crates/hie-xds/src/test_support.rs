@@ -22,6 +22,18 @@ pub fn imaging_document_source_schema() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/schema/IHE/XDSI.b_ImagingDocumentSource.xsd")
 }
 
+/// The IHE Document Registry WSDL (ITI-18, ITI-42), which zeep loads offline.
+pub fn registry_wsdl() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/wsdl/XDS.b_DocumentRegistry.wsdl")
+}
+
+/// `tests/zeep_parse.py`: `python zeep_parse.py WSDL (OPERATION FILE)...` deserializes each SOAP
+/// envelope FILE as the output of OPERATION with zeep and prints one JSON summary line per file
+/// (see the script's docstring for the zeep 4.3.3 gaps it works around).
+pub fn zeep_parse_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/zeep_parse.py")
+}
+
 /// The XML xmllint should see for a message: the Body child of a SOAP envelope (or the root if
 /// it is not an envelope), with every `xop:Include` replaced by the attachment in base64.
 pub fn schema_view(content_type: &str, body: &[u8]) -> Result<Vec<u8>, String> {

@@ -1,0 +1,261 @@
+//! The registry's Patient Identity Feed (ITI-8, ITI TF-2a 3.8): an MLLP listener taking HL7 v2
+//! ADT, and what each message does to the registry's patients.
+//!
+//! - A01, A04, A05, A08: the patient's identifier in the affinity domain (the first PID-3
+//!   repetition whose assigning authority is [`RefRegistryConfig::patient_id_authority`]) becomes
+//!   known. Other repetitions are ignored (ITI TF-2a 3.8.4.1.3, ITI8-5/6); a message with none is
+//!   accepted and changes nothing.
+//! - A40: the MRG-1 patient (subsumed) is merged into the PID-3 patient (surviving); its metadata
+//!   moves to the survivor and later submissions for it are refused (ITI TF-2a 3.8.4.2.3). A merge
+//!   into itself, or into a patient that was itself merged away, is refused (AE, ERR-3 205).
+//! - Any other event is refused with AR (ERR-3 201): these five are ITI-8's.
+//!
+//! Every message is answered with an original-mode ACK (ITI TF-2x C.2.3) only after the change
+//! committed; the ACK is recorded with the change, so a repeat (same sender MSH-3|MSH-4 and MSH-10)
+//! gets the same ACK and is not applied again. Parse failures get AR for an unsupported message
+//! type, event or version, AE otherwise, with ERR naming the field; a database failure gets AE 207,
+//! not recorded, so the sender's retry is applied.
+//!
+//! The listener bounds each connection: a frame cap (no byte beyond it is buffered), an idle
+//! timeout, and a connection cap. Message bodies are PHI and are never logged.
+//!
+//! [`RefRegistryConfig::patient_id_authority`]: crate::RefRegistryConfig::patient_id_authority
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hie_hl7::ack::{AckCode, build_ack, salvage_header};
+use hie_hl7::adt::{AdtEvent, AdtKind, AdtMessage, Cx, MessageHeader, parse_adt, parse_header};
+use hie_hl7::mllp::MllpDecoder;
+use hie_hl7::{ErrorCode, Hl7Error, Location};
+use hie_store::StoreError;
+use hie_store::refregistry::{self, RecordedFeedAck};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use crate::Inner;
+use crate::ids;
+use crate::metadata::patient_lock_key;
+
+/// Serves the feed on `listener` until `shutdown` turns true.
+pub(crate) async fn serve(registry: Arc<Inner>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(registry.config.feed.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "registry feed accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%peer, "registry feed connection refused: connection cap reached");
+            drop(stream);
+            continue;
+        };
+        let registry = Arc::clone(&registry);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection(&registry, stream, peer, shutdown).await {
+                tracing::debug!(%peer, %error, "registry feed connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn connection(
+    registry: &Inner,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    // Small request/response frames: without this, Nagle and delayed ACKs add ~40 ms per message.
+    stream.set_nodelay(true)?;
+    let feed = &registry.config.feed;
+    let mut decoder = MllpDecoder::new(feed.max_frame_bytes);
+    let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut out = Vec::new();
+    loop {
+        loop {
+            match decoder.decode(&mut buffer) {
+                Ok(Some(frame)) => {
+                    let charset = String::from_utf8_lossy(hie_hl7::charset::declared_charset(&frame)).into_owned();
+                    let ack = handle_frame(registry, &frame).await;
+                    out.clear();
+                    hie_hl7::mllp::encode(&hie_hl7::charset::encode_from_utf8(&ack, &charset), &mut out);
+                    stream.write_all(&out).await?;
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "registry feed frame refused; closing the connection");
+                    return Ok(());
+                }
+            }
+        }
+        let read = tokio::select! {
+            read = tokio::time::timeout(feed.idle_timeout, stream.read_buf(&mut buffer)) => read,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        match read {
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                tracing::info!(%peer, "registry feed connection idle; closing");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One feed message in, its ACK out (the HL7 rescue: every failure ends as AR or AE with ERR).
+pub(crate) async fn handle_frame(registry: &Inner, frame: &[u8]) -> String {
+    let text = match hie_hl7::charset::decode_to_utf8(frame) {
+        Ok(text) => text,
+        Err(error) => {
+            let header = salvage_header(&String::from_utf8_lossy(frame));
+            return ack(registry, &header, refusal_code(&error), Some(&error));
+        }
+    };
+    let header = match parse_header(&text) {
+        Ok(header) => header,
+        Err(error) => return ack(registry, &salvage_header(&text), refusal_code(&error), Some(&error)),
+    };
+    let message = match parse_adt(&text) {
+        Ok(message) => message,
+        Err(error) => return ack(registry, &header, refusal_code(&error), Some(&error)),
+    };
+    if !matches!(message.event, AdtEvent::A01 | AdtEvent::A04 | AdtEvent::A05 | AdtEvent::A08 | AdtEvent::A40) {
+        let error = Hl7Error::new(
+            ErrorCode::UnsupportedEvent,
+            Location::new("MSH", 1, 9, 2),
+            "trigger event not in the Patient Identity Feed (A01, A04, A05, A08, A40)",
+        );
+        return ack(registry, &header, AckCode::AR, Some(&error));
+    }
+    match apply(registry, &message).await {
+        Ok(ack) => ack,
+        Err(error) => {
+            tracing::warn!(%error, "registry feed message not stored");
+            let error = Hl7Error::new(ErrorCode::InternalError, Location::unknown(), "not stored; send it again");
+            ack(registry, &header, AckCode::AE, Some(&error))
+        }
+    }
+}
+
+/// Applies a message and records its ACK in one transaction; a repeat gets the recorded ACK.
+async fn apply(registry: &Inner, message: &AdtMessage) -> Result<String, StoreError> {
+    let header = &message.header;
+    let sender = format!("{}|{}", header.sending_application, header.sending_facility);
+    let mut tx = registry.store.begin().await?;
+    if let Some(recorded) = refregistry::feed_message(&mut tx, &sender, &header.control_id).await? {
+        tx.rollback().await?;
+        tracing::debug!(control_id = %header.control_id, "registry feed message repeated; answered again");
+        return Ok(recorded.ack);
+    }
+    let now = hie_store::now_micros();
+    let authority = &registry.config.patient_id_authority;
+    let in_domain = |identifiers: &[Cx]| {
+        identifiers
+            .iter()
+            .find(|cx| {
+                cx.authority.universal_id == authority.as_str()
+                    && (cx.authority.universal_id_type.is_empty()
+                        || cx.authority.universal_id_type.eq_ignore_ascii_case("ISO"))
+            })
+            .map(|cx| ids::patient_key(&cx.id, authority))
+    };
+    // First the ids each group names, then the locks on all of them (one sorted set, so two
+    // feeds cannot deadlock; a registration for a subsumed patient waits), then the checks.
+    let mut pairs = Vec::new();
+    let mut registrations = Vec::new();
+    for group in &message.groups {
+        let surviving = in_domain(&group.pid.identifiers);
+        match (message.event.kind(), &group.mrg) {
+            (AdtKind::Merge, Some(mrg)) => {
+                if let (Some(surviving), Some(subsumed)) = (surviving, in_domain(&mrg.prior_identifiers)) {
+                    pairs.push((group.pid_index, subsumed, surviving));
+                }
+            }
+            _ => registrations.extend(surviving),
+        }
+    }
+    let keys: Vec<String> = pairs
+        .iter()
+        .flat_map(|(_, subsumed, surviving)| [patient_lock_key(subsumed), patient_lock_key(surviving)])
+        .collect();
+    refregistry::lock_keys(&mut tx, &keys).await?;
+    let mut refusal = None;
+    for (pid_index, subsumed, surviving) in &pairs {
+        if surviving == subsumed {
+            refusal = Some(Hl7Error::new(
+                ErrorCode::DuplicateKey,
+                Location::new("MRG", *pid_index, 1, 1),
+                "MRG-1 names the same patient as PID-3",
+            ));
+            break;
+        }
+        let survivor = refregistry::patient(&mut tx, surviving).await?;
+        if survivor.is_some_and(|patient| patient.merged_into.is_some()) {
+            refusal = Some(Hl7Error::new(
+                ErrorCode::DuplicateKey,
+                Location::new("PID", *pid_index, 3, 1),
+                "the PID-3 patient was itself merged into another",
+            ));
+            break;
+        }
+    }
+    let code = if refusal.is_some() { AckCode::AE } else { AckCode::AA };
+    if refusal.is_none() {
+        for patient_id in &registrations {
+            refregistry::register_patient(&mut tx, patient_id, now).await?;
+        }
+        for (_, subsumed, surviving) in &pairs {
+            let moved = refregistry::merge_patient(&mut tx, subsumed, surviving, now).await?;
+            tracing::info!(moved, "registry feed merge applied");
+        }
+    }
+    let ack = ack(registry, header, code, refusal.as_ref());
+    let recorded = RecordedFeedAck { ack_code: code.as_str().to_owned(), ack: ack.clone() };
+    refregistry::record_feed_message(&mut tx, &sender, &header.control_id, &recorded, now).await?;
+    tx.commit().await?;
+    Ok(ack)
+}
+
+fn ack(registry: &Inner, header: &MessageHeader, code: AckCode, error: Option<&Hl7Error>) -> String {
+    let feed = &registry.config.feed;
+    let control_id = format!("{:016X}", rand::random::<u64>());
+    let now_secs = u64::try_from(hie_store::now_micros() / MICROS_PER_SECOND).unwrap_or(0);
+    build_ack(
+        header,
+        code,
+        error,
+        &control_id,
+        &hie_core::clock::hl7_timestamp(now_secs),
+        &feed.application,
+        &feed.facility,
+    )
+}
+
+/// ITI TF-2x C.2.3: AR when the message cannot be handled at all (type, event, version), AE for
+/// content errors.
+fn refusal_code(error: &Hl7Error) -> AckCode {
+    match error.code {
+        ErrorCode::UnsupportedMessageType | ErrorCode::UnsupportedEvent | ErrorCode::UnsupportedVersion => AckCode::AR,
+        _ => AckCode::AE,
+    }
+}
+
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+const MICROS_PER_SECOND: i64 = 1_000_000;
