@@ -127,6 +127,32 @@ async fn instances_are_found_by_uid_list_and_by_listing() {
 }
 
 #[tokio::test]
+async fn whole_series_are_counted_not_listed() {
+    let orthanc = Orthanc::start();
+    let dir = tempfile::tempdir().unwrap();
+    let study = generate_study(&IDS_DEPT024_A.images()[0], 60, 30, &dir.path().join("s"));
+    orthanc.upload_all(&study.paths());
+    let proxy = HttpProxy::start(orthanc_addr(&orthanc));
+    let pacs = pacs(proxy.url("/dicom-web"));
+    let all = keys(&study);
+    let found = pacs.find_instances(&all).await.unwrap();
+    assert_eq!(found.len(), 60);
+    assert!(found.iter().all(|found| found.sop_class_uid == study.sop_class_uid));
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 3, "one series query and one instance per series: {requests:#?}");
+    assert!(requests.iter().all(|line| !line.contains("SOPInstanceUID=")), "{requests:#?}");
+
+    // The count matches but one instance named is not there: taken as held, and the retrieval
+    // then reports it failed (so the endpoint aborts rather than completes a promise).
+    let mut swapped = all[..30].to_vec();
+    swapped[29].sop_instance_uid = "1.2.3.4.5.6".to_owned();
+    assert_eq!(pacs.find_instances(&swapped).await.unwrap().len(), 30);
+    let (received, report, _) = retrieve_all(&pacs, &swapped, &[EXPLICIT_LE]).await;
+    assert_eq!(received.len(), 29);
+    assert_eq!(report.failed.iter().map(|(sop, _)| sop.as_str()).collect::<Vec<_>>(), ["1.2.3.4.5.6"]);
+}
+
+#[tokio::test]
 async fn a_whole_study_is_one_request_and_every_data_set_is_byte_identical() {
     let orthanc = Orthanc::start();
     let dir = tempfile::tempdir().unwrap();
