@@ -283,11 +283,14 @@ async fn a_body_that_breaks_off_mid_part_is_lost_not_complete() {
             body.extend_from_slice(&body_file);
             body.extend_from_slice(b"\r\n--xyz\r\nContent-Type: application/dicom\r\n\r\n");
             let mut second = body_file.clone();
-            // The second part is another instance (its UID in the meta group), cut in half.
+            // The second part is another instance (its UID in the meta group), cut short.
             let uid_at = second.windows(first_uid.len()).position(|w| w == first_uid.as_bytes()).unwrap();
             let last = uid_at + first_uid.len() - 1;
             second[last] = if second[last] == b'1' { b'2' } else { b'1' };
-            body.extend_from_slice(&second[..second.len() / 2]);
+            // Long enough that its first bytes are forwarded (the splitter hands out 128 KiB
+            // chunks) before it breaks off.
+            second.extend(std::iter::repeat_n(0_u8, 400_000));
+            body.extend_from_slice(&second[..300_000]);
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=xyz\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -2,9 +2,10 @@
 //! (DICOM PS3.18 8.6.1.2): fed the body as it arrives, it gives each part's headers and then its
 //! bytes in pieces, without ever holding a whole part.
 //!
-//! Memory is bounded by what a part's headers may take ([`MAX_HEADER_BYTES`]) plus one fed chunk:
-//! body bytes are handed out as soon as they cannot be the start of a delimiter, and only the
-//! last `delimiter length - 1` bytes are kept back.
+//! Memory is bounded by what a part's headers may take ([`MAX_HEADER_BYTES`]), or by
+//! [`MIN_DATA_CHUNK`], plus one fed chunk: body bytes are handed out once that many cannot be the
+//! start of a delimiter (or the part ends), and only the last `delimiter length - 1` bytes are
+//! kept back. Each byte is searched for a delimiter once.
 //!
 //! The body is read as if it began with CRLF, so the first delimiter (`--boundary` at the very
 //! start, RFC 2046 5.1.1 allows it without a preceding line break) matches like every other
@@ -17,6 +18,8 @@ use bytes::{Buf, Bytes, BytesMut};
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Most preamble bytes skipped before the first delimiter.
 pub const MAX_PREAMBLE_BYTES: usize = 64 * 1024;
+/// Smallest body chunk handed out before a part ends.
+pub const MIN_DATA_CHUNK: usize = 128 * 1024;
 /// RFC 2046 5.1.1: a boundary is 1 to 70 characters.
 const MAX_BOUNDARY_LEN: usize = 70;
 
@@ -73,6 +76,8 @@ pub struct Splitter {
     buffer: BytesMut,
     state: State,
     skipped: usize,
+    /// Leading bytes of `buffer` already searched without finding a delimiter.
+    scanned: usize,
 }
 
 impl Splitter {
@@ -85,7 +90,7 @@ impl Splitter {
         delimiter.extend_from_slice(boundary.as_bytes());
         let mut buffer = BytesMut::with_capacity(delimiter.len() * 2);
         buffer.extend_from_slice(b"\r\n");
-        Ok(Splitter { delimiter, buffer, state: State::Preamble, skipped: 0 })
+        Ok(Splitter { delimiter, buffer, state: State::Preamble, skipped: 0, scanned: 0 })
     }
 
     /// Adds the next bytes of the body.
@@ -165,7 +170,9 @@ impl Splitter {
                     return Ok(Some(Event::PartStart { headers }));
                 }
                 State::Body => {
-                    if let Some(at) = find(&self.buffer, &self.delimiter) {
+                    let from = self.scanned.min(self.buffer.len());
+                    if let Some(at) = find(&self.buffer[from..], &self.delimiter).map(|at| at + from) {
+                        self.scanned = 0;
                         if at > 0 {
                             return Ok(Some(Event::Data(self.buffer.split_to(at).freeze())));
                         }
@@ -173,12 +180,17 @@ impl Splitter {
                         self.state = State::AfterDelimiter;
                         return Ok(Some(Event::PartEnd));
                     }
-                    // Everything but what could be the start of a delimiter is the part's.
+                    // Everything but what could be the start of a delimiter is the part's; it is
+                    // handed out in chunks of at least MIN_DATA_CHUNK, so that the consumer's
+                    // per-chunk costs (a channel send, a TLS record, a write) are not paid per
+                    // network read.
                     let keep = self.delimiter.len() - 1;
-                    if self.buffer.len() <= keep {
+                    self.scanned = self.buffer.len().saturating_sub(keep);
+                    if self.scanned < MIN_DATA_CHUNK {
                         return Ok(None);
                     }
-                    let n = self.buffer.len() - keep;
+                    let n = self.scanned;
+                    self.scanned = 0;
                     return Ok(Some(Event::Data(self.buffer.split_to(n).freeze())));
                 }
             }
@@ -318,7 +330,7 @@ mod tests {
                     n_bytes += bytes.len();
                 }
             }
-            assert!(splitter.buffer.len() < 16, "only a possible delimiter start is kept");
+            assert!(splitter.buffer.len() < MIN_DATA_CHUNK + chunk.len(), "at most a chunk is held");
         }
         assert_eq!(n_bytes + splitter.buffer.len(), 100 * chunk.len());
     }
