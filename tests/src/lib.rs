@@ -125,6 +125,8 @@ pub struct BrokerProc {
     /// `http://127.0.0.1:PORT`
     pub api: String,
     pub api_addr: SocketAddr,
+    /// The mutual-TLS listener (built-in registry, retrievals); its PKI is in `dir()/pki`.
+    pub https_addr: SocketAddr,
     pub mllp: SocketAddr,
     pub store_url: String,
     pub engine: Engine,
@@ -158,15 +160,32 @@ impl BrokerProc {
         let addr_of = |k: &str| given(k).and_then(|v| v.parse::<SocketAddr>().ok());
         let mllp = addr_of("HIE_EDGE__HL7__LISTEN").unwrap_or_else(free_addr);
         let api_addr = addr_of("HIE_EDGE__API__LISTEN").unwrap_or_else(free_addr);
+        let https_addr = addr_of("HIE_EDGE__HTTPS__LISTEN").unwrap_or_else(free_addr);
+        let feed_addr = free_addr();
         let mut env = vec![
             ("HIE_EDGE__STORE__URL".to_owned(), store_url.clone()),
             ("HIE_EDGE__HL7__LISTEN".to_owned(), mllp.to_string()),
             ("HIE_EDGE__API__LISTEN".to_owned(), api_addr.to_string()),
+            ("HIE_EDGE__HTTPS__LISTEN".to_owned(), https_addr.to_string()),
+            ("HIE_EDGE__REGISTRY__FEED".to_owned(), format!("mllp://{feed_addr}")),
         ];
+        // Each broker its own development PKI (dev_pki creates it on start), so parallel tests
+        // never race to create one.
+        for (key, file) in [
+            ("HIE_EDGE__HTTPS__CERTIFICATE", "server.pem"),
+            ("HIE_EDGE__HTTPS__PRIVATE_KEY", "server.key"),
+            ("HIE_EDGE__HTTPS__CLIENT_CA", "ca.pem"),
+            ("HIE_EDGE__REGISTRY__CERTIFICATE", "client.pem"),
+            ("HIE_EDGE__REGISTRY__PRIVATE_KEY", "client.key"),
+            ("HIE_EDGE__REGISTRY__SERVER_CA", "ca.pem"),
+        ] {
+            env.push((key.to_owned(), dir.path().join("pki").join(file).display().to_string()));
+        }
         env.extend(opts.extra_env);
         let mut b = BrokerProc {
             api: format!("http://{api_addr}"),
             api_addr,
+            https_addr,
             mllp,
             store_url,
             engine: opts.engine,

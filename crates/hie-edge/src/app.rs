@@ -90,9 +90,20 @@ impl App {
         };
         let study_waker =
             start_manifests(&config, &store, pacs.clone(), publish_hook, &shutdown_rx, &mut tasks).await?;
+        let builtin = builtin_registry(&config, registry.as_ref(), &store)?;
+        if let (Some(builtin), Some(registry)) = (&builtin, &registry)
+            && let Some(feed) = &registry.feed
+        {
+            let listener = TcpListener::bind(feed.as_str())
+                .await
+                .with_context(|| format!("binding the built-in registry's identity feed {feed}"))?;
+            let builtin = builtin.clone();
+            let shutdown = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move { builtin.serve_feed(listener, shutdown).await }));
+        }
         let mut retrieval_stats = None;
         if let Some(https) = https {
-            let (router, stats) = https_router(&config, &store, pacs)?;
+            let (router, stats) = https_router(&config, &store, pacs, builtin.as_ref())?;
             retrieval_stats = stats;
             let stats = Arc::new(hie_tls::HttpsStats::new());
             tasks.push(tokio::spawn(https.tls.clone().watch(TLS_RELOAD_POLL, shutdown_rx.clone())));
@@ -284,14 +295,19 @@ fn ensure_dev_pki(tls: &hie_tls::ServerTlsSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the HTTPS listener serves: the retrieval endpoint (`/xdsi/imaging-source`, RAD-69 and
-/// ITI-43) when `[node] repository_unique_id` names us, with its counters for `/metrics`.
+/// What the HTTPS listener serves: the built-in registry and repository when configured, and the
+/// retrieval endpoint (`/xdsi/imaging-source`, RAD-69 and ITI-43) when `[node]
+/// repository_unique_id` names us, with its counters for `/metrics`.
 fn https_router(
     config: &Config,
     store: &Store,
     pacs: Option<Arc<dyn hie_outbound::pacs::Pacs>>,
+    builtin: Option<&hie_refregistry::RefRegistry>,
 ) -> anyhow::Result<(axum::Router, Option<Arc<hie_inbound::xdsi::XdsiStats>>)> {
     let mut router = axum::Router::new();
+    if let Some(builtin) = builtin {
+        router = router.merge(builtin.router());
+    }
     let Some(repository_unique_id) = &config.node.repository_unique_id else {
         tracing::warn!("node.repository_unique_id is not set: /xdsi/imaging-source (RAD-69, ITI-43) is off");
         return Ok((router, None));
@@ -329,6 +345,39 @@ fn partner_directory(partners: &[crate::config::PartnerConfig]) -> anyhow::Resul
         });
     }
     hie_tls::PartnerDirectory::new(entries).context("[[partners]]")
+}
+
+/// `[registry] kind = "builtin"`: the reference registry and repository, on the broker's store.
+fn builtin_registry(
+    config: &Config,
+    registry: Option<&crate::config::RegistryConfig>,
+    store: &Store,
+) -> anyhow::Result<Option<hie_refregistry::RefRegistry>> {
+    let Some(registry) = registry.filter(|registry| registry.kind == RegistryKind::Builtin) else {
+        return Ok(None);
+    };
+    // In register mode the broker is the repository; the built-in one stores nothing then.
+    let repository_unique_id = registry
+        .builtin_repository_unique_id
+        .clone()
+        .or_else(|| config.node.repository_unique_id.clone())
+        .context("the built-in repository needs registry.builtin_repository_unique_id")?;
+    let mut builtin_config = hie_refregistry::RefRegistryConfig::new(
+        repository_unique_id,
+        config.affinity_domain.patient_id_authority().clone(),
+    );
+    builtin_config.home_community_id = config
+        .profile
+        .as_ref()
+        .and_then(|profile| profile.home_community_id.as_deref())
+        .and_then(|home| home.strip_prefix("urn:oid:"))
+        .and_then(|oid| hie_core::Oid::parse(oid).ok());
+    builtin_config.feed.application = registry.feed_receiving_application.clone();
+    builtin_config.feed.facility = registry.feed_receiving_facility.clone();
+    builtin_config.feed.max_frame_bytes = config.hl7.max_frame_bytes;
+    let builtin = hie_refregistry::RefRegistry::new(store.clone(), builtin_config).context("the built-in registry")?;
+    tracing::info!(registry = %registry.registry_url, repository = %registry.repository_url, "built-in registry on");
+    Ok(Some(builtin))
 }
 
 /// One deliverer per outbox topic: the identity feed and, when publishing, registry submissions.

@@ -63,10 +63,28 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 120)]
         stall_timeout: u64,
     },
+    /// HL7 v2 tools for integration engineers.
+    Hl7 {
+        #[command(subcommand)]
+        command: Hl7Command,
+    },
     /// Certificates for mutual TLS.
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Hl7Command {
+    /// Send HL7 v2 messages (one per file) over MLLP and print each ACK's code; exits 1 unless
+    /// every message is accepted (AA or CA).
+    Send {
+        /// Where the MLLP listener is, host:port.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:2575")]
+        to: String,
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -131,6 +149,7 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         Command::Kos { command: KosCommand::Build { config, study, out } } => kos_build(&config, &study, &out),
         Command::Study { command: StudyCommand::Refresh { config, study } } => study_refresh(&config, &study),
         Command::Pki { command: PkiCommand::Init { out, force } } => pki_init(&out, force),
+        Command::Hl7 { command: Hl7Command::Send { to, files } } => hl7_send(&to, &files),
         Command::Publish { config, study } => publish_study(&config, &study),
         Command::Backfill { config, since, stall_timeout } => {
             crate::backfill::run(&config, &since, std::time::Duration::from_secs(stall_timeout))
@@ -256,6 +275,67 @@ pub(crate) fn study_refresh(path: &Path, study: &str) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// `hl7 send`: one connection, each file's message in turn, each answered before the next.
+fn hl7_send(to: &str, files: &[PathBuf]) -> ExitCode {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(30);
+    let mut stream = match std::net::TcpStream::connect(to) {
+        Ok(stream) => stream,
+        Err(error) => {
+            eprintln!("hl7 send: cannot connect to {to}: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let mut all_accepted = true;
+    for file in files {
+        let message = match std::fs::read(file) {
+            Ok(message) => message,
+            Err(error) => {
+                eprintln!("hl7 send: {}: {error}", file.display());
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        let mut frame = Vec::new();
+        hie_hl7::mllp::encode(&message, &mut frame);
+        if let Err(error) = stream.write_all(&frame) {
+            eprintln!("hl7 send: {}: sending: {error}", file.display());
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        let mut decoder = hie_hl7::mllp::MllpDecoder::new(1 << 20);
+        let mut buffer = bytes::BytesMut::new();
+        let ack = loop {
+            match decoder.decode(&mut buffer) {
+                Ok(Some(payload)) => break payload,
+                Ok(None) => {}
+                Err(error) => {
+                    eprintln!("hl7 send: {}: answer: {error}", file.display());
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            }
+            let mut chunk = [0_u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) => {
+                    eprintln!("hl7 send: {}: the connection closed before an ACK", file.display());
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                Err(error) => {
+                    eprintln!("hl7 send: {}: waiting for the ACK: {error}", file.display());
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            }
+        };
+        let text = String::from_utf8_lossy(&ack);
+        let msa: Vec<&str> =
+            text.split(['\r', '\n']).find(|segment| segment.starts_with("MSA")).unwrap_or("MSA").split('|').collect();
+        let code = msa.get(1).copied().unwrap_or("?");
+        println!("{}: {code} {}", file.display(), msa.get(3).copied().unwrap_or_default());
+        all_accepted &= matches!(code, "AA" | "CA");
+    }
+    if all_accepted { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) }
 }
 
 /// `pki init`: exit 1 when a file exists (without `--force`) or can't be written.

@@ -281,7 +281,7 @@ impl XdsPublisher {
             ..SubmissionSet::default()
         };
         let status_change = Association {
-            id: format!("{}-deprecate", submission.submission_set_uuid),
+            id: hie_broker::publish::urn_uuid(),
             association_type: ASSOCIATION_UPDATE_AVAILABILITY_STATUS.to_owned(),
             source_object: submission.submission_set_uuid.clone(),
             target_object: registered.entry_uuid.clone(),
@@ -380,7 +380,7 @@ impl XdsPublisher {
             .identifiers
             .iter()
             .find(|row| row.active && row.authority_key == affinity_key.as_str())
-            .map(hie_broker::to_wire::cx_string))
+            .map(|row| metadata::affinity_cx(&row.id_value, domain.patient_id_authority().as_str())))
     }
 
     async fn after_error(&self, submission: &SubmissionRow, error: CallError, exchange: Exchange) -> Outcome {

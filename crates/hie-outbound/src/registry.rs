@@ -80,10 +80,7 @@ impl XdsClient {
         http.set_connect_timeout(Some(timeout));
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let connector = match tls {
-            Some(mut config) => {
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                builder.with_tls_config(config).https_or_http().enable_http1().wrap_connector(http)
-            }
+            Some(config) => builder.with_tls_config(config).https_or_http().enable_http1().wrap_connector(http),
             // No client identity: an https:// URL is refused at connect (no trust anchors).
             None => builder
                 .with_tls_config(

@@ -1207,7 +1207,10 @@ fn push_optional<'a>(attributes: &mut Vec<(&'a str, &'a str)>, name: &'a str, va
     }
 }
 
-/// Ids for the classifications and external identifiers of one object, derived from its id.
+/// Ids for the classifications and external identifiers of one object, derived from its id. An
+/// object with a UUID id gets UUIDs (name-based, RFC 4122 version 5 layout over SHA-1 of the
+/// owner and the index: stable, and valid where registries check that `urn:uuid:` ids are UUIDs);
+/// a symbolic id gets `<id>.<n>`.
 struct IdSequence<'a> {
     owner: &'a str,
     next: usize,
@@ -1219,10 +1222,30 @@ impl<'a> IdSequence<'a> {
     }
 
     fn next_id(&mut self) -> String {
-        let id = format!("{}.{}", self.owner, self.next);
+        let id = if self.owner.starts_with("urn:uuid:") {
+            derived_uuid(self.owner, self.next)
+        } else {
+            format!("{}.{}", self.owner, self.next)
+        };
         self.next += 1;
         id
     }
+}
+
+/// `urn:uuid:` + a version-5-layout UUID from SHA-1 of `owner` and `index`.
+fn derived_uuid(owner: &str, index: usize) -> String {
+    use sha1::{Digest, Sha1};
+    let mut hasher = Sha1::new();
+    hasher.update(owner.as_bytes());
+    hasher.update(b".");
+    hasher.update(index.to_string().as_bytes());
+    let digest = hasher.finalize();
+    let mut bytes = [0_u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x50;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("urn:uuid:{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// Slot name of the referenceIdList (ITI TF-3 4.2.3.2.28).

@@ -177,14 +177,14 @@ pub fn submission(
         RegistryObject::SubmissionSet(submission_set),
         RegistryObject::DocumentEntry(entry),
         RegistryObject::Association(Association::has_member(
-            &format!("{}-member", ids.submission_set_uuid),
+            &super::urn_uuid(),
             ids.submission_set_uuid,
             ids.document_entry_uuid,
         )),
     ];
     if let Some(replaced) = carrier.replaces {
         objects.push(RegistryObject::Association(Association {
-            id: format!("{}-rplc", ids.document_entry_uuid),
+            id: super::urn_uuid(),
             association_type: ASSOCIATION_RPLC.to_owned(),
             source_object: ids.document_entry_uuid.to_owned(),
             target_object: replaced.to_owned(),
@@ -269,6 +269,12 @@ fn document_entry(
         unique_id: Some(facts.sop_instance_uid.clone()),
         ..DocumentEntry::default()
     })
+}
+
+/// An affinity-domain patient ID as XDS metadata writes it (ITI TF-3 4.2.3.2.16): `id^^^&oid&ISO`,
+/// CX.1 and CX.4 only, the ID escaped.
+pub fn affinity_cx(id: &str, authority_oid: &str) -> String {
+    format!("{}^^^&{authority_oid}&ISO", escape_component(id))
 }
 
 /// The local CX of the images' patient: Patient ID with its issuer (namespace and OID when the
@@ -394,6 +400,11 @@ mod tests {
         assert_eq!(xpn_from_pn("Doe^John^Q^Dr^Jr"), "Doe^John^Q^Jr^Dr");
         assert_eq!(xpn_from_pn("Yamada^Tarou=山田^太郎"), "Yamada^Tarou");
         assert_eq!(xpn_from_pn("A|B^C"), "A\\F\\B^C");
+    }
+
+    #[test]
+    fn affinity_ids_carry_only_the_id_and_the_oid() {
+        assert_eq!(affinity_cx("AD|7", "1.3.6.1.4.1.21367.13.20.1000"), "AD\\F\\7^^^&1.3.6.1.4.1.21367.13.20.1000&ISO");
     }
 
     #[test]
