@@ -16,6 +16,8 @@ mod kos_adapters;
 mod mllp_abuse;
 // Polling a DIMSE PACS: new studies, deleted instances, deleted studies.
 mod pacs_polling;
+// RAD-69 and ITI-43 at /xdsi/imaging-source over mutual TLS, Orthanc as the PACS.
+mod retrieve;
 
 use hie_e2e::{BrokerOptions, BrokerProc, Engine};
 

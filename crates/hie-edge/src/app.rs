@@ -89,9 +89,18 @@ impl App {
             domain: config.affinity_domain.clone(),
             outbox_waker: Arc::clone(&outbox_waker),
         });
+        // One PACS adapter for manifests and retrievals alike (one pool of associations), and
+        // one MoveRouter, which the DIMSE adapter registers its C-MOVEs in and the DICOM
+        // listener routes their sub-operations through.
         let move_router = MoveRouter::new();
+        let pacs = match &config.pacs {
+            Some(settings) => {
+                Some(crate::pacs::open_with_router(settings, move_router.clone()).await.context("opening the PACS")?)
+            }
+            None => None,
+        };
         let study_waker =
-            start_manifests(&config, &store, publish_hook, &move_router, &shutdown_rx, &mut tasks).await?;
+            start_manifests(&config, &store, pacs.clone(), publish_hook, &shutdown_rx, &mut tasks).await?;
         let builtin = builtin_registry(&config, registry.as_ref(), &store)?;
         if let (Some(builtin), Some(registry)) = (&builtin, &registry)
             && let Some(feed) = &registry.feed
@@ -103,8 +112,10 @@ impl App {
             let shutdown = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move { builtin.serve_feed(listener, shutdown).await }));
         }
+        let mut retrieval_stats = None;
         if let Some(https) = https {
-            let router = https_router(builtin.as_ref());
+            let (router, stats) = https_router(&config, &store, pacs, builtin.as_ref())?;
+            retrieval_stats = stats;
             let stats = Arc::new(hie_tls::HttpsStats::new());
             tasks.push(tokio::spawn(https.tls.clone().watch(TLS_RELOAD_POLL, shutdown_rx.clone())));
             tasks.push(tokio::spawn(hie_tls::serve_https(
@@ -145,6 +156,7 @@ impl App {
             accepting: Arc::clone(&accepting),
             version: env!("CARGO_PKG_VERSION"),
             study_waker: study_waker.clone(),
+            retrieval_stats,
             outbox_waker: Some(Arc::clone(&outbox_waker)),
         };
         let mllp_config = MllpConfig {
@@ -228,12 +240,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 async fn start_manifests(
     config: &Config,
     store: &Store,
+    pacs: Option<Arc<dyn hie_outbound::pacs::Pacs>>,
     publish: Option<hie_broker::studies::PublishHook>,
-    router: &MoveRouter,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<Option<Arc<tokio::sync::Notify>>> {
-    let Some(pacs_settings) = &config.pacs else {
+    let Some(pacs) = pacs else {
         tracing::info!("no [pacs]: manifests are off");
         return Ok(None);
     };
@@ -241,7 +253,6 @@ async fn start_manifests(
         tracing::warn!("[pacs] is set but node.repository_unique_id or node.uid_root is not: manifests are off");
         return Ok(None);
     };
-    let pacs = crate::pacs::open_with_router(pacs_settings, router.clone()).await.context("opening the PACS")?;
     let study_config = StudyConfig {
         quiet_period: config.dicom.quiet_period,
         evidence: config.dicom.evidence,
@@ -333,13 +344,56 @@ fn ensure_dev_pki(tls: &hie_tls::ServerTlsSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the HTTPS listener serves: the built-in registry and repository when configured.
-fn https_router(builtin: Option<&hie_refregistry::RefRegistry>) -> axum::Router {
+/// What the HTTPS listener serves: the built-in registry and repository when configured, and the
+/// retrieval endpoint (`/xdsi/imaging-source`, RAD-69 and ITI-43) when `[node]
+/// repository_unique_id` names us, with its counters for `/metrics`.
+fn https_router(
+    config: &Config,
+    store: &Store,
+    pacs: Option<Arc<dyn hie_outbound::pacs::Pacs>>,
+    builtin: Option<&hie_refregistry::RefRegistry>,
+) -> anyhow::Result<(axum::Router, Option<Arc<hie_inbound::xdsi::XdsiStats>>)> {
     let mut router = axum::Router::new();
     if let Some(builtin) = builtin {
         router = router.merge(builtin.router());
     }
-    router
+    let Some(repository_unique_id) = &config.node.repository_unique_id else {
+        tracing::warn!("node.repository_unique_id is not set: /xdsi/imaging-source (RAD-69, ITI-43) is off");
+        return Ok((router, None));
+    };
+    let partners = Arc::new(partner_directory(&config.partners)?);
+    let mut settings = hie_inbound::xdsi::XdsiSettings::new(repository_unique_id.as_str());
+    settings.home_community_id = config.profile.as_ref().and_then(|profile| profile.home_community_id.clone());
+    let state = hie_inbound::xdsi::XdsiState::new(settings, store.clone(), pacs, partners);
+    let stats = state.stats();
+    router = router.merge(hie_inbound::xdsi::router(state));
+    Ok((router, Some(stats)))
+}
+
+/// `[[partners]]` as the TLS layer's directory: pinned certificates are read here, once.
+fn partner_directory(partners: &[crate::config::PartnerConfig]) -> anyhow::Result<hie_tls::PartnerDirectory> {
+    let mut entries = Vec::with_capacity(partners.len());
+    for partner in partners {
+        let identity = match &partner.identity {
+            crate::config::PartnerIdentityConfig::Certificate(path) => {
+                let chain = hie_tls::load::certificate_chain(path)
+                    .with_context(|| format!("partner {}: reading its certificate", partner.name))?;
+                let Some(certificate) = chain.into_iter().next() else {
+                    anyhow::bail!("partner {}: {} holds no certificate", partner.name, path.display());
+                };
+                hie_tls::PartnerIdentity::Pinned { certificate }
+            }
+            crate::config::PartnerIdentityConfig::Subject(subject) => {
+                hie_tls::PartnerIdentity::Subject { subject: subject.clone() }
+            }
+        };
+        entries.push(hie_tls::Partner {
+            name: partner.name.clone(),
+            identity,
+            transactions: partner.transactions.clone(),
+        });
+    }
+    hie_tls::PartnerDirectory::new(entries).context("[[partners]]")
 }
 
 /// `[registry] kind = "builtin"`: the reference registry and repository, on the broker's store.

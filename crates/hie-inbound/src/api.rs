@@ -45,6 +45,8 @@ pub struct ApiState {
     pub version: &'static str,
     /// Wakes the study scheduler after an explicit request; `None` when manifests are off.
     pub study_waker: Option<Arc<tokio::sync::Notify>>,
+    /// The retrieval endpoint's counters, when it is served.
+    pub retrieval_stats: Option<Arc<crate::xdsi::XdsiStats>>,
     /// Wakes the outbox worker after an operator's retry.
     pub outbox_waker: Option<Arc<tokio::sync::Notify>>,
 }
@@ -322,6 +324,9 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             (&[("outcome", "refused")], load(&dicom.instances_refused)),
         ],
     );
+    if let Some(retrieval) = &state.retrieval_stats {
+        retrieval.render(&mut text);
+    }
     // Store-derived gauges: a scrape while the database is down still returns the counters.
     if let Ok((n_patients, n_merged, n_messages)) = state.store.patient_counts().await {
         text.single("hie_patients", "Patients known", Kind::Gauge, n_patients as f64)
