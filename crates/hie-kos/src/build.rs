@@ -255,11 +255,10 @@ pub fn build_kos(
         .map_err(|source| KosError::Encode { source: Box::new(source) })
 }
 
-/// The manifest as a DICOM Part 10 file: preamble, `DICM`, file meta group, data set.
+/// The manifest as a DICOM Part 10 file: preamble, `DICM`, file meta group, data set; the bytes
+/// dicom-object's writer gives, written directly by this crate (several times faster).
 pub fn to_part10_bytes(kos: &FileDicomObject<InMemDicomObject>) -> Result<Vec<u8>, KosError> {
-    let mut bytes = Vec::new();
-    kos.write_all(&mut bytes).map_err(|source| KosError::Encode { source: Box::new(source) })?;
-    Ok(bytes)
+    crate::encode::part10(kos)
 }
 
 /// Document title, CID 7010: (113030, DCM, "Manifest") as IHE XDS-I.b uses it; the IOCM titles
