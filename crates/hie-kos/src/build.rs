@@ -139,9 +139,10 @@ pub enum KosError {
         #[source]
         source: Box<dicom_object::ReadError>,
     },
-    /// A declared element length runs past the end of the bytes (corrupted or cut short).
+    /// A declared element length runs past its container or the end of the bytes (corrupted or
+    /// cut short), or the structure is one the pre-scan refuses (see [`hie_dimse::bounds`]).
     #[error("not a readable DICOM Part 10 object: {0}")]
-    LengthBeyondEnd(#[from] crate::bounds::LengthError),
+    LengthBeyondEnd(#[from] hie_dimse::bounds::LengthError),
     /// A readable object, but not a Key Object Selection document.
     #[error("not a Key Object Selection document (SOP Class UID {sop_class_uid:?})")]
     NotAManifest { sop_class_uid: String },

@@ -38,6 +38,8 @@ use dicom_encoding::encode::explicit_le::ExplicitVRLittleEndianEncoder;
 use dicom_encoding::text::{DefaultCharacterSetCodec, SpecificCharacterSet, TextCodec};
 use dicom_object::mem::InMemElement;
 use dicom_object::{FileDicomObject, InMemDicomObject};
+// PS3.5 Table 7.1-2, the same list dicom-encoding's explicit VR writer and reader use.
+use hie_dimse::bounds::has_short_length;
 
 use crate::build::KosError;
 
@@ -242,34 +244,6 @@ impl Writer {
 /// Character Set.
 fn uses_default_repertoire(vr: VR) -> bool {
     matches!(vr, VR::AE | VR::AS | VR::CS | VR::DA | VR::DS | VR::DT | VR::IS | VR::TM | VR::UI)
-}
-
-/// PS3.5 7.1.2: the VRs with a 16-bit value length in explicit VR.
-fn has_short_length(vr: VR) -> bool {
-    matches!(
-        vr,
-        VR::AE
-            | VR::AS
-            | VR::AT
-            | VR::CS
-            | VR::DA
-            | VR::DS
-            | VR::DT
-            | VR::FL
-            | VR::FD
-            | VR::IS
-            | VR::LO
-            | VR::LT
-            | VR::PN
-            | VR::SH
-            | VR::SL
-            | VR::SS
-            | VR::ST
-            | VR::TM
-            | VR::UI
-            | VR::UL
-            | VR::US
-    )
 }
 
 fn even_len(length: usize) -> usize {

@@ -13,15 +13,15 @@
 //!   dicom-object's writer byte for byte and several times faster.
 //! - [`read`]: [`read_manifest`] / [`summarize_manifest`], a [`ManifestSummary`] of any KOS.
 //! - [`value_type`]: IMAGE / WAVEFORM / COMPOSITE content items by SOP class.
-//! - [`bounds`]: the pre-scan that refuses declared lengths beyond the end of the bytes, before
-//!   dicom-object would allocate them.
 //! - [`uid`]: [`UidSource`], [`RootedUids`] and UID syntax checks.
 //! - [`element`]: reading trimmed strings and sequence items from an object (padding rules in one place).
+//!
+//! Every object read here goes through hie-dimse's declared-length pre-scan
+//! ([`hie_dimse::bounds`]) first, so a lying length is refused before dicom-object allocates it.
 //!
 //! Images that violate their IOD are still referenced; only objects without readable UIDs are
 //! refused (and the builder counts them as skipped).
 
-pub mod bounds;
 pub mod build;
 mod encode;
 pub mod evidence;
@@ -36,6 +36,8 @@ pub use evidence::{
     Added, EvidenceError, InstanceHeader, InstanceRef, Issuer, RequestRef, SeriesEvidence, SeriesKey, StudyEvidence,
     StudyEvidenceBuilder, from_instance_header, read_instance_header,
 };
+/// Why the pre-scan refused an object (in [`KosError::LengthBeyondEnd`] and [`EvidenceError::LengthBeyondEnd`]).
+pub use hie_dimse::bounds::LengthError;
 pub use read::{CodeRef, ContentReference, ManifestSeries, ManifestSummary, read_manifest, summarize_manifest};
 pub use uid::{RootedUids, UidError, UidSource, is_valid_uid};
 pub use value_type::ValueType;
