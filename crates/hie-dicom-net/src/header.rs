@@ -328,8 +328,9 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1.99";
 /// Explicit VR Big Endian (PS3.5 A.3, retired).
 pub const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
-/// Deeper nesting of undefined-length sequences is refused (real headers nest two or three).
-pub const MAX_DEPTH: usize = 32;
+/// Deeper nesting of undefined-length sequences is refused (real headers nest two or three): the
+/// bound of the declared-length pre-scan that reads these headers back.
+pub const MAX_DEPTH: usize = hie_dimse::bounds::MAX_DEPTH;
 /// PS3.5 7.1.1: undefined length.
 const UNDEFINED_LENGTH: u32 = u32::MAX;
 /// PS3.5 7.5: items and delimiters are in group FFFE.

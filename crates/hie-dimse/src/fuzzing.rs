@@ -1,6 +1,6 @@
 //! Entry points for cargo-fuzz targets (compiled under `cfg(fuzzing)`) and, in its tests, the
 //! property tests: command round trip, fragmentation and reassembly identity, no panic on any
-//! input. Each entry point panics only when an invariant is broken, which a fuzzer reports.
+//! input (the declared-length pre-scan included). Each entry point panics only when an invariant is broken, which a fuzzer reports.
 
 use dicom_ul::pdu::{DEFAULT_MAX_PDU, PDataValue, PDataValueType, Pdu, read_pdu};
 
@@ -43,6 +43,21 @@ pub fn assemble(pdvs: Vec<PDataValue>) -> Vec<Event> {
         }
     }
     events
+}
+
+/// Runs the declared-length pre-scan over `bytes` as a data set in every encoding and as a Part 10
+/// file. What passes whole passes up to Pixel Data too (that reads a prefix of the same walk).
+pub fn check_lengths(bytes: &[u8]) {
+    use crate::bounds::{Encoding, Extent, check_data_set, check_part10};
+    for encoding in [Encoding::ImplicitVrLittleEndian, Encoding::ExplicitVrLittleEndian, Encoding::ExplicitVrBigEndian]
+    {
+        if check_data_set(bytes, encoding, Extent::Whole).is_ok() {
+            assert!(check_data_set(bytes, encoding, Extent::BeforePixelData).is_ok(), "whole passes, prefix fails");
+        }
+    }
+    if check_part10(bytes, Extent::Whole).is_ok() {
+        assert!(check_part10(bytes, Extent::BeforePixelData).is_ok(), "whole file passes, header fails");
+    }
 }
 
 /// Reads `bytes` as a stream of PDUs with dicom-ul's reader and assembles their PDVs.
@@ -363,6 +378,20 @@ mod tests {
                 })
                 .collect();
             assemble(pdvs);
+        }
+
+        #[test]
+        fn the_length_pre_scan_never_panics(
+            bytes in prop::collection::vec(any::<u8>(), 0..512),
+            dicm_at in prop::option::of(0usize..2),
+        ) {
+            // Some inputs as Part 10 files, so the meta group walk is reached.
+            let bytes = match dicm_at {
+                Some(0) => [&b"DICM"[..], &bytes[..]].concat(),
+                Some(_) => [&[0u8; 128][..], b"DICM\x02\x00\x10\x00UI", &bytes[..]].concat(),
+                None => bytes,
+            };
+            check_lengths(&bytes);
         }
 
         #[test]

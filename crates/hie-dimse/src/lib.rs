@@ -12,11 +12,15 @@
 //! - [`status`]: [`Status`] with the standard's codes, [`StatusClass`], sub-operation counts and
 //!   the C-GET/C-MOVE [`status::verdict`].
 //! - [`pdata`]: P-DATA fragmentation within the peer's maximum PDU length, and reassembly.
+//! - [`bounds`]: the declared-length pre-scan of data sets and Part 10 files, run before
+//!   dicom-parser reads what a peer or a medium sent (hie-dicom-net's identifiers, hie-kos's
+//!   instance headers and manifests).
 //! - [`uids`]: SOP classes and transfer syntaxes we negotiate, from dicom-dictionary-std.
 //! - `fuzzing` (tests and `cfg(fuzzing)` only): entry points for fuzz targets.
 //!
 //! Invariant: no input makes this crate panic or allocate more than the input it was given.
 
+pub mod bounds;
 pub mod command;
 pub mod pdata;
 pub mod status;

@@ -75,6 +75,20 @@ fn the_mllp_server_builds_on_the_hl7_codec_only() {
 }
 
 #[test]
+fn codecs_share_only_the_dicom_codec() {
+    // hie-dimse holds what every DICOM reader needs before dicom-parser sees a peer's bytes (the
+    // declared-length pre-scan), so hie-kos may build on it; otherwise codecs stand alone, and
+    // hie-dimse builds on no workspace crate.
+    let crates = dependencies();
+    for codec in CODECS {
+        for dep in crates.get(*codec).into_iter().flatten() {
+            let allowed = *codec == "hie-kos" && dep == "hie-dimse";
+            assert!(!dep.starts_with("hie-") || allowed, "codec {codec} must not depend on {dep}");
+        }
+    }
+}
+
+#[test]
 fn the_dicom_network_layer_builds_on_the_dimse_codec_only() {
     let crates = dependencies();
     let net = crates.get("hie-dicom-net").expect("hie-dicom-net exists");

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
+use hie_dimse::bounds::{Extent, LengthError, check_part10};
 
-use crate::bounds::{LengthError, check_declared_lengths};
 use crate::element::{items, string};
 use crate::uid::{compare_uids, is_referenceable_uid};
 
@@ -105,7 +105,9 @@ pub enum EvidenceError {
         #[source]
         source: Box<dicom_object::ReadError>,
     },
-    /// A declared element length runs past the end of the bytes (corrupted or cut short).
+    /// A declared element length runs past its container or the end of the bytes (corrupted or
+    /// cut short), or the structure is one the pre-scan refuses (nesting too deep, a stray
+    /// delimiter, a header cut short).
     #[error("not a readable DICOM Part 10 object: {0}")]
     LengthBeyondEnd(#[from] LengthError),
     /// A UID the manifest needs is absent or empty.
@@ -124,9 +126,10 @@ pub enum EvidenceError {
 
 /// Parses a DICOM Part 10 object (with or without the 128-byte preamble) up to, not including,
 /// Pixel Data: everything a manifest needs, without the bulk. Declared lengths are checked against
-/// the bytes first ([`crate::bounds`]), so a corrupted length costs no allocation.
+/// the bytes first, up to where the reader stops ([`hie_dimse::bounds`], [`Extent::BeforePixelData`]),
+/// so a corrupted length costs no allocation.
 pub fn read_instance_header(bytes: &[u8]) -> Result<InMemDicomObject, EvidenceError> {
-    check_declared_lengths(bytes)?;
+    check_part10(bytes, Extent::BeforePixelData)?;
     let file = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .from_reader(bytes)

@@ -9,18 +9,21 @@
 //!   accumulates instance headers, dedupes and sorts them.
 //! - [`build`]: [`build_kos`] (IHE RAD TF-3 4.68.4.1.2; DICOM PS3.3 A.35.4, C.17.6; TID 2010) and
 //!   [`to_part10_bytes`].
+//! - `encode` (private): the Part 10 bytes written straight from the object, equal to
+//!   dicom-object's writer byte for byte and several times faster.
 //! - [`read`]: [`read_manifest`] / [`summarize_manifest`], a [`ManifestSummary`] of any KOS.
 //! - [`value_type`]: IMAGE / WAVEFORM / COMPOSITE content items by SOP class.
-//! - [`bounds`]: the pre-scan that refuses declared lengths beyond the end of the bytes, before
-//!   dicom-object would allocate them.
 //! - [`uid`]: [`UidSource`], [`RootedUids`] and UID syntax checks.
 //! - [`element`]: reading trimmed strings and sequence items from an object (padding rules in one place).
+//!
+//! Every object read here goes through hie-dimse's declared-length pre-scan
+//! ([`hie_dimse::bounds`]) first, so a lying length is refused before dicom-object allocates it.
 //!
 //! Images that violate their IOD are still referenced; only objects without readable UIDs are
 //! refused (and the builder counts them as skipped).
 
-pub mod bounds;
 pub mod build;
+mod encode;
 pub mod evidence;
 pub mod read;
 pub mod uid;
@@ -33,6 +36,8 @@ pub use evidence::{
     Added, EvidenceError, InstanceHeader, InstanceRef, Issuer, RequestRef, SeriesEvidence, SeriesKey, StudyEvidence,
     StudyEvidenceBuilder, from_instance_header, read_instance_header,
 };
+/// Why the pre-scan refused an object (in [`KosError::LengthBeyondEnd`] and [`EvidenceError::LengthBeyondEnd`]).
+pub use hie_dimse::bounds::LengthError;
 pub use read::{CodeRef, ContentReference, ManifestSeries, ManifestSummary, read_manifest, summarize_manifest};
 pub use uid::{RootedUids, UidError, UidSource, is_valid_uid};
 pub use value_type::ValueType;

@@ -84,7 +84,8 @@ impl ManifestSummary {
 
 /// Parses Part 10 bytes (with or without preamble) and summarizes the manifest.
 pub fn read_manifest(bytes: &[u8]) -> Result<ManifestSummary, KosError> {
-    crate::bounds::check_declared_lengths(bytes)?;
+    // The whole object is read, so the whole object is checked (pixel data fragments included).
+    hie_dimse::bounds::check_part10(bytes, hie_dimse::bounds::Extent::Whole)?;
     let file = OpenFileOptions::new()
         .from_reader(bytes)
         .map_err(|source| KosError::Unreadable { source: Box::new(source) })?;

@@ -3,6 +3,7 @@
 
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::{tags, uids};
+use hie_dimse::bounds::{Extent, check_part10};
 use hie_kos::{EvidenceError, InMemDicomObject, KosError, StudyEvidenceBuilder, read_instance_header, read_manifest};
 use proptest::prelude::*;
 
@@ -100,7 +101,9 @@ fn every_fixture_object_passes_the_length_check() {
     assert!(files.len() > 60);
     for file in files {
         let bytes = std::fs::read(&file).unwrap();
-        hie_kos::bounds::check_declared_lengths(&bytes).unwrap_or_else(|error| panic!("{}: {error}", file.display()));
+        for extent in [Extent::Whole, Extent::BeforePixelData] {
+            check_part10(&bytes, extent).unwrap_or_else(|error| panic!("{} ({extent:?}): {error}", file.display()));
+        }
     }
 }
 

@@ -153,6 +153,39 @@ fn mixed_study_passes_dciodvfy() {
     assert_dciodvfy_clean("mixed", &bytes);
 }
 
+/// 2,000 instances in 8 series of image, waveform and other classes, with an order, its issuer and
+/// Latin-1 names: the largest shape the manifest writer meets, through dciodvfy and read back.
+#[test]
+fn a_large_mixed_study_passes_dciodvfy() {
+    let template = mixed_study();
+    let classes: Vec<&str> =
+        template.series.iter().flat_map(|series| &series.instances).map(|i| i.sop_class_uid.as_str()).collect();
+    let mut builder = StudyEvidenceBuilder::for_study(STUDY_UID);
+    for index in 0..2_000 {
+        let series = format!("{STUDY_UID}.{}", index % 8 + 1);
+        let mut header = hie_kos::from_instance_header(&InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, classes[index % classes.len()]),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, format!("{series}.{}", index + 1).as_str()),
+            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_UID),
+            DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, series.as_str()),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, "Müller^Jürgen"),
+            DataElement::new(tags::PATIENT_ID, VR::LO, "MRN-7"),
+            DataElement::new(tags::ACCESSION_NUMBER, VR::SH, "ACC-7"),
+        ]))
+        .unwrap();
+        header.requests = template.requests.clone();
+        builder.add_header(header).unwrap();
+    }
+    let evidence = builder.build().unwrap();
+    let bytes = to_part10_bytes(&build(&evidence)).unwrap();
+    assert_dciodvfy_clean("2,000 mixed", &bytes);
+    let summary = read_manifest(&bytes).unwrap();
+    assert_eq!(summary.content.len(), 2_000);
+    assert_eq!(summary.series.len(), 8);
+    assert_eq!(summary.n_instances(), 2_000);
+}
+
 #[test]
 fn evidence_holds_every_instance_and_every_content_reference() {
     for evidence in [mixed_study(), study("IDS-DEPT002-a")] {
