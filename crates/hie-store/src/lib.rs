@@ -10,7 +10,11 @@
 //! Modules:
 //! - [`patients`]: identities, merges, history, and the inbound-message log that makes ADT idempotent.
 //! - [`outbox`]: the durable outbox (enqueue in the caller's transaction, leased claims, backoff).
+//! - [`batch`]: patient state for a whole group commit, read in one statement and written in one
+//!   hand-off, and the [`batch::WriteSession`] that runs a batch with the fewest round trips.
 
+pub mod batch;
+mod json;
 pub mod outbox;
 pub mod patients;
 

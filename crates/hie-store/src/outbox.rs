@@ -513,7 +513,7 @@ fn truncate_error(error: &str) -> &str {
 
 /// First key of the two-key PostgreSQL advisory locks that serialize same-key enqueues ("outb").
 /// The two-key space does not overlap the one-key space the migrator uses.
-const ENQUEUE_LOCK_CLASS: i32 = 0x6f75_7462;
+pub(crate) const ENQUEUE_LOCK_CLASS: i32 = 0x6f75_7462;
 
 const MAX_ERROR_BYTES: usize = 2000;
 
