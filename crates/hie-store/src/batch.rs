@@ -164,7 +164,7 @@ impl Store {
             Backend::Sqlite { writer, .. } => {
                 Session::Sqlite { connection: Some(writer.acquire().await?), in_transaction: false }
             }
-            Backend::Postgres { pool } => Session::Postgres { connection: pool.acquire().await? },
+            Backend::Postgres { batch_writer, .. } => Session::Postgres { connection: batch_writer.acquire().await? },
         };
         Ok(WriteSession { inner })
     }
@@ -254,16 +254,16 @@ impl Drop for WriteSession {
 /// Loads state inside `tx` (see [`StateRequest`]).
 pub async fn read_state(tx: &mut Tx<'_>, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
     match tx {
-        Tx::Sqlite(transaction) => sqlite_read(&mut **transaction, SQLITE_READ, request).await,
-        Tx::Postgres(transaction) => pg_read(&mut **transaction, request).await,
+        Tx::Sqlite(transaction) => sqlite_read(transaction, SQLITE_READ, request).await,
+        Tx::Postgres(transaction) => pg_read(transaction, request).await,
     }
 }
 
 /// Writes `changes` inside `tx`; the caller commits.
 pub async fn write_changes(tx: &mut Tx<'_>, changes: &Changes, now: i64) -> Result<(), StoreError> {
     match tx {
-        Tx::Sqlite(transaction) => sqlite_write(&mut **transaction, SQLITE_WRITE, changes, now).await,
-        Tx::Postgres(transaction) => pg_write(&mut **transaction, changes, now).await,
+        Tx::Sqlite(transaction) => sqlite_write(transaction, SQLITE_WRITE, changes, now).await,
+        Tx::Postgres(transaction) => pg_write(transaction, changes, now).await,
     }
 }
 

@@ -69,8 +69,16 @@ pub struct Store {
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Sqlite { writer: SqlitePool, readers: SqlitePool },
-    Postgres { pool: PgPool },
+    Sqlite {
+        writer: SqlitePool,
+        readers: SqlitePool,
+    },
+    /// `batch_writer`: one connection for the group-commit writer's batches (see
+    /// `connect_postgres`); everything else uses `pool`.
+    Postgres {
+        pool: PgPool,
+        batch_writer: PgPool,
+    },
 }
 
 /// A write transaction (or a savepoint inside one) on either engine.
@@ -143,7 +151,7 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx<'static>, StoreError> {
         Ok(match &self.backend {
             Backend::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres { pool } => Tx::Postgres(pool.begin().await?),
+            Backend::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
         })
     }
 
@@ -162,14 +170,17 @@ impl Store {
                 writer.close().await;
                 readers.close().await;
             }
-            Backend::Postgres { pool } => pool.close().await,
+            Backend::Postgres { pool, batch_writer } => {
+                batch_writer.close().await;
+                pool.close().await;
+            }
         }
     }
 
     pub(crate) fn read_backend(&self) -> ReadPool<'_> {
         match &self.backend {
             Backend::Sqlite { readers, .. } => ReadPool::Sqlite(readers),
-            Backend::Postgres { pool } => ReadPool::Postgres(pool),
+            Backend::Postgres { pool, .. } => ReadPool::Postgres(pool),
         }
     }
 }
@@ -228,6 +239,9 @@ async fn connect_sqlite(options: &StoreOptions) -> Result<Backend, StoreError> {
         // writer own the lock without contention.
         .max_connections(1)
         .min_connections(1)
+        // A ping before each use would cost a hand-off to the connection's thread per batch; a
+        // local file connection does not go stale the way a socket does.
+        .test_before_acquire(false)
         .acquire_timeout(options.acquire_timeout)
         .connect_with(base.clone().create_if_missing(true))
         .await?;
@@ -246,13 +260,25 @@ async fn connect_postgres(options: &StoreOptions) -> Result<Backend, StoreError>
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections.max(2))
         .acquire_timeout(options.acquire_timeout)
-        .connect_with(connect_options)
+        .connect_with(connect_options.clone())
         .await?;
     // Several instances may start at once against an empty database; the migrator takes an
     // advisory lock so only one applies the schema.
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
     warn_if_not_durable(&pool).await?;
-    Ok(Backend::Postgres { pool })
+    // The group-commit writer's statements (`batch`) take whole batches as arrays. PostgreSQL's
+    // default plan cache keeps re-planning them on every execution (0.3-0.5 ms, more than the
+    // statement runs), because its estimate for `unnest` of a parameter makes the generic plan
+    // look dearer; their plan does not depend on the values, so this connection plans once.
+    // Its own pool, so the setting never reaches other queries; no ping per batch (a dead
+    // connection fails the batch, which is answered AE and resent, and sqlx reconnects).
+    let batch_writer = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(options.acquire_timeout)
+        .test_before_acquire(false)
+        .connect_with(connect_options.options([("plan_cache_mode", "force_generic_plan")]))
+        .await?;
+    Ok(Backend::Postgres { pool, batch_writer })
 }
 
 /// An ACK promises durability, so a server with fsync or synchronous_commit off is worth a loud
