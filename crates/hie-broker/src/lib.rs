@@ -8,9 +8,12 @@
 //! - [`commit`]: the group-commit writer that applies ADT from every connection in batched
 //!   transactions and answers each message only after its batch is durable.
 //! - [`from_wire`] / [`to_wire`]: HL7 types <-> domain types.
+//! - `working_set`: what a batch has read and decided before it writes (the rules' view of the
+//!   database during a group commit).
 
 pub mod adt;
 pub mod commit;
 pub mod from_wire;
 pub mod patients;
 pub mod to_wire;
+mod working_set;
