@@ -6,6 +6,18 @@
 //! under load the cost of a commit is shared, and with one sender nothing waits for a batch to
 //! fill: the writer takes what is queued and goes.
 //!
+//! On PostgreSQL, with one refinement: the senders a commit has just answered usually send again
+//! soon (MLLP is one message at a time per connection), and taking only what is queued splits
+//! many senders into two cohorts that alternate commits, each half the size. So after a commit
+//! the writer waits for as many new messages as it just answered (beyond those already queued),
+//! never longer than that commit took and at most [`MAX_GATHER`]. A PostgreSQL batch costs two
+//! round trips and a commit, so joining the cohorts paid: +28% at 16 and +52% at 4 connections
+//! (writer alone, medians of five alternating runs). On SQLite it cost half the throughput:
+//! there the commit (the disk busy) overlaps the answered senders' work of sending again, and
+//! waiting for them leaves the disk idle. Adaptive variants (wait only while the wait is short
+//! against the commit; pick the faster way per epoch) were measured too and lost on SQLite as
+//! well. With one sender the next message is the one awaited anyway, so nothing waits longer.
+//!
 //! A batch costs the same few trips to the database whatever it holds: one read of everything
 //! its messages name (recorded ACKs, the patients holding their identifiers, fresh ids), the
 //! identity rules applied in memory in arrival order (`working_set`), then one write of every
@@ -18,12 +30,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use hie_hl7::adt::{AdtMessage, MessageHeader};
 use hie_store::batch::{Changes, NewAck, WriteSession};
 use hie_store::patients::RecordedAck;
-use hie_store::{Store, StoreError, now_micros};
+use hie_store::{Engine, Store, StoreError, now_micros};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::adt::{self, AdtConfig, Outcome};
 use crate::patients::{self, ApplyError};
@@ -32,6 +46,10 @@ use crate::working_set::Working;
 /// Queue depth in front of the writer: enough to keep batches full, small enough that a stalled
 /// database pushes back on senders instead of growing memory.
 const QUEUE_DEPTH: usize = 4_096;
+
+/// The longest the writer holds a batch open for senders it has just answered (PostgreSQL, see
+/// the module doc); the last commit's duration bounds it below that.
+pub const MAX_GATHER: Duration = Duration::from_millis(2);
 
 /// A handle for submitting ADT to the writer; cheap to clone.
 #[derive(Debug, Clone)]
@@ -105,8 +123,21 @@ async fn run(
     stats: Arc<AdtStats>,
 ) {
     let max_batch = config.max_batch.max(1);
+    let gathers = store.engine() == Engine::Postgres;
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    // After each commit: how many messages to wait for, and until when.
+    let mut gather: Option<(usize, Instant)> = None;
     while receiver.recv_many(&mut batch, max_batch).await > 0 {
+        if let Some((target, deadline)) = gather.take() {
+            while batch.len() < target {
+                let room = max_batch - batch.len();
+                match tokio::time::timeout_at(deadline, receiver.recv_many(&mut batch, room)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        let started = Instant::now();
         let now = now_micros();
         let span = tracing::info_span!("adt.group_commit", n_messages = batch.len());
         let committed = tracing::Instrument::instrument(commit_batch(&store, &config, &batch, now), span).await;
@@ -134,11 +165,17 @@ async fn run(
         if enqueued {
             outbox_waker.notify_one();
         }
+        let answered = batch.len();
         for (job, decided) in batch.drain(..).zip(decisions) {
             count(&stats, &decided.outcome);
             let frames = adt::answer(&config, &decided.header, &decided.outcome, decided.application_ack);
             // The sender may have hung up; its message is committed either way.
             let _ = job.reply.send(frames);
+        }
+        if gathers {
+            let finished = Instant::now();
+            let linger = finished.duration_since(started).min(MAX_GATHER);
+            gather = Some(((receiver.len() + answered).min(max_batch), finished + linger));
         }
     }
 }
