@@ -266,15 +266,29 @@ impl Store {
 
     /// Records many outcomes in one transaction (one commit, one fsync), as a worker does after
     /// each round of deliveries. Returns, per report, `false` when that lease was lost.
+    ///
+    /// Deliveries, the bulk, are recorded by one statement for all of them: on SQLite the worker
+    /// shares the single writer connection with the ADT writer, which waits meanwhile, so one
+    /// hand-off instead of one per item matters. Failures go one statement each.
     pub async fn outbox_report_all(
         &self,
         reports: &[(&Claimed, Report<'_>)],
         now: i64,
         policy: &OutboxPolicy,
     ) -> Result<Vec<bool>, StoreError> {
+        let delivered: Vec<(i64, i64)> = reports
+            .iter()
+            .filter(|(_, report)| matches!(report, Report::Delivered))
+            .map(|(item, _)| (item.id, item.lease_token))
+            .collect();
         let mut tx = self.begin().await?;
+        let done_ids = mark_delivered(&mut tx, &delivered, now).await?;
         let mut recorded = Vec::with_capacity(reports.len());
         for (item, report) in reports {
+            if matches!(report, Report::Delivered) {
+                recorded.push(done_ids.contains(&item.id));
+                continue;
+            }
             let (sql, error, next_attempt_at) = report_statement(item, *report, now, policy);
             let error = error.map(truncate_error);
             let updated = on_tx!(&mut tx, |conn| {
@@ -394,6 +408,45 @@ pub enum Report<'a> {
     Failed {
         error: &'a str,
     },
+}
+
+/// Marks delivered items `done`, each fenced by its lease token (as `report_statement`);
+/// returns the ids whose lease was still held.
+async fn mark_delivered(tx: &mut Tx<'_>, items: &[(i64, i64)], now: i64) -> Result<Vec<i64>, StoreError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = match tx {
+        Tx::Sqlite(transaction) => {
+            let mut pairs = crate::json::JsonArray::new();
+            for (id, lease_token) in items {
+                pairs.row().int(*id).int(*lease_token);
+            }
+            sqlx::query_scalar(
+                "UPDATE outbox SET state = 'done', lease_owner = NULL, lease_token = NULL, lease_until = NULL, \
+                 updated_at = $1 WHERE state = 'pending' \
+                 AND (id, lease_token) IN (SELECT value->>0, value->>1 FROM json_each($2)) RETURNING id",
+            )
+            .bind(now)
+            .bind(pairs.finish())
+            .fetch_all(&mut **transaction)
+            .await?
+        }
+        Tx::Postgres(transaction) => {
+            let (ids, tokens): (Vec<i64>, Vec<i64>) = items.iter().copied().unzip();
+            sqlx::query_scalar(
+                "UPDATE outbox SET state = 'done', lease_owner = NULL, lease_token = NULL, lease_until = NULL, \
+                 updated_at = $1 WHERE state = 'pending' \
+                 AND (id, lease_token) IN (SELECT * FROM unnest($2::bigint[], $3::bigint[])) RETURNING id",
+            )
+            .bind(now)
+            .bind(ids)
+            .bind(tokens)
+            .fetch_all(&mut **transaction)
+            .await?
+        }
+    };
+    Ok(ids)
 }
 
 /// The fenced statement for one report: `$1` now, `$2` id, `$3` lease token, `$4` error,
