@@ -171,3 +171,31 @@ async fn a_failed_write_stores_nothing_and_the_store_goes_on() {
         assert_eq!(store.patient_counts().await.unwrap().0, before.0 + 2, "{engine:?}");
     }
 }
+
+#[tokio::test]
+async fn any_text_survives_the_batch_statements_on_sqlite() {
+    // PostgreSQL refuses NUL in text outright (as it did row by row); SQLite must keep every
+    // character through the JSON arrays exactly as a bound parameter would.
+    let store = support::sqlite_store().await;
+    let odd = "a\u{0}b\"c\\d\u{1f}e\u{2028}f\u{10ffff}g\r\n";
+    let mut session = store.write_session().await.unwrap();
+    let state = session.read_state(&StateRequest { new_ids: 1, ..StateRequest::default() }).await.unwrap();
+    let id = state.new_ids[0];
+    let changes = Changes {
+        new_patients: vec![NewPatient { id, merged_into: None, demographics: demographics(odd) }],
+        identifiers: vec![identifier(id, odd, odd, 0)],
+        acks: vec![ack(odd, odd)],
+        ..Changes::default()
+    };
+    session.commit(&changes, now_micros()).await.unwrap();
+    let record = store.patient_by_identifier(odd, odd).await.unwrap().expect("found by the odd identifier");
+    assert_eq!(record.patient.demographics.family_name, odd);
+    let mut session = store.write_session().await.unwrap();
+    let state = session
+        .read_state(&StateRequest { acks: &[(odd, odd)], identifiers: &[(odd, odd)], ..StateRequest::default() })
+        .await
+        .unwrap();
+    assert_eq!(state.acks.len(), 1, "the recorded ACK is found by the odd MSH-10");
+    assert_eq!(state.identifiers[0].row.id_value, odd);
+    session.rollback().await.unwrap();
+}
