@@ -192,9 +192,9 @@ impl WriteSession {
     pub async fn commit(mut self, changes: &Changes, now: i64) -> Result<(), StoreError> {
         let result = match &mut self.inner {
             Session::Sqlite { connection, in_transaction } => {
-                let sql = if *in_transaction { SQLITE_WRITE_COMMIT } else { SQLITE_BEGIN_WRITE_COMMIT };
+                let framing = if *in_transaction { Framing::Commit } else { Framing::BeginCommit };
                 *in_transaction = true;
-                let result = sqlite_write(sqlite_connection(connection)?, sql, changes, now).await;
+                let result = sqlite_write(sqlite_connection(connection)?, framing, changes, now).await;
                 if result.is_ok() {
                     *in_transaction = false;
                 }
@@ -262,7 +262,7 @@ pub async fn read_state(tx: &mut Tx<'_>, request: &StateRequest<'_>) -> Result<S
 /// Writes `changes` inside `tx`; the caller commits.
 pub async fn write_changes(tx: &mut Tx<'_>, changes: &Changes, now: i64) -> Result<(), StoreError> {
     match tx {
-        Tx::Sqlite(transaction) => sqlite_write(transaction, SQLITE_WRITE, changes, now).await,
+        Tx::Sqlite(transaction) => sqlite_write(transaction, Framing::Within, changes, now).await,
         Tx::Postgres(transaction) => pg_write(transaction, changes, now).await,
     }
 }
@@ -473,49 +473,80 @@ fn state_from_rows(rows: Vec<StateTuple>, count_up: impl Fn(i64, i64) -> Vec<i64
 // ---------------------------------------------------------------------------------------------
 // Writes.
 
-/// SQLite: `$1` now, then one JSON array per statement. Statements run in order, each over its
-/// rows in array order (`ORDER BY key`), so history and outbox ids follow the batch's order.
-/// `WHERE true` before `ON CONFLICT` resolves the parsing ambiguity of an upsert fed by a SELECT
-/// (sqlite.org/lang_upsert.html).
-macro_rules! sqlite_write_sql {
-    () => {
-        "INSERT INTO patients (id, created_at, updated_at, merged_into, family_name, given_name, birth_date, sex) \
-             SELECT value->>0, $1, $1, value->>1, value->>2, value->>3, value->>4, value->>5 \
-             FROM json_each($2) ORDER BY key; \
-         UPDATE patients SET updated_at = $1, merged_into = coalesce(u.value->>1, merged_into), \
-             family_name = coalesce(u.value->>2, family_name), given_name = coalesce(u.value->>3, given_name), \
-             birth_date = coalesce(u.value->>4, birth_date), sex = coalesce(u.value->>5, sex) \
-             FROM json_each($3) AS u WHERE patients.id = u.value->>0; \
-         INSERT INTO patient_identifiers (authority_key, id_value, patient_id, namespace_id, universal_id, \
-             universal_id_type, id_type_code, active, position) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8 \
-             FROM json_each($4) WHERE true \
-             ON CONFLICT (authority_key, id_value) DO UPDATE SET patient_id = excluded.patient_id, \
-             namespace_id = excluded.namespace_id, universal_id = excluded.universal_id, \
-             universal_id_type = excluded.universal_id_type, id_type_code = excluded.id_type_code, \
-             active = excluded.active, position = excluded.position; \
-         UPDATE patient_identifiers SET active = 0 \
-             WHERE (authority_key, id_value) IN (SELECT value->>0, value->>1 FROM json_each($5)); \
-         INSERT INTO patient_history (patient_id, at, event, message_control_id, detail) \
-             SELECT value->>0, $1, value->>1, value->>2, value->>3 FROM json_each($6) ORDER BY key; \
-         INSERT INTO outbox (topic, key, payload, idempotency_key, state, attempts, next_attempt_at, \
-             created_at, updated_at) \
-             SELECT value->>0, value->>1, value->>2, NULL, 'pending', 0, $1, $1, $1 FROM json_each($7) ORDER BY key; \
-         INSERT INTO hl7_inbound (sender, control_id, received_at, ack_code, ack) \
-             SELECT value->>0, value->>1, $1, value->>2, value->>3 FROM json_each($8)"
-    };
+/// SQLite: `$1` now, then one JSON array per statement (`$2`-`$8`, in the order below).
+/// Statements run in order, each over its rows in array order (`ORDER BY key`), so history and
+/// outbox ids follow the batch's order. Only the statements that have rows are sent (each costs
+/// a few µs even with nothing to do, as much as a one-message batch's own work), so a batch's
+/// text is one of the few combinations that occur (an update, a creation, a merge...), each
+/// prepared once. `WHERE true` before `ON CONFLICT` resolves the parsing ambiguity of an upsert
+/// fed by a SELECT (sqlite.org/lang_upsert.html).
+const SQLITE_INSERT_PATIENTS: &str = "INSERT INTO patients (id, created_at, updated_at, merged_into, family_name, given_name, birth_date, sex) \
+     SELECT value->>0, $1, $1, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each($2) ORDER BY key";
+const SQLITE_UPDATE_PATIENTS: &str = "UPDATE patients SET updated_at = $1, merged_into = coalesce(u.value->>1, merged_into), \
+     family_name = coalesce(u.value->>2, family_name), given_name = coalesce(u.value->>3, given_name), \
+     birth_date = coalesce(u.value->>4, birth_date), sex = coalesce(u.value->>5, sex) \
+     FROM json_each($3) AS u WHERE patients.id = u.value->>0";
+const SQLITE_UPSERT_IDENTIFIERS: &str = "INSERT INTO patient_identifiers (authority_key, id_value, patient_id, \
+     namespace_id, universal_id, universal_id_type, id_type_code, active, position) \
+     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8 \
+     FROM json_each($4) WHERE true \
+     ON CONFLICT (authority_key, id_value) DO UPDATE SET patient_id = excluded.patient_id, \
+     namespace_id = excluded.namespace_id, universal_id = excluded.universal_id, \
+     universal_id_type = excluded.universal_id_type, id_type_code = excluded.id_type_code, \
+     active = excluded.active, position = excluded.position";
+const SQLITE_RETIRE_IDENTIFIERS: &str = "UPDATE patient_identifiers SET active = 0 \
+     WHERE (authority_key, id_value) IN (SELECT value->>0, value->>1 FROM json_each($5))";
+const SQLITE_INSERT_HISTORY: &str = "INSERT INTO patient_history (patient_id, at, event, message_control_id, detail) \
+     SELECT value->>0, $1, value->>1, value->>2, value->>3 FROM json_each($6) ORDER BY key";
+const SQLITE_INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, key, payload, idempotency_key, state, attempts, \
+     next_attempt_at, created_at, updated_at) \
+     SELECT value->>0, value->>1, value->>2, NULL, 'pending', 0, $1, $1, $1 FROM json_each($7) ORDER BY key";
+const SQLITE_INSERT_ACKS: &str = "INSERT INTO hl7_inbound (sender, control_id, received_at, ack_code, ack) \
+     SELECT value->>0, value->>1, $1, value->>2, value->>3 FROM json_each($8)";
+
+/// What surrounds a batch's write statements on SQLite.
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    /// Inside a caller's transaction.
+    Within,
+    /// The session's transaction is open: the writes end it.
+    Commit,
+    /// Nothing is open yet: the writes open and end it.
+    BeginCommit,
 }
 
-const SQLITE_WRITE: &str = sqlite_write_sql!();
-const SQLITE_WRITE_COMMIT: &str = concat!(sqlite_write_sql!(), "; COMMIT");
-const SQLITE_BEGIN_WRITE_COMMIT: &str = concat!("BEGIN IMMEDIATE; ", sqlite_write_sql!(), "; COMMIT");
+/// The SQL text for `changes`: only the statements that have rows, in the fixed order.
+fn sqlite_write_sql(changes: &Changes, framing: Framing) -> String {
+    let statements = [
+        (!changes.new_patients.is_empty(), SQLITE_INSERT_PATIENTS),
+        (!changes.patient_updates.is_empty(), SQLITE_UPDATE_PATIENTS),
+        (!changes.identifiers.is_empty(), SQLITE_UPSERT_IDENTIFIERS),
+        (!changes.retired.is_empty(), SQLITE_RETIRE_IDENTIFIERS),
+        (!changes.history.is_empty(), SQLITE_INSERT_HISTORY),
+        (!changes.outbox.is_empty(), SQLITE_INSERT_OUTBOX),
+        (!changes.acks.is_empty(), SQLITE_INSERT_ACKS),
+    ];
+    let mut parts: Vec<&str> = Vec::with_capacity(statements.len() + 2);
+    if matches!(framing, Framing::BeginCommit) {
+        parts.push("BEGIN IMMEDIATE");
+    }
+    parts.extend(statements.iter().filter(|(needed, _)| *needed).map(|(_, sql)| *sql));
+    if matches!(framing, Framing::Commit | Framing::BeginCommit) {
+        parts.push("COMMIT");
+    }
+    parts.join("; ")
+}
 
 async fn sqlite_write(
     connection: &mut SqliteConnection,
-    sql: &'static str,
+    framing: Framing,
     changes: &Changes,
     now: i64,
 ) -> Result<(), StoreError> {
+    let sql = sqlite_write_sql(changes, framing);
+    if sql.is_empty() {
+        return Ok(());
+    }
     let mut new_patients = JsonArray::new();
     for patient in &changes.new_patients {
         let demographics = &patient.demographics;
@@ -570,7 +601,8 @@ async fn sqlite_write(
     for ack in &changes.acks {
         acks.row().str(&ack.sender).str(&ack.control_id).str(&ack.recorded.ack_code).str(&ack.recorded.ack);
     }
-    sqlx::query(sql)
+    // Built only from the constants above: no value is spliced into the text.
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(now)
         .bind(new_patients.finish())
         .bind(updates.finish())
