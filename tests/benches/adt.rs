@@ -19,7 +19,9 @@
 //! Prints figures and ratios against the goals of issue 2; asserts nothing about time. It does
 //! check every ACK (MSA-1 AA, MSA-2 = MSH-10) and prints what was not, because a bench that gets
 //! AE back measures nothing. `ADT_BENCH_SECS` sets the measured seconds per point (default 5,
-//! after 1 s of warm-up), `ADT_BENCH_CEILING_SECS` those of each ceiling window (default 2). `ADT_BENCH_PID3=local` sends PID-3 with the local MRN only (no
+//! after 1 s of warm-up), `ADT_BENCH_CEILING_SECS` those of each ceiling window (default 2).
+//! `ADT_BENCH_ENGINES=sqlite` and `ADT_BENCH_CONNECTIONS=1,16` restrict the points (diagnosis);
+//! `HIE_E2E_BROKER_EXE` runs another build of the broker, e.g. to compare before and after. `ADT_BENCH_PID3=local` sends PID-3 with the local MRN only (no
 //! affinity-domain ID, so no identity feed is queued): a diagnosis knob that shows what the outbox
 //! costs. Results go to `docs/performance.md` by hand.
 
@@ -80,8 +82,23 @@ fn main() {
     let mut ceilings = rt.block_on(Ceilings::open(&ceiling_dir.path().join("ceiling.db")));
     let py = PythonServer::start();
 
+    let engines: Vec<Engine> = match std::env::var("ADT_BENCH_ENGINES") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|name| match name.trim() {
+                "sqlite" => Some(Engine::Sqlite),
+                "postgres" => Some(Engine::Postgres),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => vec![Engine::Sqlite, Engine::Postgres],
+    };
+    let connections: Vec<usize> = match std::env::var("ADT_BENCH_CONNECTIONS") {
+        Ok(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+        Err(_) => CONNECTIONS.to_vec(),
+    };
     let mut points = Vec::new();
-    for engine in [Engine::Sqlite, Engine::Postgres] {
+    for engine in engines {
         let name = engine_name(engine);
         let broker = BrokerProc::start_with(
             BrokerOptions::new(engine)
@@ -89,7 +106,7 @@ fn main() {
                 .env("HIE_EDGE__NODE__NAME", "bench"),
         );
         println!("broker {name} pid={}", broker.pid());
-        for n in CONNECTIONS {
+        for &n in &connections {
             let before = rt.block_on(ceilings.measure(engine, n, ceiling_window));
             let pressure_before = Pressure::now();
             let counters_before = adt_commit_counters(&broker);
