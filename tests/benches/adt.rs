@@ -1,8 +1,8 @@
 //! B-ADT: ADT messages per second with durable ACKs, over MLLP on loopback, in one run.
 //!
 //! Measures the release broker (`hie-edge-e2e` built by `cargo bench`) on SQLite and on
-//! PostgreSQL at 1, 4 and 16 sender connections, beside two baselines measured in the same run
-//! on the same machine:
+//! PostgreSQL at 1, 4 and 16 sender connections, beside two baselines measured next to each
+//! broker point on the same machine:
 //! - (a) the raw commit ceiling of each database: single-row INSERTs (1.5 KB text), one
 //!   transaction each, with the broker's durability settings (SQLite WAL + `synchronous=FULL`,
 //!   one writer; PostgreSQL `fsync` and `synchronous_commit` on, at 1, 4 and 16 clients like
@@ -10,10 +10,18 @@
 //! - (b) `python_mllp_server.py`: python-hl7's asyncio MLLP server that parses, commits to SQLite
 //!   (WAL + FULL) and only then ACKs, loaded by the same generator.
 //!
+//! Each broker point is bracketed: the ceilings it is compared with are measured right before
+//! and right after it (then averaged), and the Python point runs right after it. The disk is a
+//! shared virtual one whose commit latency was seen to change four-fold within one run, so a
+//! ceiling measured a minute earlier is no baseline; the before/after spread printed per point
+//! shows how steady the disk was. Load average and CPU/IO pressure (PSI) are printed per point.
+//!
 //! Prints figures and ratios against the goals of issue 2; asserts nothing about time. It does
 //! check every ACK (MSA-1 AA, MSA-2 = MSH-10) and prints what was not, because a bench that gets
 //! AE back measures nothing. `ADT_BENCH_SECS` sets the measured seconds per point (default 5,
-//! after 1 s of warm-up). `ADT_BENCH_PID3=local` sends PID-3 with the local MRN only (no
+//! after 1 s of warm-up), `ADT_BENCH_CEILING_SECS` those of each ceiling window (default 2).
+//! `ADT_BENCH_ENGINES=sqlite` and `ADT_BENCH_CONNECTIONS=1,16` restrict the points (diagnosis);
+//! `HIE_E2E_BROKER_EXE` runs another build of the broker, e.g. to compare before and after. `ADT_BENCH_PID3=local` sends PID-3 with the local MRN only (no
 //! affinity-domain ID, so no identity feed is queued): a diagnosis knob that shows what the outbox
 //! costs. Results go to `docs/performance.md` by hand.
 
@@ -30,6 +38,8 @@ use sqlx::Connection;
 
 const CONNECTIONS: [usize; 3] = [1, 4, 16];
 const WARMUP: Duration = Duration::from_secs(1);
+/// Warm-up of each ceiling window; its length is `ADT_BENCH_CEILING_SECS` (default 2).
+const CEILING_WARMUP: Duration = Duration::from_millis(500);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Every patient gets one A04 and then this many A08 updates.
 const UPDATES_PER_PATIENT: u64 = 3;
@@ -59,20 +69,36 @@ fn main() {
         }
     );
 
+    let ceiling_secs =
+        std::env::var("ADT_BENCH_CEILING_SECS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(2.0).max(0.5);
+    let ceiling_window = Duration::from_secs_f64(ceiling_secs);
+    println!(
+        "ceilings: {ceiling_secs} s after {} ms warm-up, measured right before and after each broker point",
+        CEILING_WARMUP.as_millis()
+    );
+
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-
-    // (a) Ceilings first, with nothing else of ours running.
     let ceiling_dir = tempfile::Builder::new().prefix("hie-bench-ceiling-").tempdir().expect("temp dir");
-    let sqlite_ceiling = rt.block_on(sqlite_ceiling(&ceiling_dir.path().join("ceiling.db"), measure));
-    println!("figure ceiling sqlite wal+full writers=1 commits_per_s={sqlite_ceiling:.0}");
-    let pg_ceiling: Vec<(usize, f64)> = rt.block_on(pg_ceiling(measure));
-    for (n, rate) in &pg_ceiling {
-        println!("figure ceiling postgres clients={n} commits_per_s={rate:.0}");
-    }
+    let mut ceilings = rt.block_on(Ceilings::open(&ceiling_dir.path().join("ceiling.db")));
+    let py = PythonServer::start();
 
-    // The broker on each engine.
-    let mut broker_rows = Vec::new();
-    for engine in [Engine::Sqlite, Engine::Postgres] {
+    let engines: Vec<Engine> = match std::env::var("ADT_BENCH_ENGINES") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|name| match name.trim() {
+                "sqlite" => Some(Engine::Sqlite),
+                "postgres" => Some(Engine::Postgres),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => vec![Engine::Sqlite, Engine::Postgres],
+    };
+    let connections: Vec<usize> = match std::env::var("ADT_BENCH_CONNECTIONS") {
+        Ok(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+        Err(_) => CONNECTIONS.to_vec(),
+    };
+    let mut points = Vec::new();
+    for engine in engines {
         let name = engine_name(engine);
         let broker = BrokerProc::start_with(
             BrokerOptions::new(engine)
@@ -80,17 +106,28 @@ fn main() {
                 .env("HIE_EDGE__NODE__NAME", "bench"),
         );
         println!("broker {name} pid={}", broker.pid());
-        for n in CONNECTIONS {
-            let before = adt_commit_counters(&broker);
+        for &n in &connections {
+            let before = rt.block_on(ceilings.measure(engine, n, ceiling_window));
+            let pressure_before = Pressure::now();
+            let counters_before = adt_commit_counters(&broker);
             let r = run_load(broker.mllp, n, &format!("{name}{n}"), measure, linked);
-            let after = adt_commit_counters(&broker);
-            let batch = match (before, after) {
+            let counters_after = adt_commit_counters(&broker);
+            let pressure = Pressure::now().since(&pressure_before);
+            let batch = match (counters_before, counters_after) {
                 (Some((c0, m0)), Some((c1, m1))) if c1 > c0 => (m1 - m0) / (c1 - c0),
                 _ => f64::NAN,
             };
             r.print(&format!("broker {name}"));
-            println!("figure broker {name} connections={n} mean_group_commit_batch={batch:.2}");
-            broker_rows.push((engine, r));
+            println!("figure broker {name} connections={n} mean_group_commit_batch={batch:.2} {pressure}");
+            let python = run_load(py.addr, n, &format!("py{name}{n}"), measure, linked);
+            python.print("python-hl7");
+            let after = rt.block_on(ceilings.measure(engine, n, ceiling_window));
+            let ceiling = Bracket::of(before, after);
+            println!(
+                "figure ceiling {name} clients=1 before={:.0} after={:.0}; clients={n} before={:.0} after={:.0} commits_per_s",
+                ceiling.one.0, ceiling.one.1, ceiling.same.0, ceiling.same.1
+            );
+            points.push(Point { engine, broker: r, python, ceiling, load: loadavg(), pressure });
         }
         let warnings: Vec<String> = broker.stderr_log().lines().map(str::to_owned).collect();
         if !warnings.is_empty() {
@@ -100,20 +137,88 @@ fn main() {
             }
         }
     }
+    drop(py);
+    rt.block_on(ceilings.close());
 
-    // (b) python-hl7 with a commit per message.
-    let mut python_rows = Vec::new();
-    {
-        let py = PythonServer::start();
-        for n in CONNECTIONS {
-            let r = run_load(py.addr, n, &format!("py{n}"), measure, linked);
-            r.print("python-hl7");
-            python_rows.push(r);
-        }
+    print_table(&points);
+    println!("bench wall time: {:.0} s; load average now: {}", started.elapsed().as_secs_f64(), loadavg());
+}
+
+/// One broker point with the baselines measured around it.
+struct Point {
+    engine: Engine,
+    broker: LoadResult,
+    python: LoadResult,
+    ceiling: Bracket,
+    load: String,
+    pressure: Pressure,
+}
+
+/// Ceilings before and after a point: at 1 writer/client, and at the point's client count
+/// (PostgreSQL; SQLite has one writer whatever the senders).
+#[derive(Clone, Copy)]
+struct Bracket {
+    one: (f64, f64),
+    same: (f64, f64),
+}
+
+impl Bracket {
+    fn of(before: (f64, f64), after: (f64, f64)) -> Bracket {
+        Bracket { one: (before.0, after.0), same: (before.1, after.1) }
     }
 
-    print_table(sqlite_ceiling, &pg_ceiling, &broker_rows, &python_rows);
-    println!("bench wall time: {:.0} s; load average now: {}", started.elapsed().as_secs_f64(), loadavg());
+    fn one(&self) -> f64 {
+        (self.one.0 + self.one.1) / 2.0
+    }
+
+    fn same(&self) -> f64 {
+        (self.same.0 + self.same.1) / 2.0
+    }
+}
+
+/// Pressure stall information (`/proc/pressure/{cpu,io}`): the share of wall time some task
+/// waited for a CPU or for I/O, over the point. Shows how busy the shared machine was.
+#[derive(Clone, Copy, Default)]
+struct Pressure {
+    cpu_us: u64,
+    io_us: u64,
+    at: Option<Instant>,
+    cpu_share: f64,
+    io_share: f64,
+}
+
+impl Pressure {
+    fn now() -> Pressure {
+        let total = |resource: &str| -> u64 {
+            std::fs::read_to_string(format!("/proc/pressure/{resource}"))
+                .ok()
+                .and_then(|text| {
+                    text.lines().find(|l| l.starts_with("some")).and_then(|l| {
+                        l.split_whitespace().find_map(|f| f.strip_prefix("total=")).and_then(|v| v.parse().ok())
+                    })
+                })
+                .unwrap_or(0)
+        };
+        Pressure { cpu_us: total("cpu"), io_us: total("io"), at: Some(Instant::now()), ..Pressure::default() }
+    }
+
+    fn since(&self, earlier: &Pressure) -> Pressure {
+        let wall_us = match (self.at, earlier.at) {
+            (Some(now), Some(then)) => now.duration_since(then).as_micros() as f64,
+            _ => f64::NAN,
+        };
+        Pressure {
+            cpu_share: self.cpu_us.saturating_sub(earlier.cpu_us) as f64 / wall_us,
+            io_share: self.io_us.saturating_sub(earlier.io_us) as f64 / wall_us,
+            ..*self
+        }
+    }
+}
+
+impl std::fmt::Display for Pressure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "psi_cpu_some={:.0}% psi_io_some={:.0}%", self.cpu_share * 100.0, self.io_share * 100.0)
+    }
 }
 
 fn engine_name(engine: Engine) -> &'static str {
@@ -380,57 +485,88 @@ fn ceiling_payload() -> String {
     "x".repeat(CEILING_PAYLOAD_BYTES)
 }
 
-async fn sqlite_ceiling(path: &Path, measure: Duration) -> f64 {
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-        .expect("sqlite url")
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
-    let mut conn = SqliteConnection::connect_with(&options).await.expect("open ceiling sqlite");
-    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
-        .execute(&mut conn)
-        .await
-        .expect("create table");
-    let payload = ceiling_payload();
-    let start = Instant::now();
-    let (window_start, window_end) = (start + WARMUP, start + WARMUP + measure);
-    let mut counted = 0u64;
-    loop {
-        // One statement outside BEGIN is one transaction: one WAL fsync per row.
-        sqlx::query("INSERT INTO t (payload) VALUES ($1)").bind(&payload).execute(&mut conn).await.expect("insert");
-        let now = Instant::now();
-        if now >= window_end {
-            break;
-        }
-        if now >= window_start {
-            counted += 1;
-        }
-    }
-    counted as f64 / measure.as_secs_f64()
+/// The ceiling databases, kept open for the whole run: a SQLite file with the broker's pragmas
+/// and a fresh PostgreSQL database.
+struct Ceilings {
+    sqlite: sqlx::sqlite::SqliteConnection,
+    pg_url: String,
 }
 
-async fn pg_ceiling(measure: Duration) -> Vec<(usize, f64)> {
-    let url = hie_e2e::fresh_pg_database();
-    let mut setup = sqlx::PgConnection::connect(&url).await.expect("connect ceiling postgres");
-    sqlx::query("CREATE TABLE t (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)")
-        .execute(&mut setup)
-        .await
-        .expect("create table");
-    for setting in ["fsync", "synchronous_commit"] {
-        let v: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
-            .fetch_one(&mut setup)
+impl Ceilings {
+    async fn open(path: &Path) -> Ceilings {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .expect("sqlite url")
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let mut sqlite = SqliteConnection::connect_with(&options).await.expect("open ceiling sqlite");
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
+            .execute(&mut sqlite)
             .await
-            .expect("show");
-        println!("postgres {setting}={v}");
+            .expect("create table");
+        let pg_url = hie_e2e::fresh_pg_database();
+        let mut setup = sqlx::PgConnection::connect(&pg_url).await.expect("connect ceiling postgres");
+        sqlx::query("CREATE TABLE t (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)")
+            .execute(&mut setup)
+            .await
+            .expect("create table");
+        for setting in ["fsync", "synchronous_commit"] {
+            let v: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+                .fetch_one(&mut setup)
+                .await
+                .expect("show");
+            println!("postgres {setting}={v}");
+        }
+        Ceilings { sqlite, pg_url }
     }
-    let mut out = Vec::new();
-    for n in CONNECTIONS {
-        let mut tasks = Vec::new();
+
+    /// (1-writer ceiling, ceiling at `clients`) for `engine`, commits/s.
+    async fn measure(&mut self, engine: Engine, clients: usize, window: Duration) -> (f64, f64) {
+        match engine {
+            Engine::Sqlite => {
+                let rate = self.sqlite(window).await;
+                (rate, rate)
+            }
+            Engine::Postgres => {
+                let one = self.postgres(1, window).await;
+                let same = if clients == 1 { one } else { self.postgres(clients, window).await };
+                (one, same)
+            }
+        }
+    }
+
+    /// Single-row INSERTs, one transaction each, one writer (SQLite has no other kind).
+    async fn sqlite(&mut self, window: Duration) -> f64 {
+        let payload = ceiling_payload();
         let start = Instant::now();
-        let (window_start, window_end) = (start + WARMUP, start + WARMUP + measure);
-        for _ in 0..n {
-            let url = url.clone();
+        let (window_start, window_end) = (start + CEILING_WARMUP, start + CEILING_WARMUP + window);
+        let mut counted = 0u64;
+        loop {
+            // One statement outside BEGIN is one transaction: one WAL fsync per row.
+            sqlx::query("INSERT INTO t (payload) VALUES ($1)")
+                .bind(&payload)
+                .execute(&mut self.sqlite)
+                .await
+                .expect("insert");
+            let now = Instant::now();
+            if now >= window_end {
+                break;
+            }
+            if now >= window_start {
+                counted += 1;
+            }
+        }
+        counted as f64 / window.as_secs_f64()
+    }
+
+    /// Single-row INSERTs from `clients` connections at once (like pgbench).
+    async fn postgres(&self, clients: usize, window: Duration) -> f64 {
+        let start = Instant::now();
+        let (window_start, window_end) = (start + CEILING_WARMUP, start + CEILING_WARMUP + window);
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let url = self.pg_url.clone();
             tasks.push(tokio::spawn(async move {
                 let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
                 let payload = ceiling_payload();
@@ -456,11 +592,13 @@ async fn pg_ceiling(measure: Duration) -> Vec<(usize, f64)> {
         for t in tasks {
             total += t.await.expect("ceiling task");
         }
-        out.push((n, total as f64 / measure.as_secs_f64()));
+        total as f64 / window.as_secs_f64()
     }
-    drop(setup);
-    drop_pg_database(&url).await;
-    out
+
+    async fn close(self) {
+        drop(self.sqlite);
+        drop_pg_database(&self.pg_url).await;
+    }
 }
 
 async fn drop_pg_database(url: &str) {
@@ -513,47 +651,53 @@ impl Drop for PythonServer {
 // ---------------------------------------------------------------------------------------------
 // The summary.
 
-fn print_table(
-    sqlite_ceiling: f64,
-    pg_ceiling: &[(usize, f64)],
-    broker: &[(Engine, LoadResult)],
-    python: &[LoadResult],
-) {
-    let pg_at = |n: usize| pg_ceiling.iter().find(|(k, _)| *k == n).map(|(_, r)| *r).unwrap_or(f64::NAN);
+fn print_table(points: &[Point]) {
     println!();
     println!(
-        "ceiling (a): sqlite 1 writer {sqlite_ceiling:.0}/s; postgres 1/4/16 clients {:.0}/{:.0}/{:.0}/s",
-        pg_at(1),
-        pg_at(4),
-        pg_at(16)
+        "{:<9} {:>5} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7} {:>13} {:>13} {:>14} {:>9}",
+        "engine",
+        "conns",
+        "msgs/s",
+        "p50 us",
+        "p99 us",
+        "vs (a)1",
+        "vs (a)N",
+        "vs py(b)",
+        "py msgs/s",
+        "non-AA",
+        "(a)1 bef/aft",
+        "(a)N bef/aft",
+        "load avg",
+        "psi cpu/io"
     );
-    println!(
-        "{:<9} {:>5} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7}",
-        "engine", "conns", "msgs/s", "p50 us", "p99 us", "vs (a)1", "vs (a)N", "vs py(b)", "py msgs/s", "non-AA"
-    );
-    for (engine, r) in broker {
-        let (ceiling_1, ceiling_n) = match engine {
-            Engine::Sqlite => (sqlite_ceiling, sqlite_ceiling),
-            Engine::Postgres => (pg_at(1), pg_at(r.connections)),
-        };
-        let py = python.iter().find(|p| p.connections == r.connections).map(LoadResult::rate).unwrap_or(f64::NAN);
+    for point in points {
+        let r = &point.broker;
+        let c = &point.ceiling;
         println!(
-            "{:<9} {:>5} {:>10.0} {:>9} {:>9} {:>9.2}x {:>9.2}x {:>9.1}x {:>10.0} {:>7}",
-            engine_name(*engine),
+            "{:<9} {:>5} {:>10.0} {:>9} {:>9} {:>9.2}x {:>9.2}x {:>9.1}x {:>10.0} {:>7} {:>6.0}/{:<6.0} {:>6.0}/{:<6.0} {:>14} {:>4.0}/{:<3.0}%",
+            engine_name(point.engine),
             r.connections,
             r.rate(),
             r.p50_us,
             r.p99_us,
-            r.rate() / ceiling_1,
-            r.rate() / ceiling_n,
-            r.rate() / py,
-            py,
-            r.non_aa
+            r.rate() / c.one(),
+            r.rate() / c.same(),
+            r.rate() / point.python.rate(),
+            point.python.rate(),
+            r.non_aa,
+            c.one.0,
+            c.one.1,
+            c.same.0,
+            c.same.1,
+            point.load,
+            point.pressure.cpu_share * 100.0,
+            point.pressure.io_share * 100.0
         );
     }
-    for p in python {
+    for point in points {
+        let p = &point.python;
         println!(
-            "{:<9} {:>5} {:>10.0} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7}",
+            "{:<9} {:>5} {:>10.0} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7}   (next to broker {})",
             "python-b",
             p.connections,
             p.rate(),
@@ -563,19 +707,19 @@ fn print_table(
             "",
             "",
             "",
-            p.non_aa
+            p.non_aa,
+            engine_name(point.engine)
         );
     }
     println!(
         "goals (issue 2): vs (a)1 >= 0.8x at 1 connection; >= 2x at 16 connections (group commit); vs py(b) >= 10x; \
-         (a)1 = the engine's 1-writer commit ceiling, (a)N = PostgreSQL's ceiling at the same client count"
+         (a)1 = the engine's 1-writer commit ceiling, (a)N = PostgreSQL's ceiling at the same client count, \
+         each the mean of the measurements right before and after the point"
     );
-    for (engine, r) in broker {
-        let ceiling_1 = match engine {
-            Engine::Sqlite => sqlite_ceiling,
-            Engine::Postgres => pg_at(1),
-        };
-        let py = python.iter().find(|p| p.connections == r.connections).map(LoadResult::rate).unwrap_or(f64::NAN);
+    for point in points {
+        let r = &point.broker;
+        let ceiling_1 = point.ceiling.one();
+        let py = point.python.rate();
         let mut verdicts = Vec::new();
         match r.connections {
             1 => verdicts.push(verdict("vs ceiling >= 0.8x", r.rate() / ceiling_1 >= 0.8)),
@@ -584,7 +728,7 @@ fn print_table(
         }
         verdicts.push(verdict("vs python >= 10x", r.rate() / py >= 10.0));
         verdicts.push(verdict("all AA", r.non_aa == 0 && r.io_errors.is_empty()));
-        println!("ratio broker {} connections={}: {}", engine_name(*engine), r.connections, verdicts.join(", "));
+        println!("ratio broker {} connections={}: {}", engine_name(point.engine), r.connections, verdicts.join(", "));
     }
 }
 

@@ -14,6 +14,8 @@
 //!   gone, the XDS metadata, and what a registry's answer means.
 //! - [`ports`]: the traits through which decisions reach peers ([`ports::Pacs`]).
 //! - [`from_wire`] / [`to_wire`]: HL7 types <-> domain types.
+//! - `working_set`: what a batch has read and decided before it writes (the rules' view of the
+//!   database during a group commit).
 
 pub mod adt;
 pub mod commit;
@@ -24,3 +26,4 @@ pub mod ports;
 pub mod publish;
 pub mod studies;
 pub mod to_wire;
+mod working_set;

@@ -12,13 +12,19 @@
 //!   change nothing.
 //! - A change of identifier (A47) retires MRG-1 and gives the patient PID-3.
 //! - Updates to a patient that was merged away are refused: its record is closed.
+//!
+//! The rules read and change a working set (`working_set`), not the database: the group-commit
+//! writer loads a whole batch's patients in one read and writes every decision in one statement.
+//! [`apply_adt`] does the same for a single message inside a caller's transaction.
 
 use hie_core::{AffinityDomain, PatientIdentifier};
 use hie_hl7::adt::{AdtKind, AdtMessage, ErrorCode, Hl7Error, Location, PatientGroup};
-use hie_store::patients::{self, Demographics, IdentifierRow, PatientRow};
-use hie_store::{StoreError, Tx, outbox};
+use hie_store::batch::{self, ReadState};
+use hie_store::patients::{Demographics, IdentifierRow, PatientRow};
+use hie_store::{StoreError, Tx};
 
 use crate::from_wire;
+use crate::working_set::{IdentifierKey, Prefetch, Working};
 
 /// The outbox topic of identity feeds to the registry (ITI-8).
 pub const IDENTITY_FEED_TOPIC: &str = "iti8";
@@ -46,12 +52,75 @@ pub enum ApplyError {
     Store(#[from] StoreError),
 }
 
-/// Applies one ADT message inside `tx`. The caller commits (or rolls back) and answers.
+/// Applies one ADT message inside `tx`: reads what it names, decides, and writes the outcome in
+/// one statement. The caller commits (or rolls back) and answers. A refusal writes nothing.
 pub async fn apply_adt(
     tx: &mut Tx<'_>,
     domain: &AffinityDomain,
     message: &AdtMessage,
     now: i64,
+) -> Result<Applied, ApplyError> {
+    let mut work = Working::new(tx);
+    work.load(&[], &prefetch(domain, [message])).await?;
+    let applied = apply_in(&mut work, domain, message).await?;
+    let changes = work.set.into_changes();
+    batch::write_changes(tx, &changes, now).await?;
+    Ok(applied)
+}
+
+/// What a batch of messages names, for the batch's first read: every PID-3 and MRG-1
+/// identifier the rules will look up, and an upper bound of the patients they may create.
+pub(crate) fn prefetch<'m>(domain: &AffinityDomain, messages: impl IntoIterator<Item = &'m AdtMessage>) -> Prefetch {
+    let mut prefetch = Prefetch::default();
+    for message in messages {
+        let groups = match message.event.kind() {
+            AdtKind::Demographics => &message.groups[..message.groups.len().min(1)],
+            AdtKind::Merge | AdtKind::ChangeIdentifier => &message.groups[..],
+        };
+        for group in groups {
+            let mrg = group.mrg.as_ref().map(|mrg| mrg.prior_identifiers.as_slice()).unwrap_or_default();
+            for cxs in [group.pid.identifiers.as_slice(), mrg] {
+                // Over the cap the message is refused before any lookup.
+                if let Ok(keyed) = keyed_identifiers(domain, cxs, || location("PID", 1, 3, 0)) {
+                    prefetch.identifiers.extend(keyed.into_iter().map(|keyed| (keyed.key, keyed.identifier.id)));
+                }
+            }
+            prefetch.new_ids += match message.event.kind() {
+                AdtKind::Demographics => 1,
+                // Survivor and prior, when neither was known.
+                AdtKind::Merge => 2,
+                AdtKind::ChangeIdentifier => 0,
+            };
+        }
+    }
+    prefetch.identifiers.sort_unstable();
+    prefetch.identifiers.dedup();
+    prefetch
+}
+
+/// Applies one message to the working set. A message with several PID/MRG groups (A40, A47)
+/// may be refused at a later group after earlier ones changed the set: the set is restored, so
+/// the refusal leaves no trace (what a savepoint did when the rules wrote to the database).
+pub(crate) async fn apply_in<S: ReadState>(
+    work: &mut Working<'_, S>,
+    domain: &AffinityDomain,
+    message: &AdtMessage,
+) -> Result<Applied, ApplyError> {
+    if message.groups.len() <= 1 {
+        return apply_groups(work, domain, message).await;
+    }
+    let before = work.set.clone();
+    let applied = apply_groups(work, domain, message).await;
+    if applied.is_err() {
+        work.set = before;
+    }
+    applied
+}
+
+async fn apply_groups<S: ReadState>(
+    work: &mut Working<'_, S>,
+    domain: &AffinityDomain,
+    message: &AdtMessage,
 ) -> Result<Applied, ApplyError> {
     let control_id = message.header.control_id.as_str();
     // Variants are named after the trigger events (A01…A47).
@@ -61,17 +130,17 @@ pub async fn apply_adt(
         AdtKind::Demographics => {
             // Only the first PID group matters for these events (HL7 v2 3.3).
             if let Some(group) = message.groups.first() {
-                apply_demographics(tx, domain, group, &event, control_id, now, &mut applied).await?;
+                apply_demographics(work, domain, group, &event, control_id, &mut applied).await?;
             }
         }
         AdtKind::Merge => {
             for group in &message.groups {
-                apply_merge(tx, domain, group, &event, control_id, now, &mut applied).await?;
+                apply_merge(work, domain, group, &event, control_id, &mut applied).await?;
             }
         }
         AdtKind::ChangeIdentifier => {
             for group in &message.groups {
-                apply_change_identifier(tx, domain, group, &event, control_id, now, &mut applied).await?;
+                apply_change_identifier(work, domain, group, &event, control_id, &mut applied).await?;
             }
         }
     }
@@ -87,43 +156,48 @@ struct Keyed {
     local: bool,
 }
 
-async fn apply_demographics(
-    tx: &mut Tx<'_>,
+impl Keyed {
+    fn identifier_key(&self) -> IdentifierKey {
+        (self.key.clone(), self.identifier.id.clone())
+    }
+}
+
+async fn apply_demographics<S: ReadState>(
+    work: &mut Working<'_, S>,
     domain: &AffinityDomain,
     group: &PatientGroup,
     event: &str,
     control_id: &str,
-    now: i64,
     applied: &mut Applied,
 ) -> Result<(), ApplyError> {
     let pid_location = || location("PID", group.pid_index, 3, 0);
     let identifiers = keyed_identifiers(domain, &group.pid.identifiers, pid_location)?;
     check_single_valued(&identifiers, pid_location)?;
     let demographics = from_wire::demographics(&group.pid);
-    let (patient, existing) = match resolve(tx, &identifiers, pid_location).await? {
+    let (patient, existing) = match resolve(work, &identifiers, pid_location).await? {
         Some((patient, existing)) => {
             refuse_if_merged(&patient, pid_location())?;
             check_no_conflicting_link(&existing, &identifiers, pid_location)?;
-            patients::update_demographics(tx, patient.id, &demographics, now).await?;
+            work.update_demographics(patient.id, &demographics).await?;
             (patient.id, existing)
         }
-        None => (patients::create_patient(tx, &demographics, now).await?, Vec::new()),
+        None => (work.create_patient(&demographics).await?, Vec::new()),
     };
-    let added = attach_all(tx, patient, &identifiers, &existing).await?;
+    let added = attach_all(work, patient, &identifiers, &existing);
     let detail =
         if added.is_empty() { "demographics".to_owned() } else { format!("identifiers added: {}", added.join(" ")) };
-    patients::add_history(tx, patient, event, control_id, &detail, now).await?;
+    work.set.add_history(patient, event, control_id, &detail);
     applied.changed_patients.push(patient);
-    feed_identity(tx, patient, None, linked(domain, &existing, &identifiers), event, now, applied).await
+    feed_identity(work, patient, None, linked(domain, &existing, &identifiers), event, applied);
+    Ok(())
 }
 
-async fn apply_merge(
-    tx: &mut Tx<'_>,
+async fn apply_merge<S: ReadState>(
+    work: &mut Working<'_, S>,
     domain: &AffinityDomain,
     group: &PatientGroup,
     event: &str,
     control_id: &str,
-    now: i64,
     applied: &mut Applied,
 ) -> Result<(), ApplyError> {
     let (pid_location, mrg_location) = pid_and_mrg_locations(group);
@@ -134,8 +208,8 @@ async fn apply_merge(
 
     // Every check reads before anything is written, so a refusal leaves no trace and needs no
     // savepoint (the writer relies on this).
-    let survivor = resolve(tx, &survivor_ids, pid_location).await?;
-    let prior = resolve(tx, &prior_ids, mrg_location).await?;
+    let survivor = resolve(work, &survivor_ids, pid_location).await?;
+    let prior = resolve(work, &prior_ids, mrg_location).await?;
     if let (Some((survivor, _)), Some((prior, _))) = (&survivor, &prior) {
         if prior.id == survivor.id {
             return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "MRG-1 and PID-3 name the same patient"));
@@ -143,19 +217,19 @@ async fn apply_merge(
         if prior.merged_into == Some(survivor.id) || survivor.merged_into == Some(prior.id) {
             // A repeat, or an inverse duplicate of a merge already applied: nothing to change,
             // and refusing would only make the sender retry forever.
-            patients::add_history(tx, survivor.id, event, control_id, "duplicate merge ignored", now).await?;
+            work.set.add_history(survivor.id, event, control_id, "duplicate merge ignored");
             return Ok(());
         }
-        if merge_chain(tx, survivor.id).await?.contains(&prior.id) {
+        if merge_chain(work, survivor.id).await?.contains(&prior.id) {
             return Err(rejected(mrg_location(), ErrorCode::DuplicateKey, "the merge would make a cycle"));
         }
     }
     if let Some(other) = survivor.as_ref().and_then(|(survivor, _)| survivor.merged_into) {
-        let message = format!("the surviving patient was merged into {}", describe(tx, other).await?);
+        let message = format!("the surviving patient was merged into {}", describe(work, other).await?);
         return Err(rejected(pid_location(), ErrorCode::RecordLocked, &message));
     }
     if let Some(other) = prior.as_ref().and_then(|(prior, _)| prior.merged_into) {
-        let message = format!("the prior patient was already merged into {}", describe(tx, other).await?);
+        let message = format!("the prior patient was already merged into {}", describe(work, other).await?);
         return Err(rejected(mrg_location(), ErrorCode::RecordLocked, &message));
     }
     let survivor_existing = survivor.as_ref().map(|(_, identifiers)| identifiers.clone()).unwrap_or_default();
@@ -164,44 +238,44 @@ async fn apply_merge(
     let demographics = from_wire::demographics(&group.pid);
     let survivor_id = match &survivor {
         Some((survivor, _)) => {
-            patients::update_demographics(tx, survivor.id, &demographics, now).await?;
+            work.update_demographics(survivor.id, &demographics).await?;
             survivor.id
         }
         None => {
-            let id = patients::create_patient(tx, &demographics, now).await?;
-            patients::add_history(tx, id, event, control_id, "created as merge survivor", now).await?;
+            let id = work.create_patient(&demographics).await?;
+            work.set.add_history(id, event, control_id, "created as merge survivor");
             id
         }
     };
-    attach_all(tx, survivor_id, &survivor_ids, &survivor_existing).await?;
+    attach_all(work, survivor_id, &survivor_ids, &survivor_existing);
     let prior_id = match &prior {
         Some((prior, _)) => prior.id,
         None => {
             // A40 before the prior patient was ever announced: keep the prior identifiers, merged,
             // so a late message under them is recognized and refused.
-            let id = patients::create_patient(tx, &Demographics::default(), now).await?;
-            attach_all(tx, id, &prior_ids, &[]).await?;
-            patients::add_history(tx, id, event, control_id, "created as merge prior (not known before)", now).await?;
+            let id = work.create_patient(&Demographics::default()).await?;
+            attach_all(work, id, &prior_ids, &[]);
+            work.set.add_history(id, event, control_id, "created as merge prior (not known before)");
             id
         }
     };
-    patients::set_merged_into(tx, prior_id, survivor_id, now).await?;
-    let prior_name = describe(tx, prior_id).await?;
-    let survivor_name = describe(tx, survivor_id).await?;
-    patients::add_history(tx, prior_id, event, control_id, &format!("merged into {survivor_name}"), now).await?;
-    patients::add_history(tx, survivor_id, event, control_id, &format!("absorbed {prior_name}"), now).await?;
+    work.set_merged_into(prior_id, survivor_id).await?;
+    let prior_name = describe(work, prior_id).await?;
+    let survivor_name = describe(work, survivor_id).await?;
+    work.set.add_history(prior_id, event, control_id, &format!("merged into {survivor_name}"));
+    work.set.add_history(survivor_id, event, control_id, &format!("absorbed {prior_name}"));
     applied.changed_patients.extend([prior_id, survivor_id]);
     let linked = linked(domain, &survivor_existing, &survivor_ids);
-    feed_identity(tx, survivor_id, Some(prior_id), linked, event, now, applied).await
+    feed_identity(work, survivor_id, Some(prior_id), linked, event, applied);
+    Ok(())
 }
 
-async fn apply_change_identifier(
-    tx: &mut Tx<'_>,
+async fn apply_change_identifier<S: ReadState>(
+    work: &mut Working<'_, S>,
     domain: &AffinityDomain,
     group: &PatientGroup,
     event: &str,
     control_id: &str,
-    now: i64,
     applied: &mut Applied,
 ) -> Result<(), ApplyError> {
     let (pid_location, mrg_location) = pid_and_mrg_locations(group);
@@ -211,12 +285,12 @@ async fn apply_change_identifier(
     }
 
     // Reads and checks first: a refusal writes nothing.
-    let holder = resolve(tx, &new_ids, pid_location).await?;
-    let Some((patient, existing)) = resolve(tx, &old_ids, mrg_location).await? else {
+    let holder = resolve(work, &new_ids, pid_location).await?;
+    let Some((patient, existing)) = resolve(work, &old_ids, mrg_location).await? else {
         // A repeat after the change was applied: the old identifier is retired and the new one
         // is active on the same patient.
         if let Some((holder, _)) = &holder
-            && retired_on(tx, &old_ids, holder.id).await?
+            && retired_on(work, &old_ids, holder.id).await?
         {
             return Ok(());
         }
@@ -240,15 +314,16 @@ async fn apply_change_identifier(
     check_no_conflicting_link(&remaining, &new_ids, pid_location)?;
 
     for old in &retiring {
-        patients::retire_identifier(tx, &old.key, &old.identifier.id).await?;
+        work.retire_identifier(&old.identifier_key()).await?;
     }
-    patients::update_demographics(tx, patient.id, &from_wire::demographics(&group.pid), now).await?;
-    let added = attach_all(tx, patient.id, &new_ids, &remaining).await?;
+    work.update_demographics(patient.id, &from_wire::demographics(&group.pid)).await?;
+    let added = attach_all(work, patient.id, &new_ids, &remaining);
     let retired: Vec<&str> = retiring.iter().map(|old| old.identifier.id.as_str()).collect();
     let detail = format!("identifier changed: retired {} added {}", retired.join(" "), added.join(" "));
-    patients::add_history(tx, patient.id, event, control_id, &detail, now).await?;
+    work.set.add_history(patient.id, event, control_id, &detail);
     applied.changed_patients.push(patient.id);
-    feed_identity(tx, patient.id, None, linked(domain, &remaining, &new_ids), event, now, applied).await
+    feed_identity(work, patient.id, None, linked(domain, &remaining, &new_ids), event, applied);
+    Ok(())
 }
 
 /// Where PID-3 and MRG-1 of a group are, for ERR-2. Each PID of a merge is followed by its MRG,
@@ -327,14 +402,13 @@ fn check_single_valued(identifiers: &[Keyed], location: impl Fn() -> Location) -
 
 /// The one patient the identifiers name, if any, with its stored identifiers; identifiers
 /// naming different patients are refused.
-async fn resolve(
-    tx: &mut Tx<'_>,
+async fn resolve<S: ReadState>(
+    work: &mut Working<'_, S>,
     identifiers: &[Keyed],
     location: impl Fn() -> Location,
 ) -> Result<Option<(PatientRow, Vec<IdentifierRow>)>, ApplyError> {
-    let keys: Vec<(&str, &str)> =
-        identifiers.iter().map(|keyed| (keyed.key.as_str(), keyed.identifier.id.as_str())).collect();
-    let mut holders = patients::patients_holding(tx, &keys).await?;
+    let keys: Vec<IdentifierKey> = identifiers.iter().map(Keyed::identifier_key).collect();
+    let mut holders = work.holders(&keys).await?;
     if holders.len() > 1 {
         return Err(rejected(location(), ErrorCode::DuplicateKey, "the identifiers belong to different patients"));
     }
@@ -368,14 +442,14 @@ fn check_no_conflicting_link(
     Ok(())
 }
 
-/// Attaches identifiers the patient does not hold yet (`existing` are its stored ones), in one
-/// statement; returns their CX strings.
-async fn attach_all(
-    tx: &mut Tx<'_>,
+/// Attaches identifiers the patient does not hold yet (`existing` are its stored ones); returns
+/// their CX strings.
+fn attach_all<S: ReadState>(
+    work: &mut Working<'_, S>,
     patient_id: i64,
     identifiers: &[Keyed],
     existing: &[IdentifierRow],
-) -> Result<Vec<String>, StoreError> {
+) -> Vec<String> {
     let rows: Vec<IdentifierRow> = identifiers
         .iter()
         .filter(|keyed| {
@@ -386,8 +460,8 @@ async fn attach_all(
         .map(|keyed| identifier_row(patient_id, keyed))
         .collect();
     let position = i64::try_from(existing.len()).unwrap_or(i64::MAX);
-    patients::attach_identifiers(tx, &rows, position).await?;
-    Ok(rows.iter().map(crate::to_wire::cx_string).collect())
+    work.set.attach_identifiers(&rows, position);
+    rows.iter().map(crate::to_wire::cx_string).collect()
 }
 
 /// Whether the patient has (or is getting) an affinity-domain ID, i.e. the registry can know it.
@@ -406,9 +480,13 @@ fn affinity_key(domain: &AffinityDomain) -> String {
     domain.key(&authority).as_str().to_owned()
 }
 
-async fn retired_on(tx: &mut Tx<'_>, identifiers: &[Keyed], patient_id: i64) -> Result<bool, StoreError> {
+async fn retired_on<S: ReadState>(
+    work: &mut Working<'_, S>,
+    identifiers: &[Keyed],
+    patient_id: i64,
+) -> Result<bool, StoreError> {
     for keyed in identifiers {
-        match patients::find_identifier(tx, &keyed.key, &keyed.identifier.id).await? {
+        match work.find_identifier(&keyed.identifier_key()).await? {
             Some(row) if !row.active && row.patient_id == patient_id => {}
             _ => return Ok(false),
         }
@@ -418,12 +496,12 @@ async fn retired_on(tx: &mut Tx<'_>, identifiers: &[Keyed], patient_id: i64) -> 
 
 /// The patients reached by following `merged_into` from `patient_id` (itself first). Bounded,
 /// so a corrupt cycle in the table cannot hang the writer.
-async fn merge_chain(tx: &mut Tx<'_>, patient_id: i64) -> Result<Vec<i64>, StoreError> {
+async fn merge_chain<S: ReadState>(work: &mut Working<'_, S>, patient_id: i64) -> Result<Vec<i64>, StoreError> {
     const MAX_CHAIN: usize = 1_000;
     let mut chain = vec![patient_id];
     let mut current = patient_id;
     while chain.len() < MAX_CHAIN {
-        match patients::patient(tx, current).await? {
+        match work.patient(current).await? {
             Some(PatientRow { merged_into: Some(next), .. }) if !chain.contains(&next) => {
                 chain.push(next);
                 current = next;
@@ -435,8 +513,8 @@ async fn merge_chain(tx: &mut Tx<'_>, patient_id: i64) -> Result<Vec<i64>, Store
 }
 
 /// A patient's first active identifier as CX, for history and error texts.
-async fn describe(tx: &mut Tx<'_>, patient_id: i64) -> Result<String, StoreError> {
-    let identifiers = patients::identifiers_of(tx, patient_id).await?;
+async fn describe<S: ReadState>(work: &mut Working<'_, S>, patient_id: i64) -> Result<String, StoreError> {
+    let identifiers = work.identifiers_of(patient_id).await?;
     Ok(identifiers
         .iter()
         .find(|row| row.active)
@@ -448,27 +526,24 @@ async fn describe(tx: &mut Tx<'_>, patient_id: i64) -> Result<String, StoreError
 /// Queues the identity feed (ITI-8) for a patient the registry can know: one with an
 /// affinity-domain ID. Keyed by patient, so feeds for one patient leave in order. A merge names
 /// the prior patient too (`crate::feed::FeedItem` reads the payload), for MRG-1.
-async fn feed_identity(
-    tx: &mut Tx<'_>,
+fn feed_identity<S: ReadState>(
+    work: &mut Working<'_, S>,
     patient_id: i64,
     prior_id: Option<i64>,
     linked: bool,
     event: &str,
-    now: i64,
     applied: &mut Applied,
-) -> Result<(), ApplyError> {
+) {
     if !linked {
-        return Ok(());
+        return;
     }
     let key = format!("patient:{patient_id}");
     let payload = match prior_id {
         Some(prior_id) => format!("event={event};patient={patient_id};prior={prior_id}"),
         None => format!("event={event};patient={patient_id}"),
     };
-    let item = outbox::NewItem { topic: IDENTITY_FEED_TOPIC, key: &key, payload: &payload, idempotency_key: None };
-    outbox::enqueue(tx, &item, now).await?;
+    work.set.enqueue(IDENTITY_FEED_TOPIC, key, payload);
     applied.enqueued = true;
-    Ok(())
 }
 
 fn identifier_row(patient_id: i64, keyed: &Keyed) -> IdentifierRow {

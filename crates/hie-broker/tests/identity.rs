@@ -270,3 +270,175 @@ async fn a_refused_group_undoes_the_whole_message_but_not_its_neighbours() {
         assert_eq!(history.len(), 2, "S1: A04 and the neighbour's A08 ({engine:?})");
     }
 }
+
+/// Applied before the batch: a merge chain K -> L -> M, whose middle the batch never names, so
+/// following it needs reads the batch did not prefetch.
+fn setup_corpus() -> Vec<AdtMessage> {
+    vec![
+        adt("A04", "S1", "K^^^HOSP", None),
+        adt("A04", "S2", "L^^^HOSP", None),
+        adt("A04", "S3", "M^^^HOSP", None),
+        adt("A40", "S4", "L^^^HOSP", Some("K^^^HOSP")),
+        adt("A40", "S5", "M^^^HOSP", Some("L^^^HOSP")),
+    ]
+}
+
+/// A corpus where later messages depend on earlier ones: creations, updates of patients created
+/// just before, merges (known and unknown priors, repeats, inverse duplicates, a cycle, a prior
+/// merged elsewhere), an identifier change and its repeat, a retired identifier issued again,
+/// refusals (closed record, two MRNs in one PID-3, a refused second group) and a repeated MSH-10.
+fn dependent_corpus() -> Vec<AdtMessage> {
+    let two_groups = parse_adt(
+        "MSH|^~\\&|ADT|HOSP|HIE|HIE|20261128120000||ADT^A40|D14|P|2.5\rEVN|A40|20261128120000\r\
+         PID|1||S9^^^HOSP\rMRG|P9^^^HOSP\rPID|2||B^^^HOSP\rMRG|B^^^HOSP\r",
+    )
+    .unwrap();
+    vec![
+        adt("A04", "D1", &format!("A^^^HOSP~ADA^^^&{AFFINITY_OID}&ISO"), None),
+        adt("A08", "D2", "A^^^HOSP~X^^^OTHER", None),
+        adt("A04", "D3", "B^^^HOSP", None),
+        adt("A40", "D4", "B^^^HOSP", Some("A^^^HOSP")),
+        adt("A08", "D5", "A^^^HOSP", None),
+        adt("A40", "D6", "B^^^HOSP", Some("A^^^HOSP")),
+        adt("A40", "D7", "A^^^HOSP", Some("B^^^HOSP")),
+        adt("A40", "D8", "C^^^HOSP", Some("NEVERSEEN^^^HOSP")),
+        adt("A40", "D9", "A^^^HOSP", Some("C^^^HOSP")),
+        adt("A04", "D10", &format!("E^^^HOSP~ADE^^^&{AFFINITY_OID}&ISO"), None),
+        adt("A47", "D11", "E2^^^HOSP", Some("E^^^HOSP")),
+        adt("A47", "D12", "E2^^^HOSP", Some("E^^^HOSP")),
+        adt("A08", "D13", "E2^^^HOSP~C^^^HOSP", None),
+        two_groups,
+        adt("A04", "D15", "S9^^^HOSP", None),
+        adt("A08", "D2", "A^^^HOSP~Y^^^OTHER", None),
+        adt("A04", "D16", "E^^^HOSP", None),
+        adt("A08", "D17", &format!("E^^^HOSP~ADE2^^^&{AFFINITY_OID}&ISO"), None),
+        // K -> L -> M: M into K would close a cycle; X absorbing K finds K merged into L.
+        adt("A40", "D18", "K^^^HOSP", Some("M^^^HOSP")),
+        adt("A40", "D19", "X^^^HOSP", Some("K^^^HOSP")),
+    ]
+}
+
+/// Everything the store holds about patients and feeds, with row ids replaced by the patient's
+/// identifiers, so two stores that applied the same messages compare equal.
+async fn canonical_dump(store: &Store) -> Vec<String> {
+    let mut records = Vec::new();
+    for id in 1..=200 {
+        if let Some(record) = store.patient_record(id).await.unwrap() {
+            records.push(record);
+        }
+    }
+    let name_of = |id: i64| -> String {
+        records
+            .iter()
+            .find(|record| record.patient.id == id)
+            .map(|record| {
+                let mut ids: Vec<String> =
+                    record.identifiers.iter().map(|row| format!("{}={}", row.authority_key, row.id_value)).collect();
+                ids.sort();
+                format!("[{}]", ids.join(","))
+            })
+            .unwrap_or_else(|| format!("#{id}"))
+    };
+    let mut dump = Vec::new();
+    for record in &records {
+        let identifiers: Vec<String> = record
+            .identifiers
+            .iter()
+            .map(|row| format!("{}={} active={}", row.authority_key, row.id_value, row.active))
+            .collect();
+        let history: Vec<String> = record
+            .history
+            .iter()
+            .map(|entry| format!("{} {} {}", entry.event, entry.message_control_id, entry.detail))
+            .collect();
+        dump.push(format!(
+            "patient {} {:?} merged_into={:?} identifiers={identifiers:?} history={history:?}",
+            name_of(record.patient.id),
+            record.patient.demographics,
+            record.patient.merged_into.map(name_of)
+        ));
+    }
+    for item in store.outbox_list(None, 1000).await.unwrap() {
+        let patient = |text: &str| text.rsplit(['=', ':']).next().and_then(|id| id.parse().ok()).map(name_of);
+        dump.push(format!(
+            "outbox {} key={:?} payload={} {:?}",
+            item.topic,
+            patient(&item.key),
+            item.payload.split(';').next().unwrap_or_default(),
+            patient(&item.payload)
+        ));
+    }
+    dump.sort();
+    dump
+}
+
+/// Holds the writer back, so everything submitted meanwhile queues up for one batch: SQLite by
+/// taking its one writer connection, PostgreSQL by locking a table the writer reads.
+async fn hold_writer(store: &Store) -> hie_store::Tx<'static> {
+    let mut tx = store.begin().await.unwrap();
+    if let hie_store::Tx::Postgres(transaction) = &mut tx {
+        sqlx::query("LOCK TABLE hl7_inbound IN ACCESS EXCLUSIVE MODE").execute(&mut **transaction).await.unwrap();
+    }
+    tx
+}
+
+#[tokio::test]
+async fn messages_sharing_a_batch_see_each_other_as_if_committed_one_by_one() {
+    for (engine, one_by_one) in support::each_engine().await {
+        let config = Arc::new(AdtConfig {
+            domain: domain(),
+            application: "HIE_EDGE".to_owned(),
+            facility: "HIE_EDGE".to_owned(),
+            answer_never_ack: false,
+            max_batch: 64,
+        });
+        let corpus = dependent_corpus();
+        let (writer, _task) =
+            AdtWriter::spawn(one_by_one.clone(), Arc::clone(&config), Arc::new(tokio::sync::Notify::new()));
+        for message in setup_corpus() {
+            writer.submit(message).await.unwrap();
+        }
+        let mut expected_acks = Vec::new();
+        for message in &corpus {
+            let frames = writer.submit(message.clone()).await.unwrap();
+            expected_acks.push(frames.into_iter().map(|frame| ack_line(&frame)).collect::<Vec<_>>());
+        }
+        let commits = writer.stats_handle().commits.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(commits, (setup_corpus().len() + corpus.len()) as u64, "one by one ({engine:?})");
+
+        let batched = match engine {
+            hie_store::Engine::Sqlite => support::sqlite_store().await,
+            hie_store::Engine::Postgres => support::pg_store().await,
+        };
+        let (writer, _task) =
+            AdtWriter::spawn(batched.clone(), Arc::clone(&config), Arc::new(tokio::sync::Notify::new()));
+        for message in setup_corpus() {
+            writer.submit(message).await.unwrap();
+        }
+        let hold = hold_writer(&batched).await;
+        let mut answers = Vec::new();
+        for message in corpus.clone() {
+            let writer = writer.clone();
+            answers.push(tokio::spawn(async move { writer.submit(message).await.unwrap() }));
+            // Each submission reaches the queue before the next one starts: arrival order is
+            // corpus order.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        hold.rollback().await.unwrap();
+        let mut acks = Vec::new();
+        for answer in answers {
+            acks.push(answer.await.unwrap().into_iter().map(|frame| ack_line(&frame)).collect::<Vec<_>>());
+        }
+        let commits = writer.stats_handle().commits.load(std::sync::atomic::Ordering::Relaxed);
+        let setup = setup_corpus().len() as u64;
+        assert!(commits <= setup + 2, "the corpus shared a batch ({engine:?}: {} commits)", commits - setup);
+        assert_eq!(acks, expected_acks, "same answers ({engine:?})");
+        assert_eq!(canonical_dump(&batched).await, canonical_dump(&one_by_one).await, "same state ({engine:?})");
+    }
+}
+
+/// MSA and ERR of an ACK: what it says, without its own MSH (time, control id).
+fn ack_line(frame: &str) -> String {
+    frame.split('\r').filter(|segment| !segment.starts_with("MSH")).collect::<Vec<_>>().join("|")
+}

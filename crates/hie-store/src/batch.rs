@@ -1,0 +1,741 @@
+//! Patient state for a whole group commit in a few statements, whatever the batch holds.
+//!
+//! [`read_state`] loads everything a batch of ADT messages may look at in one statement: the
+//! ACKs recorded for their MSH-10s, the patients holding their identifiers (each with all its
+//! identifiers), patients asked for by id, and fresh patient ids. The broker decides in memory,
+//! then [`write_changes`] writes every outcome (patients, identifiers, history, identity feeds,
+//! ACK records) in one hand-off: on SQLite one multi-statement execution whose rows travel as
+//! bound JSON arrays (`json_each`), on PostgreSQL one statement over `UNNEST` arrays whose
+//! sub-statements are data-modifying CTEs. The SQL text never depends on the batch, so each
+//! statement is prepared once per connection.
+//!
+//! [`WriteSession`] is the group-commit writer's use of the pair, with the fewest trips to the
+//! database:
+//! - SQLite: `BEGIN IMMEDIATE` travels with the first read and `COMMIT` with the writes, so a
+//!   batch costs two hand-offs to the connection's worker thread (plus one per extra read).
+//! - PostgreSQL: the reads run on their own and the writes are one statement in its own implicit
+//!   transaction, committed (WAL flushed, `synchronous_commit`) before the answer comes back: two
+//!   round trips per batch. No lock is lost by reading outside the write transaction: READ
+//!   COMMITTED reads take none either, and a write that meets a concurrent instance's row (an
+//!   identifier or a message ID recorded meanwhile) fails on the unique key, so the whole batch
+//!   is refused rather than applied twice.
+//!
+//! Nothing here decides: the broker works out which rows change; this module only moves them.
+
+use std::future::Future;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection};
+
+use crate::json::JsonArray;
+use crate::outbox::ENQUEUE_LOCK_CLASS;
+use crate::patients::{Demographics, IdentifierRow, PatientRow, RecordedAck};
+use crate::{Backend, Store, StoreError, Tx};
+
+/// What to load for a batch. Every list may be empty.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StateRequest<'a> {
+    /// `(sender, control_id)` of messages whose recorded ACK is wanted.
+    pub acks: &'a [(&'a str, &'a str)],
+    /// `(authority_key, id_value)`: each identifier found (active or retired) brings its patient
+    /// and all that patient's identifiers.
+    pub identifiers: &'a [(&'a str, &'a str)],
+    /// Patients wanted by id, each with all its identifiers.
+    pub patients: &'a [i64],
+    /// How many fresh patient ids to hand out.
+    pub new_ids: usize,
+    /// The highest id handed out by an earlier read in the same transaction (0 for none). SQLite
+    /// counts fresh ids up from the largest stored one, which does not move until the writes, so
+    /// it needs to know where the previous read stopped.
+    pub ids_handed_out: i64,
+}
+
+/// What [`read_state`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateRows {
+    /// `(sender, control_id, ack)` for the requested messages that were seen before.
+    pub acks: Vec<(String, String, RecordedAck)>,
+    /// The patients found, once each, in no particular order.
+    pub patients: Vec<PatientRow>,
+    /// Every identifier of the patients found.
+    pub identifiers: Vec<StoredIdentifier>,
+    /// Fresh patient ids, ascending, unused by any row.
+    pub new_ids: Vec<i64>,
+}
+
+/// An identifier row with its place in the patient's list (PID-3 order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIdentifier {
+    pub row: IdentifierRow,
+    pub position: i64,
+}
+
+/// Everything a batch writes. Rows are final states: one entry per patient and per identifier.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Patients to insert, with ids from [`StateRows::new_ids`].
+    pub new_patients: Vec<NewPatient>,
+    /// Stored patients to change.
+    pub patient_updates: Vec<PatientUpdate>,
+    /// Identifiers to insert or overwrite (all columns).
+    pub identifiers: Vec<StoredIdentifier>,
+    /// `(authority_key, id_value)` of stored identifiers to mark retired (none of `identifiers`).
+    pub retired: Vec<(String, String)>,
+    /// History entries, in the order they happened.
+    pub history: Vec<NewHistory>,
+    /// Outbox items, in enqueue order (id order, hence delivery order per key).
+    pub outbox: Vec<NewOutboxItem>,
+    /// Messages handled, with the ACK they got.
+    pub acks: Vec<NewAck>,
+}
+
+/// A patient to insert; `created_at` and `updated_at` are the batch's time.
+#[derive(Debug, Clone)]
+pub struct NewPatient {
+    pub id: i64,
+    pub merged_into: Option<i64>,
+    pub demographics: Demographics,
+}
+
+/// A change to a stored patient; `updated_at` becomes the batch's time. Only what is `Some` is
+/// written, so a column nobody changed keeps what another instance may have written meanwhile.
+#[derive(Debug, Clone)]
+pub struct PatientUpdate {
+    pub id: i64,
+    pub demographics: Option<Demographics>,
+    /// Set by a merge (A40); a merge is never undone.
+    pub merged_into: Option<i64>,
+}
+
+/// A history entry; `at` is the batch's time.
+#[derive(Debug, Clone)]
+pub struct NewHistory {
+    pub patient_id: i64,
+    pub event: String,
+    pub message_control_id: String,
+    pub detail: String,
+}
+
+/// An outbox item without an idempotency key, `pending` and due at the batch's time.
+#[derive(Clone)]
+pub struct NewOutboxItem {
+    pub topic: String,
+    pub key: String,
+    pub payload: String,
+}
+
+/// A handled message and its ACK (see `patients::record_ack`).
+#[derive(Debug, Clone)]
+pub struct NewAck {
+    pub sender: String,
+    pub control_id: String,
+    pub recorded: RecordedAck,
+}
+
+/// Where a batch's reads go: a transaction ([`Tx`]) or a [`WriteSession`].
+pub trait ReadState: Send {
+    fn read_state(&mut self, request: &StateRequest<'_>) -> impl Future<Output = Result<StateRows, StoreError>> + Send;
+}
+
+/// The writer connection held for one group commit: reads with [`WriteSession::read_state`],
+/// then [`WriteSession::commit`] writes and commits. Dropped without a commit, nothing is
+/// written (on SQLite the connection is closed, which rolls back, rather than handed back to the
+/// pool inside an open transaction).
+pub struct WriteSession {
+    inner: Session,
+}
+
+enum Session {
+    Sqlite {
+        /// `None` once the connection has been handed back or closed.
+        connection: Option<PoolConnection<Sqlite>>,
+        /// `BEGIN IMMEDIATE` has been sent and neither COMMIT nor ROLLBACK has completed.
+        in_transaction: bool,
+    },
+    Postgres {
+        connection: PoolConnection<Postgres>,
+    },
+}
+
+impl Store {
+    /// Takes the writer connection (SQLite) or a pool connection (PostgreSQL) for one batch.
+    pub async fn write_session(&self) -> Result<WriteSession, StoreError> {
+        let inner = match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                Session::Sqlite { connection: Some(writer.acquire().await?), in_transaction: false }
+            }
+            Backend::Postgres { batch_writer, .. } => Session::Postgres { connection: batch_writer.acquire().await? },
+        };
+        Ok(WriteSession { inner })
+    }
+}
+
+impl WriteSession {
+    /// Loads state (see [`read_state`]). On SQLite the first read also opens the write
+    /// transaction, so everything read stays true until the commit.
+    pub async fn read_state(&mut self, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
+        match &mut self.inner {
+            Session::Sqlite { connection, in_transaction } => {
+                let connection = sqlite_connection(connection)?;
+                if *in_transaction {
+                    return sqlite_read(connection, SQLITE_READ, request).await;
+                }
+                *in_transaction = true;
+                sqlite_read(connection, SQLITE_BEGIN_READ, request).await
+            }
+            Session::Postgres { connection } => pg_read(connection, request).await,
+        }
+    }
+
+    /// Writes `changes` and commits; when this returns `Ok`, they are durable. On an error
+    /// nothing of them is stored.
+    pub async fn commit(mut self, changes: &Changes, now: i64) -> Result<(), StoreError> {
+        let result = match &mut self.inner {
+            Session::Sqlite { connection, in_transaction } => {
+                let framing = if *in_transaction { Framing::Commit } else { Framing::BeginCommit };
+                *in_transaction = true;
+                let result = sqlite_write(sqlite_connection(connection)?, framing, changes, now).await;
+                if result.is_ok() {
+                    *in_transaction = false;
+                }
+                result
+            }
+            // One statement, one implicit transaction: it either commits or leaves no trace.
+            Session::Postgres { connection } => return pg_write(connection, changes, now).await,
+        };
+        if result.is_err() {
+            // A statement before COMMIT failed inside the open transaction: undo it here so the
+            // connection goes back to the pool clean. If that fails too, Drop closes it.
+            let _ = self.roll_back().await;
+        }
+        result
+    }
+
+    /// Gives up the batch: nothing read or decided is written.
+    pub async fn rollback(mut self) -> Result<(), StoreError> {
+        self.roll_back().await
+    }
+
+    async fn roll_back(&mut self) -> Result<(), StoreError> {
+        if let Session::Sqlite { connection, in_transaction } = &mut self.inner
+            && *in_transaction
+        {
+            sqlx::query("ROLLBACK").execute(sqlite_connection(connection)?).await?;
+            *in_transaction = false;
+        }
+        Ok(())
+    }
+}
+
+impl ReadState for WriteSession {
+    async fn read_state(&mut self, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
+        WriteSession::read_state(self, request).await
+    }
+}
+
+impl ReadState for Tx<'_> {
+    async fn read_state(&mut self, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
+        read_state(self, request).await
+    }
+}
+
+impl Drop for WriteSession {
+    fn drop(&mut self) {
+        if let Session::Sqlite { connection, in_transaction: true } = &mut self.inner
+            && let Some(connection) = connection.take()
+        {
+            // Cancelled or failed between BEGIN and the end of the transaction. Closing the
+            // connection rolls it back; the pool opens a fresh one when next asked.
+            drop(connection.detach());
+        }
+    }
+}
+
+/// Loads state inside `tx` (see [`StateRequest`]).
+pub async fn read_state(tx: &mut Tx<'_>, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
+    match tx {
+        Tx::Sqlite(transaction) => sqlite_read(transaction, SQLITE_READ, request).await,
+        Tx::Postgres(transaction) => pg_read(transaction, request).await,
+    }
+}
+
+/// Writes `changes` inside `tx`; the caller commits.
+pub async fn write_changes(tx: &mut Tx<'_>, changes: &Changes, now: i64) -> Result<(), StoreError> {
+    match tx {
+        Tx::Sqlite(transaction) => sqlite_write(transaction, Framing::Within, changes, now).await,
+        Tx::Postgres(transaction) => pg_write(transaction, changes, now).await,
+    }
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.new_patients.is_empty()
+            && self.patient_updates.is_empty()
+            && self.identifiers.is_empty()
+            && self.retired.is_empty()
+            && self.history.is_empty()
+            && self.outbox.is_empty()
+            && self.acks.is_empty()
+    }
+}
+
+impl std::fmt::Debug for NewOutboxItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Payloads may hold PHI (see `outbox`).
+        f.debug_struct("NewOutboxItem").field("topic", &self.topic).field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for WriteSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let engine = match self.inner {
+            Session::Sqlite { .. } => "sqlite",
+            Session::Postgres { .. } => "postgres",
+        };
+        f.debug_struct("WriteSession").field("engine", &engine).finish_non_exhaustive()
+    }
+}
+
+fn sqlite_connection(connection: &mut Option<PoolConnection<Sqlite>>) -> Result<&mut SqliteConnection, StoreError> {
+    match connection {
+        Some(connection) => Ok(&mut **connection),
+        None => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads. One row shape for everything, tagged by `kind`:
+// - ROW_ACK: t1 sender, t2 control_id, t3 ack_code, t4 ack;
+// - ROW_PATIENT: n1 patient id, n2 merged_into, n3 identifier active, n4 position, t1-t4
+//   demographics, t5-t10 identifier (NULL when the patient has none);
+// - ROW_NEW_ID: n1 a fresh id (PostgreSQL), or the id to count up from (SQLite).
+
+type StateTuple = (
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+const ROW_ACK: i64 = 0;
+const ROW_PATIENT: i64 = 1;
+const ROW_NEW_ID: i64 = 2;
+
+/// SQLite: `$1` acks `[[sender, control_id]…]`, `$2` identifiers `[[key, value]…]`, `$3`
+/// patient ids `[id…]`, `$4` how many fresh ids, `$5` the highest id handed out already.
+macro_rules! sqlite_read_sql {
+    () => {
+        "SELECT 0, NULL, NULL, NULL, NULL, sender, control_id, ack_code, ack, \
+             NULL, NULL, NULL, NULL, NULL, NULL \
+         FROM hl7_inbound WHERE (sender, control_id) IN (SELECT value->>0, value->>1 FROM json_each($1)) \
+         UNION ALL \
+         SELECT 1, p.id, p.merged_into, h.active, h.position, p.family_name, p.given_name, p.birth_date, p.sex, \
+             h.authority_key, h.id_value, h.namespace_id, h.universal_id, h.universal_id_type, h.id_type_code \
+         FROM patients p LEFT JOIN patient_identifiers h ON h.patient_id = p.id \
+         WHERE p.id IN ( \
+             SELECT m.patient_id FROM patient_identifiers m \
+             WHERE (m.authority_key, m.id_value) IN (SELECT value->>0, value->>1 FROM json_each($2)) \
+             UNION SELECT value FROM json_each($3)) \
+         UNION ALL \
+         SELECT 2, max(coalesce((SELECT max(id) FROM patients), 0), $5), $4, NULL, NULL, \
+             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+         WHERE $4 > 0"
+    };
+}
+
+const SQLITE_READ: &str = sqlite_read_sql!();
+const SQLITE_BEGIN_READ: &str = concat!("BEGIN IMMEDIATE; ", sqlite_read_sql!());
+
+/// PostgreSQL: `$1`/`$2` ack senders and control ids, `$3`/`$4` identifier keys and values, `$5`
+/// patient ids, `$6` how many fresh ids (taken from the identity's sequence).
+const PG_READ: &str = "SELECT 0::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, \
+         sender, control_id, ack_code, ack, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text \
+     FROM hl7_inbound WHERE (sender, control_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
+     UNION ALL \
+     SELECT 1, p.id, p.merged_into, h.active, h.position, p.family_name, p.given_name, p.birth_date, p.sex, \
+         h.authority_key, h.id_value, h.namespace_id, h.universal_id, h.universal_id_type, h.id_type_code \
+     FROM patients p LEFT JOIN patient_identifiers h ON h.patient_id = p.id \
+     WHERE p.id IN ( \
+         SELECT m.patient_id FROM patient_identifiers m \
+         WHERE (m.authority_key, m.id_value) IN (SELECT * FROM unnest($3::text[], $4::text[])) \
+         UNION SELECT unnest($5::bigint[])) \
+     UNION ALL \
+     SELECT 2, nextval(pg_get_serial_sequence('patients', 'id')), NULL, NULL, NULL, \
+         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+     FROM generate_series(1, $6::bigint)";
+
+async fn sqlite_read(
+    connection: &mut SqliteConnection,
+    sql: &'static str,
+    request: &StateRequest<'_>,
+) -> Result<StateRows, StoreError> {
+    let mut acks = JsonArray::new();
+    for (sender, control_id) in request.acks {
+        acks.row().str(sender).str(control_id);
+    }
+    let mut identifiers = JsonArray::new();
+    for (authority_key, id_value) in request.identifiers {
+        identifiers.row().str(authority_key).str(id_value);
+    }
+    let mut patients = JsonArray::new();
+    for patient_id in request.patients {
+        patients.int(*patient_id);
+    }
+    let rows: Vec<StateTuple> = sqlx::query_as(sql)
+        .bind(acks.finish())
+        .bind(identifiers.finish())
+        .bind(patients.finish())
+        .bind(count(request.new_ids))
+        .bind(request.ids_handed_out)
+        .fetch_all(connection)
+        .await?;
+    state_from_rows(rows, |base, n_ids| (1..=n_ids).map(|offset| base + offset).collect())
+}
+
+async fn pg_read(connection: &mut PgConnection, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
+    let (senders, control_ids): (Vec<&str>, Vec<&str>) = request.acks.iter().copied().unzip();
+    let (keys, values): (Vec<&str>, Vec<&str>) = request.identifiers.iter().copied().unzip();
+    let rows: Vec<StateTuple> = sqlx::query_as(PG_READ)
+        .bind(senders)
+        .bind(control_ids)
+        .bind(keys)
+        .bind(values)
+        .bind(request.patients)
+        .bind(count(request.new_ids))
+        .fetch_all(connection)
+        .await?;
+    state_from_rows(rows, |_, _| Vec::new())
+}
+
+/// Sorts the tagged rows out. `count_up(base, n)` turns SQLite's counting row into ids.
+fn state_from_rows(rows: Vec<StateTuple>, count_up: impl Fn(i64, i64) -> Vec<i64>) -> Result<StateRows, StoreError> {
+    let mut state = StateRows::default();
+    for (kind, n1, n2, n3, n4, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10) in rows {
+        match kind {
+            ROW_ACK => {
+                let (Some(sender), Some(control_id), Some(ack_code), Some(ack)) = (t1, t2, t3, t4) else {
+                    return Err(StoreError::Corrupt("hl7_inbound row with NULL columns".to_owned()));
+                };
+                state.acks.push((sender, control_id, RecordedAck { ack_code, ack }));
+            }
+            ROW_PATIENT => {
+                let Some(patient_id) = n1 else {
+                    return Err(StoreError::Corrupt("patient row without id".to_owned()));
+                };
+                if !state.patients.iter().any(|patient| patient.id == patient_id) {
+                    let demographics = Demographics {
+                        family_name: t1.unwrap_or_default(),
+                        given_name: t2.unwrap_or_default(),
+                        birth_date: t3.unwrap_or_default(),
+                        sex: t4.unwrap_or_default(),
+                    };
+                    state.patients.push(PatientRow { id: patient_id, merged_into: n2, demographics });
+                }
+                // A patient without identifiers comes back once, with NULLs on the right.
+                if let (Some(active), Some(position), Some(authority_key), Some(id_value)) = (n3, n4, t5, t6) {
+                    let row = IdentifierRow {
+                        authority_key,
+                        id_value,
+                        patient_id,
+                        namespace_id: t7.unwrap_or_default(),
+                        universal_id: t8.unwrap_or_default(),
+                        universal_id_type: t9.unwrap_or_default(),
+                        id_type_code: t10.unwrap_or_default(),
+                        active: active != 0,
+                    };
+                    state.identifiers.push(StoredIdentifier { row, position });
+                }
+            }
+            ROW_NEW_ID => match (n1, n2) {
+                // SQLite: where to count up from, and how many.
+                (Some(base), Some(n_ids)) => state.new_ids.extend(count_up(base, n_ids)),
+                (Some(id), None) => state.new_ids.push(id),
+                _ => return Err(StoreError::Corrupt("fresh id row without id".to_owned())),
+            },
+            other => return Err(StoreError::Corrupt(format!("state row of kind {other}"))),
+        }
+    }
+    state.new_ids.sort_unstable();
+    Ok(state)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes.
+
+/// SQLite: `$1` now, then one JSON array per statement (`$2`-`$8`, in the order below).
+/// Statements run in order, each over its rows in array order (`ORDER BY key`), so history and
+/// outbox ids follow the batch's order. Only the statements that have rows are sent (each costs
+/// a few µs even with nothing to do, as much as a one-message batch's own work), so a batch's
+/// text is one of the few combinations that occur (an update, a creation, a merge...), each
+/// prepared once. `WHERE true` before `ON CONFLICT` resolves the parsing ambiguity of an upsert
+/// fed by a SELECT (sqlite.org/lang_upsert.html).
+const SQLITE_INSERT_PATIENTS: &str = "INSERT INTO patients (id, created_at, updated_at, merged_into, family_name, given_name, birth_date, sex) \
+     SELECT value->>0, $1, $1, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each($2) ORDER BY key";
+const SQLITE_UPDATE_PATIENTS: &str = "UPDATE patients SET updated_at = $1, merged_into = coalesce(u.value->>1, merged_into), \
+     family_name = coalesce(u.value->>2, family_name), given_name = coalesce(u.value->>3, given_name), \
+     birth_date = coalesce(u.value->>4, birth_date), sex = coalesce(u.value->>5, sex) \
+     FROM json_each($3) AS u WHERE patients.id = u.value->>0";
+const SQLITE_UPSERT_IDENTIFIERS: &str = "INSERT INTO patient_identifiers (authority_key, id_value, patient_id, \
+     namespace_id, universal_id, universal_id_type, id_type_code, active, position) \
+     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8 \
+     FROM json_each($4) WHERE true \
+     ON CONFLICT (authority_key, id_value) DO UPDATE SET patient_id = excluded.patient_id, \
+     namespace_id = excluded.namespace_id, universal_id = excluded.universal_id, \
+     universal_id_type = excluded.universal_id_type, id_type_code = excluded.id_type_code, \
+     active = excluded.active, position = excluded.position";
+const SQLITE_RETIRE_IDENTIFIERS: &str = "UPDATE patient_identifiers SET active = 0 \
+     WHERE (authority_key, id_value) IN (SELECT value->>0, value->>1 FROM json_each($5))";
+const SQLITE_INSERT_HISTORY: &str = "INSERT INTO patient_history (patient_id, at, event, message_control_id, detail) \
+     SELECT value->>0, $1, value->>1, value->>2, value->>3 FROM json_each($6) ORDER BY key";
+const SQLITE_INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, key, payload, idempotency_key, state, attempts, \
+     next_attempt_at, created_at, updated_at) \
+     SELECT value->>0, value->>1, value->>2, NULL, 'pending', 0, $1, $1, $1 FROM json_each($7) ORDER BY key";
+const SQLITE_INSERT_ACKS: &str = "INSERT INTO hl7_inbound (sender, control_id, received_at, ack_code, ack) \
+     SELECT value->>0, value->>1, $1, value->>2, value->>3 FROM json_each($8)";
+
+/// What surrounds a batch's write statements on SQLite.
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    /// Inside a caller's transaction.
+    Within,
+    /// The session's transaction is open: the writes end it.
+    Commit,
+    /// Nothing is open yet: the writes open and end it.
+    BeginCommit,
+}
+
+/// The SQL text for `changes`: only the statements that have rows, in the fixed order.
+fn sqlite_write_sql(changes: &Changes, framing: Framing) -> String {
+    let statements = [
+        (!changes.new_patients.is_empty(), SQLITE_INSERT_PATIENTS),
+        (!changes.patient_updates.is_empty(), SQLITE_UPDATE_PATIENTS),
+        (!changes.identifiers.is_empty(), SQLITE_UPSERT_IDENTIFIERS),
+        (!changes.retired.is_empty(), SQLITE_RETIRE_IDENTIFIERS),
+        (!changes.history.is_empty(), SQLITE_INSERT_HISTORY),
+        (!changes.outbox.is_empty(), SQLITE_INSERT_OUTBOX),
+        (!changes.acks.is_empty(), SQLITE_INSERT_ACKS),
+    ];
+    let mut parts: Vec<&str> = Vec::with_capacity(statements.len() + 2);
+    if matches!(framing, Framing::BeginCommit) {
+        parts.push("BEGIN IMMEDIATE");
+    }
+    parts.extend(statements.iter().filter(|(needed, _)| *needed).map(|(_, sql)| *sql));
+    if matches!(framing, Framing::Commit | Framing::BeginCommit) {
+        parts.push("COMMIT");
+    }
+    parts.join("; ")
+}
+
+async fn sqlite_write(
+    connection: &mut SqliteConnection,
+    framing: Framing,
+    changes: &Changes,
+    now: i64,
+) -> Result<(), StoreError> {
+    let sql = sqlite_write_sql(changes, framing);
+    if sql.is_empty() {
+        return Ok(());
+    }
+    let mut new_patients = JsonArray::new();
+    for patient in &changes.new_patients {
+        let demographics = &patient.demographics;
+        new_patients
+            .row()
+            .int(patient.id)
+            .opt_int(patient.merged_into)
+            .str(&demographics.family_name)
+            .str(&demographics.given_name)
+            .str(&demographics.birth_date)
+            .str(&demographics.sex);
+    }
+    let mut updates = JsonArray::new();
+    for update in &changes.patient_updates {
+        let demographics = update.demographics.as_ref();
+        updates
+            .row()
+            .int(update.id)
+            .opt_int(update.merged_into)
+            .opt_str(demographics.map(|d| d.family_name.as_str()))
+            .opt_str(demographics.map(|d| d.given_name.as_str()))
+            .opt_str(demographics.map(|d| d.birth_date.as_str()))
+            .opt_str(demographics.map(|d| d.sex.as_str()));
+    }
+    let mut identifiers = JsonArray::new();
+    for StoredIdentifier { row, position } in &changes.identifiers {
+        identifiers
+            .row()
+            .str(&row.authority_key)
+            .str(&row.id_value)
+            .int(row.patient_id)
+            .str(&row.namespace_id)
+            .str(&row.universal_id)
+            .str(&row.universal_id_type)
+            .str(&row.id_type_code)
+            .int(i64::from(row.active))
+            .int(*position);
+    }
+    let mut retired = JsonArray::new();
+    for (authority_key, id_value) in &changes.retired {
+        retired.row().str(authority_key).str(id_value);
+    }
+    let mut history = JsonArray::new();
+    for entry in &changes.history {
+        history.row().int(entry.patient_id).str(&entry.event).str(&entry.message_control_id).str(&entry.detail);
+    }
+    let mut outbox = JsonArray::new();
+    for item in &changes.outbox {
+        outbox.row().str(&item.topic).str(&item.key).str(&item.payload);
+    }
+    let mut acks = JsonArray::new();
+    for ack in &changes.acks {
+        acks.row().str(&ack.sender).str(&ack.control_id).str(&ack.recorded.ack_code).str(&ack.recorded.ack);
+    }
+    // Built only from the constants above: no value is spliced into the text.
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(new_patients.finish())
+        .bind(updates.finish())
+        .bind(identifiers.finish())
+        .bind(retired.finish())
+        .bind(history.finish())
+        .bind(outbox.finish())
+        .bind(acks.finish())
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// PostgreSQL: one statement; `$1` now, `$2` the outbox lock class, then one set of arrays per
+/// table.
+///
+/// Order inside the statement, which per-key outbox order relies on (see `outbox::enqueue`):
+/// the outbox rows are produced only after `gate` has been evaluated, a one-time filter that
+/// first takes the advisory lock of every outbox key (held to the end of the implicit
+/// transaction) and writes every patient row (whose row locks a concurrent writer of the same
+/// patient waits on). So the identity's next values for a key are drawn in commit order. Rows
+/// come out of `unnest` in array order, so ids within the batch follow its order too. CTEs that
+/// nothing reads (identifiers, history, ACK records) still run to completion, and foreign keys
+/// are checked at the end of the statement, when every sub-statement's rows exist.
+const PG_WRITE: &str = "WITH \
+     new_patients AS ( \
+         INSERT INTO patients (id, created_at, updated_at, merged_into, family_name, given_name, birth_date, sex) \
+         OVERRIDING SYSTEM VALUE \
+         SELECT n.id, $1, $1, n.merged_into, n.family_name, n.given_name, n.birth_date, n.sex \
+         FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[]) \
+             AS n(id, merged_into, family_name, given_name, birth_date, sex) \
+         RETURNING id), \
+     updated_patients AS ( \
+         UPDATE patients p SET updated_at = $1, merged_into = coalesce(u.merged_into, p.merged_into), \
+             family_name = coalesce(u.family_name, p.family_name), given_name = coalesce(u.given_name, p.given_name), \
+             birth_date = coalesce(u.birth_date, p.birth_date), sex = coalesce(u.sex, p.sex) \
+         FROM unnest($9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[]) \
+             AS u(id, merged_into, family_name, given_name, birth_date, sex) \
+         WHERE p.id = u.id \
+         RETURNING p.id), \
+     identifiers AS ( \
+         INSERT INTO patient_identifiers (authority_key, id_value, patient_id, namespace_id, universal_id, \
+             universal_id_type, id_type_code, active, position) \
+         SELECT * FROM unnest($15::text[], $16::text[], $17::bigint[], $18::text[], $19::text[], $20::text[], \
+             $21::text[], $22::bigint[], $23::bigint[]) \
+         ON CONFLICT (authority_key, id_value) DO UPDATE SET patient_id = excluded.patient_id, \
+             namespace_id = excluded.namespace_id, universal_id = excluded.universal_id, \
+             universal_id_type = excluded.universal_id_type, id_type_code = excluded.id_type_code, \
+             active = excluded.active, position = excluded.position \
+         RETURNING 1), \
+     retired AS ( \
+         UPDATE patient_identifiers SET active = 0 \
+         WHERE (authority_key, id_value) IN (SELECT * FROM unnest($24::text[], $25::text[])) \
+         RETURNING 1), \
+     history AS ( \
+         INSERT INTO patient_history (patient_id, at, event, message_control_id, detail) \
+         SELECT h.patient_id, $1, h.event, h.control_id, h.detail \
+         FROM unnest($26::bigint[], $27::text[], $28::text[], $29::text[]) AS h(patient_id, event, control_id, detail) \
+         RETURNING 1), \
+     acks AS ( \
+         INSERT INTO hl7_inbound (sender, control_id, received_at, ack_code, ack) \
+         SELECT a.sender, a.control_id, $1, a.ack_code, a.ack \
+         FROM unnest($30::text[], $31::text[], $32::text[], $33::text[]) AS a(sender, control_id, ack_code, ack) \
+         RETURNING 1), \
+     locks AS MATERIALIZED ( \
+         SELECT pg_advisory_xact_lock($2, hashtext(k.key)) \
+         FROM (SELECT DISTINCT unnest($35::text[]) AS key) AS k), \
+     gate AS MATERIALIZED ( \
+         SELECT (SELECT count(*) FROM locks) + (SELECT count(*) FROM new_patients) \
+             + (SELECT count(*) FROM updated_patients) AS n) \
+     INSERT INTO outbox (topic, key, payload, idempotency_key, state, attempts, next_attempt_at, created_at, updated_at) \
+     SELECT o.topic, o.key, o.payload, NULL, 'pending', 0, $1, $1, $1 \
+     FROM unnest($34::text[], $35::text[], $36::text[]) AS o(topic, key, payload) \
+     WHERE (SELECT n FROM gate) >= 0";
+
+async fn pg_write(connection: &mut PgConnection, changes: &Changes, now: i64) -> Result<(), StoreError> {
+    let new_patients = &changes.new_patients;
+    let updates = &changes.patient_updates;
+    let update_demographics = |field: fn(&Demographics) -> &str| -> Vec<Option<&str>> {
+        updates.iter().map(|update| update.demographics.as_ref().map(field)).collect()
+    };
+    let identifiers = &changes.identifiers;
+    let identifier_text = |field: fn(&IdentifierRow) -> &str| -> Vec<&str> {
+        identifiers.iter().map(|stored| field(&stored.row)).collect()
+    };
+    let (retired_keys, retired_values): (Vec<&str>, Vec<&str>) =
+        changes.retired.iter().map(|(key, value)| (key.as_str(), value.as_str())).unzip();
+    let history = &changes.history;
+    let acks = &changes.acks;
+    let outbox = &changes.outbox;
+    sqlx::query(PG_WRITE)
+        .bind(now)
+        .bind(ENQUEUE_LOCK_CLASS)
+        .bind(new_patients.iter().map(|patient| patient.id).collect::<Vec<i64>>())
+        .bind(new_patients.iter().map(|patient| patient.merged_into).collect::<Vec<Option<i64>>>())
+        .bind(new_patients.iter().map(|patient| patient.demographics.family_name.as_str()).collect::<Vec<&str>>())
+        .bind(new_patients.iter().map(|patient| patient.demographics.given_name.as_str()).collect::<Vec<&str>>())
+        .bind(new_patients.iter().map(|patient| patient.demographics.birth_date.as_str()).collect::<Vec<&str>>())
+        .bind(new_patients.iter().map(|patient| patient.demographics.sex.as_str()).collect::<Vec<&str>>())
+        .bind(updates.iter().map(|update| update.id).collect::<Vec<i64>>())
+        .bind(updates.iter().map(|update| update.merged_into).collect::<Vec<Option<i64>>>())
+        .bind(update_demographics(|d| &d.family_name))
+        .bind(update_demographics(|d| &d.given_name))
+        .bind(update_demographics(|d| &d.birth_date))
+        .bind(update_demographics(|d| &d.sex))
+        .bind(identifier_text(|row| &row.authority_key))
+        .bind(identifier_text(|row| &row.id_value))
+        .bind(identifiers.iter().map(|stored| stored.row.patient_id).collect::<Vec<i64>>())
+        .bind(identifier_text(|row| &row.namespace_id))
+        .bind(identifier_text(|row| &row.universal_id))
+        .bind(identifier_text(|row| &row.universal_id_type))
+        .bind(identifier_text(|row| &row.id_type_code))
+        .bind(identifiers.iter().map(|stored| i64::from(stored.row.active)).collect::<Vec<i64>>())
+        .bind(identifiers.iter().map(|stored| stored.position).collect::<Vec<i64>>())
+        .bind(retired_keys)
+        .bind(retired_values)
+        .bind(history.iter().map(|entry| entry.patient_id).collect::<Vec<i64>>())
+        .bind(history.iter().map(|entry| entry.event.as_str()).collect::<Vec<&str>>())
+        .bind(history.iter().map(|entry| entry.message_control_id.as_str()).collect::<Vec<&str>>())
+        .bind(history.iter().map(|entry| entry.detail.as_str()).collect::<Vec<&str>>())
+        .bind(acks.iter().map(|ack| ack.sender.as_str()).collect::<Vec<&str>>())
+        .bind(acks.iter().map(|ack| ack.control_id.as_str()).collect::<Vec<&str>>())
+        .bind(acks.iter().map(|ack| ack.recorded.ack_code.as_str()).collect::<Vec<&str>>())
+        .bind(acks.iter().map(|ack| ack.recorded.ack.as_str()).collect::<Vec<&str>>())
+        .bind(outbox.iter().map(|item| item.topic.as_str()).collect::<Vec<&str>>())
+        .bind(outbox.iter().map(|item| item.key.as_str()).collect::<Vec<&str>>())
+        .bind(outbox.iter().map(|item| item.payload.as_str()).collect::<Vec<&str>>())
+        // `execute` waits for ReadyForQuery, which follows the implicit transaction's commit.
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
