@@ -29,7 +29,10 @@ pub fn broker_with(opts: BrokerOptions) -> BrokerProc {
         .env("HIE_EDGE__AFFINITY_DOMAIN__PATIENT_ID_AUTHORITY", IPF_MPI_OID)
         .env("HIE_EDGE__AFFINITY_DOMAIN__LOCAL_AUTHORITY", LOCAL_AUTHORITY)
         // The fixtures' domain (IPF's MPI) has no profile: the quickstart's is for another domain.
-        .env("HIE_EDGE__AFFINITY_DOMAIN__PROFILE", "");
+        .env("HIE_EDGE__AFFINITY_DOMAIN__PROFILE", "")
+        // Without a profile there is no publishing: the quickstart's built-in registry is turned
+        // off, and identity feeds are acknowledged locally as before it existed.
+        .env("HIE_EDGE__REGISTRY__KIND", "");
     o.extra_env.extend(opts.extra_env);
     BrokerProc::start_with(o)
 }
