@@ -1,4 +1,4 @@
-//! A tiny HTTP/1.1 client for the peers' REST APIs (Orthanc's `/system`, `/instances`): one
+//! A tiny HTTP/1.1 client for the peers' REST APIs (Orthanc's `/system`, `/instances`, deletions): one
 //! request per connection, `Connection: close`, chunked bodies decoded.
 
 use std::io::{self, Read, Write};
@@ -26,6 +26,11 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Respon
 /// POST `body` to `path` at `addr` as `application/octet-stream`.
 pub fn post(addr: SocketAddr, path: &str, body: &[u8], timeout: Duration) -> io::Result<Response> {
     request(addr, "POST", path, Some(body), timeout)
+}
+
+/// DELETE `path` at `addr`.
+pub fn delete(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Response> {
+    request(addr, "DELETE", path, None, timeout)
 }
 
 fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> io::Result<Response> {

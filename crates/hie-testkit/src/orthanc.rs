@@ -193,6 +193,26 @@ impl Orthanc {
         }
     }
 
+    /// Deletes a study (every series and instance of it) through the REST API: its Orthanc id is
+    /// looked up by Study Instance UID (`POST /tools/lookup`), then `DELETE /studies/{id}`.
+    pub fn delete_study(&self, study_instance_uid: &str) -> Result<(), String> {
+        let lookup = http::post(self.http_addr(), "/tools/lookup", study_instance_uid.as_bytes(), REST_TIMEOUT)
+            .map_err(|error| format!("POST /tools/lookup: {error}"))?;
+        let text = lookup.text();
+        // The answer is a JSON list of {"ID": ..., "Type": "Study", ...}; one study per UID.
+        let id = text
+            .split("\"ID\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').nth(1))
+            .ok_or_else(|| format!("study {study_instance_uid} is not in Orthanc: {text}"))?;
+        let response = http::delete(self.http_addr(), &format!("/studies/{id}"), REST_TIMEOUT)
+            .map_err(|error| format!("DELETE /studies/{id}: {error}"))?;
+        if response.status != 200 {
+            return Err(format!("DELETE /studies/{id}: HTTP {}: {}", response.status, response.text()));
+        }
+        Ok(())
+    }
+
     /// Orthanc's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("orthanc.log")).unwrap_or_default()
