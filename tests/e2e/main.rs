@@ -6,6 +6,10 @@ mod config;
 mod crash;
 mod kos_cli;
 mod mllp_abuse;
+// Issue 4: publishing to the registry, against Orthanc and the built-in registry.
+mod publish_flow;
+/// Shared by the publishing tests (no tests of its own).
+mod publishing;
 
 use hie_e2e::{BrokerOptions, BrokerProc, Engine};
 
