@@ -4,9 +4,12 @@
 mod adt_fixtures;
 mod config;
 mod crash;
+// The DICOMweb PACS adapter against Orthanc: manifests say what the files say.
+mod dicomweb_pacs;
 mod kos_cli;
 mod mllp_abuse;
 // Issue 4: publishing to the registry, against Orthanc and the built-in registry.
+mod publish_faults;
 mod publish_flow;
 /// Shared by the publishing tests (no tests of its own).
 mod publishing;

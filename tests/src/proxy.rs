@@ -138,6 +138,8 @@ struct State {
     stop: AtomicBool,
     /// HTTPS mode: every exchange forwarded.
     exchanges: Mutex<Vec<HttpExchange>>,
+    /// HTTPS mode: only answers to requests whose SOAP action contains this are dropped.
+    drop_filter: Mutex<Option<String>>,
 }
 
 impl FaultProxy {
@@ -164,6 +166,7 @@ impl FaultProxy {
             refused: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             exchanges: Mutex::new(Vec::new()),
+            drop_filter: Mutex::new(None),
         });
         let accept_state = Arc::clone(&state);
         thread::spawn(move || accept_loop(listener, upstream, tls, accept_state));
@@ -180,8 +183,17 @@ impl FaultProxy {
         self.state.fault.store(fault as u32, Ordering::SeqCst);
     }
 
-    /// Drops the next `n` answers (each on its own connection), then passes again.
+    /// Drops the next `n` answers (TCP mode: each on its own connection), then passes again.
     pub fn drop_next_answers(&self, n: usize) {
+        *self.state.drop_filter.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.state.drop_answers.store(n, Ordering::SeqCst);
+        self.set(Fault::DropAnswers);
+    }
+
+    /// HTTPS mode: drops the next `n` answers to requests whose SOAP action contains `action`
+    /// (e.g. `ProvideAndRegisterDocumentSet`); other exchanges pass meanwhile.
+    pub fn drop_next_answers_to(&self, action: &str, n: usize) {
+        *self.state.drop_filter.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(action.to_owned());
         self.state.drop_answers.store(n, Ordering::SeqCst);
         self.set(Fault::DropAnswers);
     }
@@ -341,13 +353,19 @@ fn forward_https(client: TcpStream, upstream: SocketAddr, tls: &TlsSides, state:
     let name = ServerName::IpAddress(upstream.ip().into());
     let Ok(connection) = rustls::ClientConnection::new(Arc::clone(&tls.towards_upstream), name) else { return };
     let mut server = BufReader::new(rustls::StreamOwned::new(connection, server));
-    loop {
-        let Ok(Some(request)) = read_http_message(&mut client, false) else { break };
+    while let Ok(Some(request)) = read_http_message(&mut client, false) {
         if server.get_mut().write_all(&request.raw).and_then(|()| server.get_mut().flush()).is_err() {
             break;
         }
         let Ok(Some(response)) = read_http_message(&mut server, true) else { break };
-        let drop_answer = state.fault.load(Ordering::SeqCst) == Fault::DropAnswers as u32
+        let wanted = state
+            .drop_filter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(|action| soap_action(&request.body).contains(action.as_str()));
+        let drop_answer = wanted
+            && state.fault.load(Ordering::SeqCst) == Fault::DropAnswers as u32
             && state.drop_answers.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1)).is_ok();
         if drop_answer && state.drop_answers.load(Ordering::SeqCst) == 0 {
             state.fault.store(Fault::Pass as u32, Ordering::SeqCst);
