@@ -6,6 +6,8 @@ mod config;
 mod crash;
 // The DICOMweb PACS adapter against Orthanc: manifests say what the files say.
 mod dicomweb_pacs;
+// The identity feed to python-hl7's MLLP server as a stand-in registry feed (remote mode).
+mod feed_remote;
 mod kos_cli;
 mod mllp_abuse;
 // Issue 4: publishing to the registry, against Orthanc and the built-in registry.
