@@ -95,7 +95,13 @@ fn feed_items(broker: &BrokerProc) -> Vec<Value> {
 fn wait_received(server: &FeedServer, broker: &BrokerProc, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     wait_until(
         Duration::from_secs(60),
-        || format!("{what}; received: {:#}\noutbox: {:#}", Value::Array(server.received()), Value::Array(feed_items(broker))),
+        || {
+            format!(
+                "{what}; received: {:#}\noutbox: {:#}",
+                Value::Array(server.received()),
+                Value::Array(feed_items(broker))
+            )
+        },
         || {
             let received = server.received();
             done(&received).then_some(received)
@@ -138,7 +144,8 @@ fn creations_updates_and_merges_arrive_in_order_with_the_affinity_domain_id_only
     assert_eq!(received.len(), 4, "{received:#?}");
     let types: Vec<&str> = received.iter().map(|message| message["type"].as_str().unwrap_or_default()).collect();
     let of_survivor: Vec<&Value> = received.iter().filter(|message| is_for(message, &survivor)).collect();
-    let survivor_types: Vec<&str> = of_survivor.iter().map(|message| message["type"].as_str().unwrap_or_default()).collect();
+    let survivor_types: Vec<&str> =
+        of_survivor.iter().map(|message| message["type"].as_str().unwrap_or_default()).collect();
     assert_eq!(survivor_types, ["ADT^A01", "ADT^A08", "ADT^A40^ADT_A39"], "the survivor's feed in order: {types:?}");
     let merged_at = received.iter().position(|message| is_for(message, &merged)).expect("the merged patient's A01");
     let merge_at = received.iter().position(|message| message["type"] == "ADT^A40^ADT_A39").expect("the A40");

@@ -11,6 +11,7 @@ mod feed_remote;
 mod kos_cli;
 mod mllp_abuse;
 // Issue 4: publishing to the registry, against Orthanc and the built-in registry.
+mod publish_cli;
 mod publish_faults;
 mod publish_flow;
 /// Shared by the publishing tests (no tests of its own).
