@@ -4,12 +4,24 @@
 mod adt_fixtures;
 mod config;
 mod crash;
+// Helpers of the DICOM modules below.
+mod dicom_common;
+// Association abuse and malformed data sets at the broker's DICOM listener.
+mod dicom_abuse;
+// The DICOM listener: storescu to the broker, manifests from received headers or the PACS.
+mod dicom_listener;
 // The DICOMweb PACS adapter against Orthanc: manifests say what the files say.
 mod dicomweb_pacs;
 // The identity feed to python-hl7's MLLP server as a stand-in registry feed (remote mode).
 mod feed_remote;
 mod kos_cli;
+// kos build through every PACS adapter (folder, dimse with Orthanc and dcmqrscp, dicomweb).
+mod kos_adapters;
 mod mllp_abuse;
+// Polling a DIMSE PACS: new studies, deleted instances, deleted studies.
+mod pacs_polling;
+// RAD-69 and ITI-43 at /xdsi/imaging-source over mutual TLS, Orthanc as the PACS.
+mod retrieve;
 // Issue 4: publishing to the registry, against Orthanc and the built-in registry.
 mod publish_cli;
 mod publish_faults;
@@ -38,10 +50,9 @@ pub fn broker_with(opts: BrokerOptions) -> BrokerProc {
     let mut o = BrokerOptions::new(opts.engine)
         .env("HIE_EDGE__AFFINITY_DOMAIN__PATIENT_ID_AUTHORITY", IPF_MPI_OID)
         .env("HIE_EDGE__AFFINITY_DOMAIN__LOCAL_AUTHORITY", LOCAL_AUTHORITY)
-        // The fixtures' domain (IPF's MPI) has no profile: the quickstart's is for another domain.
+        // The fixtures' domain (IPF's MPI) has no profile (the quickstart's is for another domain),
+        // so these brokers don't publish.
         .env("HIE_EDGE__AFFINITY_DOMAIN__PROFILE", "")
-        // Without a profile there is no publishing: the quickstart's built-in registry is turned
-        // off, and identity feeds are acknowledged locally as before it existed.
         .env("HIE_EDGE__REGISTRY__KIND", "");
     o.extra_env.extend(opts.extra_env);
     BrokerProc::start_with(o)

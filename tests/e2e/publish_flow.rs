@@ -32,8 +32,12 @@ fn flow(engine: Engine) {
     let v1 = &rows[0];
     assert_eq!((text(v1, "kind").as_str(), v1["manifest_version"].as_i64()), ("publish", Some(1)), "{v1:#}");
     assert_eq!(v1["attempts"], 1, "published at the first attempt: {:#}", without_exchange(v1));
-    let kos1 = broker.get_bytes(&format!("/api/studies/{uid}/manifests/1"));
-    assert_eq!(broker.get_bytes(&format!("/api/studies/{uid}/manifest")), kos1, "the latest manifest is version 1");
+    let kos1 = manifest_bytes(&broker, &format!("/api/studies/{uid}/manifests/1"));
+    assert_eq!(
+        manifest_bytes(&broker, &format!("/api/studies/{uid}/manifest")),
+        kos1,
+        "the latest manifest is version 1"
+    );
     let v1_unique_id = sop_instance_uid(&kos1);
     assert_eq!(text(v1, "document_unique_id"), v1_unique_id, "uniqueId = the KOS SOP Instance UID");
     assert_recorded_exchange_valid(v1, Some(&kos1), "ITI-41 of version 1");
@@ -64,7 +68,7 @@ fn flow(engine: Engine) {
     let v2 = &rows[1];
     assert_eq!(v2["manifest_version"], 2, "{:#}", without_exchange(v2));
     assert_eq!(text(v2, "replaced_unique_id"), v1_unique_id, "{:#}", without_exchange(v2));
-    let kos2 = broker.get_bytes(&format!("/api/studies/{uid}/manifests/2"));
+    let kos2 = manifest_bytes(&broker, &format!("/api/studies/{uid}/manifests/2"));
     let v2_unique_id = sop_instance_uid(&kos2);
     assert_ne!(v2_unique_id, v1_unique_id);
     assert_eq!(text(v2, "document_unique_id"), v2_unique_id);

@@ -463,6 +463,13 @@ pub fn with_attachment(root_envelope: &str, document: &[u8]) -> (String, Vec<u8>
     (content_type, body)
 }
 
+/// A manifest from the broker's API (`/api/studies/{uid}/manifest...`); panics unless 200.
+pub fn manifest_bytes(broker: &BrokerProc, path: &str) -> Vec<u8> {
+    let (status, body) = broker.get_bytes(path);
+    assert_eq!(status, 200, "GET {path}: {}", String::from_utf8_lossy(&body));
+    body
+}
+
 /// SOP Instance UID (0008,0018) of a DICOM file, read by dcmtk's dcmdump.
 pub fn sop_instance_uid(kos: &[u8]) -> String {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -131,6 +131,8 @@ pub struct BrokerProc {
     /// where this broker sends its identity feed (kind remote).
     pub feed_addr: SocketAddr,
     pub mllp: SocketAddr,
+    /// The DICOM listener (`HIE_EDGE__DICOM__LISTEN`), on a free port of its own.
+    pub dicom: SocketAddr,
     pub store_url: String,
     pub engine: Engine,
     child: Option<Child>,
@@ -163,6 +165,7 @@ impl BrokerProc {
         let addr_of = |k: &str| given(k).and_then(|v| v.parse::<SocketAddr>().ok());
         let mllp = addr_of("HIE_EDGE__HL7__LISTEN").unwrap_or_else(free_addr);
         let api_addr = addr_of("HIE_EDGE__API__LISTEN").unwrap_or_else(free_addr);
+        let dicom = addr_of("HIE_EDGE__DICOM__LISTEN").unwrap_or_else(free_addr);
         let https_addr = addr_of("HIE_EDGE__HTTPS__LISTEN").unwrap_or_else(free_addr);
         let feed_addr = given("HIE_EDGE__REGISTRY__FEED")
             .and_then(|feed| feed.strip_prefix("mllp://").and_then(|address| address.parse().ok()))
@@ -171,6 +174,7 @@ impl BrokerProc {
             ("HIE_EDGE__STORE__URL".to_owned(), store_url.clone()),
             ("HIE_EDGE__HL7__LISTEN".to_owned(), mllp.to_string()),
             ("HIE_EDGE__API__LISTEN".to_owned(), api_addr.to_string()),
+            ("HIE_EDGE__DICOM__LISTEN".to_owned(), dicom.to_string()),
             ("HIE_EDGE__HTTPS__LISTEN".to_owned(), https_addr.to_string()),
             ("HIE_EDGE__REGISTRY__FEED".to_owned(), format!("mllp://{feed_addr}")),
         ];
@@ -193,6 +197,7 @@ impl BrokerProc {
             https_addr,
             feed_addr,
             mllp,
+            dicom,
             store_url,
             engine: opts.engine,
             child: None,
@@ -203,6 +208,11 @@ impl BrokerProc {
         };
         b.spawn_and_wait();
         b
+    }
+
+    /// Where the broker's DICOM listener is.
+    pub fn dicom_addr(&self) -> SocketAddr {
+        self.dicom
     }
 
     /// The temp dir of this broker (SQLite file, logs); removed on drop.
@@ -335,18 +345,16 @@ impl BrokerProc {
             .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}; broker stderr tail:\n{}", self.stderr_tail(40)))
     }
 
+    /// HTTP GET against the API listener with the body as bytes (a manifest): (status, body).
+    pub fn get_bytes(&self, path_and_query: &str) -> (u16, Vec<u8>) {
+        http_get_bytes(self.api_addr, path_and_query, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}; broker stderr tail:\n{}", self.stderr_tail(40)))
+    }
+
     /// HTTP POST (empty body) against the API listener: (status, body).
     pub fn post(&self, path_and_query: &str) -> (u16, String) {
         http_request(self.api_addr, "POST", path_and_query, &[], Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("POST {path_and_query}: {e}; broker stderr tail:\n{}", self.stderr_tail(40)))
-    }
-
-    /// HTTP GET against the API listener with the body as bytes (panics unless 200).
-    pub fn get_bytes(&self, path_and_query: &str) -> Vec<u8> {
-        let (status, body) = http_request_bytes(self.api_addr, "GET", path_and_query, &[], Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}; broker stderr tail:\n{}", self.stderr_tail(40)));
-        assert_eq!(status, 200, "GET {path_and_query}: {}", String::from_utf8_lossy(&body));
-        body
     }
 
     /// `GET path` parsed as JSON (panics unless 200).
@@ -475,6 +483,11 @@ pub fn url_encode(s: &str) -> String {
 /// A minimal HTTP/1.1 GET (`Connection: close`), enough for JSON and Prometheus text answers.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
     http_request(addr, "GET", path, &[], timeout)
+}
+
+/// [`http_get`] with the body as bytes.
+pub fn http_get_bytes(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(u16, Vec<u8>)> {
+    http_request_bytes(addr, "GET", path, &[], timeout)
 }
 
 /// A minimal HTTP/1.1 request (`Connection: close`) with an optional body (sent as

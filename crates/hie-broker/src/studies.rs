@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hie_kos::{KosOptions, RootedUids, StudyEvidence, StudyEvidenceBuilder, UidSource};
 use hie_store::outbox::OutboxPolicy;
-use hie_store::studies::{self, ChangeSource, ClaimedStudy, Finish, NewManifest, StudyChange};
+use hie_store::studies::{self, ChangeSource, ClaimedStudy, Finish, NewManifest, ReferencedInstance, StudyChange};
 use hie_store::{Store, StoreError, now_micros};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, watch};
@@ -271,6 +271,7 @@ impl StudyScheduler {
         };
         let n_instances = evidence.n_instances();
         let (modalities, body_parts) = series_facts(evidence);
+        let referenced = referenced_instances(evidence);
         let manifest = NewManifest {
             study_instance_uid: study,
             version,
@@ -282,6 +283,7 @@ impl StudyScheduler {
             kos: &bytes,
             modalities: &modalities,
             body_parts: &body_parts,
+            instances: &referenced,
         };
         let now = now_micros();
         let mut tx = self.store.begin().await?;
@@ -611,6 +613,22 @@ fn manifest_options(settings: &ManifestSettings, date: &str, time: &str, instanc
     options.institution_name = settings.institution_name.clone();
     options.instance_number = instance_number;
     options
+}
+
+/// Every instance the manifest references, with its series: what retrievals of the version may
+/// serve (RAD-69 authorization).
+fn referenced_instances(evidence: &StudyEvidence) -> Vec<ReferencedInstance<'_>> {
+    evidence
+        .series
+        .iter()
+        .flat_map(|series| {
+            series.instances.iter().map(|instance| ReferencedInstance {
+                series_instance_uid: &series.series_instance_uid,
+                sop_instance_uid: &instance.sop_instance_uid,
+                sop_class_uid: &instance.sop_class_uid,
+            })
+        })
+        .collect()
 }
 
 /// The distinct Modality and Body Part Examined values of the series, backslash-separated.

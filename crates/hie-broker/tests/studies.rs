@@ -178,6 +178,21 @@ async fn a_manifest_is_built_when_quiet_and_versioned_only_on_change() {
             read_manifest(&fixture).unwrap().referenced(),
             "{engine:?}"
         );
+        // Each version's referenced instances are kept for retrieval authorization.
+        for (version, n_instances) in [(1, 9), (2, 10)] {
+            let referenced = store.manifest_instances(STUDY_024, version).await.unwrap();
+            assert_eq!(referenced.len(), n_instances, "{engine:?}");
+        }
+        let evidence = evidence_of(&files);
+        let referenced = store.manifest_instances(STUDY_024, 2).await.unwrap();
+        for series in &evidence.series {
+            for instance in &series.instances {
+                let row = referenced.iter().find(|row| row.sop_instance_uid == instance.sop_instance_uid);
+                let row = row.unwrap_or_else(|| panic!("{engine:?}: {} not kept", instance.sop_instance_uid));
+                assert_eq!(row.series_instance_uid, series.series_instance_uid, "{engine:?}");
+                assert_eq!(row.sop_class_uid, instance.sop_class_uid, "{engine:?}");
+            }
+        }
 
         // The PACS loses the study: gone, no new version.
         *pacs.files.lock().unwrap() = None;

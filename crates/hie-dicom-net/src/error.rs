@@ -17,6 +17,9 @@ use crate::scu::RetrieveFailure;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetError {
+    /// The peer's host name could not be resolved (DNS down or the name is wrong).
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: std::io::Error },
     /// The TCP connection to the peer could not be opened (network or peer down).
     #[error("cannot connect to {addr}: {source}")]
     Connect { addr: SocketAddr, source: std::io::Error },
@@ -161,6 +164,7 @@ impl NetError {
             NetError::Retrieve(_) => Status::SUB_OPERATIONS_COMPLETE_WITH_FAILURES,
             NetError::NoAcceptedContext { .. } => Status::SOP_CLASS_NOT_SUPPORTED,
             NetError::Connect { .. }
+            | NetError::Resolve { .. }
             | NetError::Rejected { .. }
             | NetError::Timeout { .. }
             | NetError::Closed { .. }

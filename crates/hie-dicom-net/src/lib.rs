@@ -19,6 +19,8 @@
 //!   SCP/SCU role selection, AC/RJ/ABORT handling).
 //! - [`scu`]: typed C-ECHO, C-FIND, C-GET, C-MOVE, C-STORE and C-CANCEL operations.
 //! - [`sink`]: [`sink::StoreSink`], where a received instance's data set streams to.
+//! - [`header`]: [`header::HeaderCollector`], the prefix of a streamed data set before its
+//!   Pixel Data, and [`header::part10_header`], File Meta Information in front of it.
 //! - [`server`]: the storage and verification SCP ([`server::serve`]), with the acceptor side of
 //!   negotiation and its rejections.
 //! - [`moves`]: [`moves::MoveRouter`], correlating C-MOVE sub-operations that arrive at our SCP
@@ -32,6 +34,7 @@
 pub mod association;
 pub mod client;
 pub mod error;
+pub mod header;
 pub mod moves;
 pub mod pdu_io;
 pub mod pool;
@@ -44,10 +47,11 @@ mod dataset;
 pub use association::{AbortedBy, Association, Incoming, PresentationContext};
 pub use client::{ClientOptions, ProposedContext, Timeouts, connect};
 pub use error::{NetError, TimeoutKind, Violation};
+pub use header::{HeaderCollector, HeaderError, MetaIdentity, part10_header};
 pub use moves::{MoveEvent, MoveRegistration, MoveRouter, MoveSink};
 pub use pool::{AssociationPool, PoolOptions, PooledAssociation};
 pub use scu::{FindLimits, FindOutcome, FindStop, RetrieveFailure, RetrieveOptions, RetrieveOutcome};
-pub use server::{AssociationInfo, ScpHandler, ServerPolicy, ServerTimeouts, StorageClasses, serve};
+pub use server::{AssociationInfo, ScpHandler, ServerEvent, ServerPolicy, ServerTimeouts, StorageClasses, serve};
 pub use sink::{InstanceInfo, StoreSink};
 
 /// Root of the UIDs this implementation mints for itself: a UUID-derived UID (PS3.5 B.2,

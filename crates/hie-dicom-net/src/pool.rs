@@ -11,7 +11,13 @@
 //! caller it may retry on a fresh association.
 //!
 //! [`PooledAssociation::give_back`] returns an association for reuse; dropping it instead
-//! releases it (in a background task, or by A-ABORT when no runtime is left).
+//! releases it (in a background task, or by A-ABORT when no runtime is left);
+//! [`PooledAssociation::discard`] aborts it at once, for an association left in the middle of an
+//! operation (a release there would wait on a peer still answering the operation).
+//!
+//! A pool made with [`AssociationPool::for_host`] resolves the peer's name each time it opens an
+//! association (`tokio::net::lookup_host`), so a PACS whose address changes is followed; the
+//! addresses are tried in the resolver's order.
 
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
@@ -54,12 +60,12 @@ pub struct AssociationPool {
 
 impl std::fmt::Debug for AssociationPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AssociationPool").field("addr", &self.inner.addr).field("idle", &self.idle_count()).finish()
+        f.debug_struct("AssociationPool").field("target", &self.inner.target).field("idle", &self.idle_count()).finish()
     }
 }
 
 struct PoolInner {
-    addr: SocketAddr,
+    target: Target,
     client: ClientOptions,
     contexts: Vec<ProposedContext>,
     options: PoolOptions,
@@ -74,16 +80,57 @@ struct Idle {
     since: Instant,
 }
 
+/// Where a pool connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Addr(SocketAddr),
+    /// Resolved at each connection.
+    Host {
+        host: String,
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(addr) => write!(f, "{addr}"),
+            Target::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
 impl AssociationPool {
+    /// A pool to the peer at `addr`.
     pub fn new(
         addr: SocketAddr,
         client: ClientOptions,
         contexts: Vec<ProposedContext>,
         options: PoolOptions,
     ) -> AssociationPool {
+        AssociationPool::with_target(Target::Addr(addr), client, contexts, options)
+    }
+
+    /// A pool to the peer named `host` (a name or an IP address), resolved at each connection.
+    pub fn for_host(
+        host: impl Into<String>,
+        port: u16,
+        client: ClientOptions,
+        contexts: Vec<ProposedContext>,
+        options: PoolOptions,
+    ) -> AssociationPool {
+        AssociationPool::with_target(Target::Host { host: host.into(), port }, client, contexts, options)
+    }
+
+    fn with_target(
+        target: Target,
+        client: ClientOptions,
+        contexts: Vec<ProposedContext>,
+        options: PoolOptions,
+    ) -> AssociationPool {
         AssociationPool {
             inner: Arc::new(PoolInner {
-                addr,
+                target,
                 client,
                 contexts,
                 slots: Arc::new(Semaphore::new(options.max_open.max(1))),
@@ -122,6 +169,33 @@ impl AssociationPool {
         }
     }
 
+    /// A new association, never an idle one: the idle ones are closed first (aborted: after a
+    /// reused association turned out dead, its siblings most likely are too, for example after
+    /// the PACS restarted).
+    pub async fn acquire_fresh(&self) -> Result<PooledAssociation, NetError> {
+        let stale: Vec<Idle> = std::mem::take(&mut *self.lock_idle());
+        // Dropping an Idle aborts its association (best effort) and frees its slot.
+        drop(stale);
+        self.acquire_new().await
+    }
+
+    /// A new association once a slot is free (within `acquire_timeout`).
+    async fn acquire_new(&self) -> Result<PooledAssociation, NetError> {
+        let acquire = self.inner.slots.clone().acquire_owned();
+        match tokio::time::timeout(self.inner.options.acquire_timeout, acquire).await {
+            Ok(Ok(permit)) => self.open(permit).await,
+            // The semaphore is never closed; treat it like a timeout all the same.
+            Ok(Err(_)) | Err(_) => {
+                Err(NetError::Timeout { which: TimeoutKind::PoolAcquire, after: self.inner.options.acquire_timeout })
+            }
+        }
+    }
+
+    /// Where this pool connects to (`host:port` or the address).
+    pub fn target(&self) -> String {
+        self.inner.target.to_string()
+    }
+
     /// How many idle associations wait for reuse.
     pub fn idle_count(&self) -> usize {
         self.lock_idle().len()
@@ -144,19 +218,48 @@ impl AssociationPool {
                     reused: true,
                 });
             }
-            tracing::debug!(peer = %self.inner.addr, "pooled association found dead; replacing it");
+            tracing::debug!(peer = %self.inner.target, "pooled association found dead; replacing it");
             drop(idle.association);
         }
     }
 
     async fn open(&self, permit: OwnedSemaphorePermit) -> Result<PooledAssociation, NetError> {
-        let association = connect(self.inner.addr, &self.inner.client, &self.inner.contexts).await?;
+        let association = match &self.inner.target {
+            Target::Addr(addr) => connect(*addr, &self.inner.client, &self.inner.contexts).await?,
+            Target::Host { host, port } => self.connect_host(host, *port).await?,
+        };
         Ok(PooledAssociation {
             association: Some(association),
             permit: Some(permit),
             pool: self.inner.clone(),
             reused: false,
         })
+    }
+
+    /// Resolves `host` now and connects to the first address that takes a TCP connection; a
+    /// peer that answers and then rejects or fails the association is not tried again at
+    /// another address.
+    async fn connect_host(&self, host: &str, port: u16) -> Result<Association, NetError> {
+        let timeouts = self.inner.client.timeouts;
+        let resolved = match tokio::time::timeout(timeouts.connect, tokio::net::lookup_host((host, port))).await {
+            Err(_) => return Err(NetError::Timeout { which: TimeoutKind::Connect, after: timeouts.connect }),
+            Ok(Err(source)) => return Err(NetError::Resolve { host: host.to_owned(), source }),
+            Ok(Ok(addresses)) => addresses,
+        };
+        let mut last = None;
+        for addr in resolved {
+            match connect(addr, &self.inner.client, &self.inner.contexts).await {
+                Err(error @ (NetError::Connect { .. } | NetError::Timeout { which: TimeoutKind::Connect, .. })) => {
+                    tracing::debug!(peer = %addr, %error, "trying the next address");
+                    last = Some(error);
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| NetError::Resolve {
+            host: host.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolved to no address"),
+        }))
     }
 
     fn lock_idle(&self) -> MutexGuard<'_, Vec<Idle>> {
@@ -202,6 +305,13 @@ impl PooledAssociation {
         }
         self.pool.lock_idle().push(Idle { association, permit, since: Instant::now() });
         self.pool.returned.notify_one();
+    }
+
+    /// Aborts the association now (A-ABORT, best effort, without waiting): for one left in the
+    /// middle of an operation, which must neither go back to the pool nor wait for a release.
+    pub fn discard(mut self) {
+        // Association's Drop sends the A-ABORT; the permit is freed after it.
+        drop(self.association.take());
     }
 
     /// Releases the association now instead of returning it.

@@ -12,6 +12,7 @@
 //! pending responses forever (dcm4che#199): when it runs out we send C-CANCEL-RQ, wait up to the
 //! DIMSE timeout for the final response, and abort the association if none comes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dicom_object::InMemDicomObject;
@@ -88,6 +89,9 @@ pub struct RetrieveOutcome {
     /// Set (to the total timeout) when we sent C-CANCEL because the operation's total timeout
     /// ran out.
     pub timed_out: Option<Duration>,
+    /// Whether we sent C-CANCEL because the sink said its consumer was gone
+    /// ([`StoreSink::is_cancelled`]).
+    pub cancelled: bool,
     /// The judgement: `hie_dimse::status::verdict` plus our own count of what arrived.
     pub verdict: Result<Outcome, RetrieveFailure>,
 }
@@ -250,6 +254,14 @@ pub async fn get<S: StoreSink>(
     let mut tally = Tally::default();
     let mut store: Option<SubOperation> = None;
     let result = loop {
+        // PS3.7 9.3.3.3: the consumer is gone; the C-STORE sub-operations still in flight are
+        // answered (the sink refuses them) until the final response.
+        if sink.is_cancelled()
+            && !clock.cancelled
+            && let Err(error) = clock.cancel(association, pc_id, message_id).await
+        {
+            break Err(error);
+        }
         let incoming = match clock.next(association, pc_id, message_id).await {
             Ok(Next::Incoming(incoming)) => incoming,
             Ok(Next::TimedOut) => continue,
@@ -344,6 +356,19 @@ pub async fn move_(
     message_id: Option<u16>,
     options: &RetrieveOptions,
 ) -> Result<RetrieveOutcome, NetError> {
+    move_cancellable(association, model_sop_class, identifier, destination_ae, message_id, options, None).await
+}
+
+/// [`move_`] that sends C-CANCEL once `cancel` turns true (checked at each response).
+async fn move_cancellable(
+    association: &mut Association,
+    model_sop_class: &str,
+    identifier: &InMemDicomObject,
+    destination_ae: &str,
+    message_id: Option<u16>,
+    options: &RetrieveOptions,
+    cancel: Option<&AtomicBool>,
+) -> Result<RetrieveOutcome, NetError> {
     crate::client::check_ae_title("move destination", destination_ae)?;
     let pc_id = context_id(association, model_sop_class)?;
     let transfer_syntax = transfer_syntax(association, pc_id);
@@ -361,6 +386,9 @@ pub async fn move_(
 
     let mut clock = Clock::new(association, options.timeout);
     loop {
+        if cancel.is_some_and(|cancel| cancel.load(Ordering::Acquire)) && !clock.cancelled {
+            clock.cancel(association, pc_id, message_id).await?;
+        }
         let incoming = match clock.next(association, pc_id, message_id).await? {
             Next::Incoming(incoming) => incoming,
             Next::TimedOut => continue,
@@ -407,15 +435,29 @@ pub async fn move_into<S: StoreSink>(
     let message_id = registration.message_id();
     let mut tally = Tally::default();
     let mut routed = Routed::default();
+    let cancel = AtomicBool::new(false);
     let result = {
-        let moving = move_(association, model_sop_class, identifier, destination_ae, Some(message_id), options);
+        let moving = move_cancellable(
+            association,
+            model_sop_class,
+            identifier,
+            destination_ae,
+            Some(message_id),
+            options,
+            Some(&cancel),
+        );
         tokio::pin!(moving);
         loop {
             tokio::select! {
                 // Instances first: the PACS sends the final response only after our SCP answered
                 // every C-STORE, which waits on the events handled here.
                 biased;
-                Some(event) = registration.next_event() => routed.handle(event, sink, &mut tally).await,
+                Some(event) = registration.next_event() => {
+                    routed.handle(event, sink, &mut tally).await;
+                    if sink.is_cancelled() {
+                        cancel.store(true, Ordering::Release);
+                    }
+                }
                 result = &mut moving => break result,
             }
         }
@@ -445,8 +487,18 @@ pub async fn store<R: AsyncRead + Unpin>(
     association: &mut Association,
     sop_class_uid: &str,
     sop_instance_uid: &str,
-    mut data: R,
+    data: R,
 ) -> Result<Status, NetError> {
+    Ok(store_with_detail(association, sop_class_uid, sop_instance_uid, data).await?.0)
+}
+
+/// [`store`] with the response's status detail (Error Comment, Offending Element).
+pub async fn store_with_detail<R: AsyncRead + Unpin>(
+    association: &mut Association,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    mut data: R,
+) -> Result<(Status, StatusDetail), NetError> {
     let pc_id = context_id(association, sop_class_uid)?;
     let message_id = association.next_message_id();
     let request = CStoreRq {
@@ -485,7 +537,7 @@ pub async fn store<R: AsyncRead + Unpin>(
         Incoming::Command { command: Command::CStoreRsp(response), .. }
             if response.message_id_being_responded_to == message_id =>
         {
-            Ok(response.status)
+            Ok((response.status, response.detail))
         }
         other => Err(unexpected(association, other, "while waiting for a C-STORE-RSP").await),
     }
@@ -701,6 +753,7 @@ fn judge(
         stored: tally.stored,
         refused: tally.refused,
         timed_out: clock.timed_out.then(|| clock.total.unwrap_or_default()),
+        cancelled: clock.cancelled && !clock.timed_out,
         verdict,
     }
 }

@@ -43,7 +43,7 @@ use dicom_ul::pdu::{
     PresentationContextResultReason, RequestorRoles, UserVariableItem,
 };
 use hie_dimse::command::{CEchoRsp, CFindRsp, CGetRsp, CMoveRsp, CStoreRq, CStoreRsp, StatusDetail};
-use hie_dimse::{Command, DataSetType, Status, SubOperations, uids};
+use hie_dimse::{Command, DataSetType, Status, StatusClass, SubOperations, uids};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -114,6 +114,10 @@ pub struct ServerPolicy {
     /// peer's order of preference is chosen. Verification always takes Implicit or Explicit VR
     /// Little Endian.
     pub storage_transfer_syntaxes: Option<Vec<String>>,
+    /// Transfer syntaxes never accepted for storage, whatever the two fields above say (for
+    /// example Deflated Explicit VR Little Endian, for a handler that reads the data set as it
+    /// streams).
+    pub refused_transfer_syntaxes: Vec<String>,
     /// Associations served at once; one more is rejected (transient, local-limit-exceeded).
     pub max_associations: usize,
     /// The Maximum Length we declare and enforce (PS3.8 D.1.1).
@@ -130,6 +134,7 @@ impl ServerPolicy {
             allowed_calling_ae_titles: None,
             storage: StorageClasses::default(),
             storage_transfer_syntaxes: None,
+            refused_transfer_syntaxes: Vec::new(),
             max_associations: DEFAULT_MAX_ASSOCIATIONS,
             max_pdu_length: crate::client::DEFAULT_MAX_PDU_LENGTH,
             timeouts: ServerTimeouts::default(),
@@ -164,6 +169,26 @@ pub trait ScpHandler: Send + Sync + 'static {
     fn move_router(&self) -> Option<&MoveRouter> {
         None
     }
+
+    /// Told of every connection's fate at association level, for counters; the default does
+    /// nothing. Called on the connection's task, so it must not block.
+    fn observe(&self, event: ServerEvent<'_>) {
+        let _ = event;
+    }
+}
+
+/// What became of a connection, for [`ScpHandler::observe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent<'a> {
+    /// An association was accepted (A-ASSOCIATE-AC sent).
+    Accepted(&'a AssociationInfo),
+    /// An A-ASSOCIATE-RQ was rejected (A-ASSOCIATE-RJ sent, PS3.8 9.3.4).
+    Rejected { result: &'a AssociationRJResult, source: &'a AssociationRJSource },
+    /// A connection ended before any association: no A-ASSOCIATE-RQ within ARTIM, a first PDU
+    /// that is not a valid A-ASSOCIATE-RQ (aborted), or both the association and the rejection
+    /// limits were reached (closed at once).
+    Dropped,
 }
 
 /// Serves associations on `listener` until `shutdown` turns true (or its sender is dropped),
@@ -207,6 +232,7 @@ pub async fn serve<H: ScpHandler>(
                         Ok(permit) => Slot::Reject { _permit: permit },
                         Err(_) => {
                             tracing::warn!(peer = %peer_addr, "connection closed: association and rejection limits reached");
+                            handler.observe(ServerEvent::Dropped);
                             continue;
                         }
                     },
@@ -257,10 +283,12 @@ async fn run_connection<H: ScpHandler>(
         Err(_) => {
             // PS3.8 9.2 AA-2: ARTIM expired before an A-ASSOCIATE-RQ; close the transport.
             tracing::info!(peer = %peer_addr, "no A-ASSOCIATE-RQ within ARTIM; closing");
+            handler.observe(ServerEvent::Dropped);
             return;
         }
         Ok(Err(error)) => {
             tracing::info!(peer = %peer_addr, %error, "bad first PDU; aborting");
+            handler.observe(ServerEvent::Dropped);
             if let Some(reason) = error.abort_reason() {
                 let abort = Pdu::AbortRQ { source: AbortRQSource::ServiceProvider(reason) };
                 let _ = timeout(linger, writer.write(&mut stream, &abort)).await;
@@ -272,6 +300,7 @@ async fn run_connection<H: ScpHandler>(
     };
     let Pdu::AssociationRQ(request) = first else {
         tracing::info!(peer = %peer_addr, pdu = pdu_name(&first), "first PDU is not an A-ASSOCIATE-RQ; aborting");
+        handler.observe(ServerEvent::Dropped);
         let abort =
             Pdu::AbortRQ { source: AbortRQSource::ServiceProvider(AbortRQServiceProviderReason::UnexpectedPdu) };
         let _ = timeout(linger, writer.write(&mut stream, &abort)).await;
@@ -288,6 +317,7 @@ async fn run_connection<H: ScpHandler>(
                 error = %NetError::Rejected { result: reject.result.clone(), reason: reject.source.clone() },
                 "association rejected"
             );
+            handler.observe(ServerEvent::Rejected { result: &reject.result, source: &reject.source });
             let _ = timeout(linger, writer.write(&mut stream, &Pdu::AssociationRJ(reject))).await;
             pdu_io::linger_close(&mut stream, linger).await;
             return;
@@ -311,6 +341,7 @@ async fn run_connection<H: ScpHandler>(
         peer_addr,
     };
     tracing::info!(peer = %peer_addr, calling = %info.calling_ae, accepted = contexts.len(), "association accepted");
+    handler.observe(ServerEvent::Accepted(&info));
     let association = Association::new(AssociationParts {
         stream,
         reader,
@@ -463,6 +494,7 @@ async fn store<H: ScpHandler>(
         transfer_syntax_uid: transfer_syntax.clone(),
     };
     let mut refusal = None;
+    let mut comment: Option<String> = None;
     let mut sink: Option<AnySink<H::Sink>> = None;
     if context_class != request.affected_sop_class_uid {
         // PS3.7 C.5.20: the command names a class this context was not negotiated for.
@@ -487,6 +519,7 @@ async fn store<H: ScpHandler>(
             && let Err(status) = open.begin(&instance).await
         {
             refusal = Some(status);
+            comment = open.error_comment();
             sink = None;
         }
     }
@@ -536,11 +569,18 @@ async fn store<H: ScpHandler>(
             && let Err(status) = open.data(bytes).await
         {
             refusal = Some(status);
+            comment = open.error_comment();
             sink = None;
         }
         if last {
             let status = match sink.as_mut() {
-                Some(open) => open.end().await,
+                Some(open) => {
+                    let status = open.end().await;
+                    if status.class() == StatusClass::Failure {
+                        comment = open.error_comment();
+                    }
+                    status
+                }
                 None => refusal.unwrap_or(Status::UNABLE_TO_PROCESS),
             };
             let response = CStoreRsp {
@@ -548,7 +588,10 @@ async fn store<H: ScpHandler>(
                 affected_sop_class_uid: Some(request.affected_sop_class_uid.clone()),
                 affected_sop_instance_uid: Some(request.affected_sop_instance_uid.clone()),
                 status,
-                detail: StatusDetail::default(),
+                detail: StatusDetail {
+                    error_comment: comment.map(crate::sink::clip_error_comment),
+                    ..StatusDetail::default()
+                },
             };
             return association.send_command(pc_id, &Command::CStoreRsp(response)).await;
         }
@@ -605,6 +648,13 @@ impl<S: StoreSink> AnySink<S> {
         match self {
             AnySink::Handler(sink) => sink.abort(reason).await,
             AnySink::Move(sink) => sink.abort(reason).await,
+        }
+    }
+
+    fn error_comment(&mut self) -> Option<String> {
+        match self {
+            AnySink::Handler(sink) => sink.error_comment(),
+            AnySink::Move(sink) => sink.error_comment(),
         }
     }
 }
@@ -670,8 +720,8 @@ pub(crate) fn negotiate(policy: &ServerPolicy, request: &AssociationRQ, over_lim
                 .find(|ts| *ts == uids::IMPLICIT_VR_LITTLE_ENDIAN || *ts == uids::EXPLICIT_VR_LITTLE_ENDIAN)
                 .ok_or(PresentationContextResultReason::TransferSyntaxesNotSupported)
         } else if policy.storage.accepts(abstract_syntax) {
-            let mut offered = offered;
             offered
+                .filter(|ts| !policy.refused_transfer_syntaxes.iter().any(|uid| uid == ts))
                 .find(|ts| match &policy.storage_transfer_syntaxes {
                     Some(allowed) => allowed.iter().any(|uid| uid == ts),
                     None => is_known_transfer_syntax(ts),
@@ -846,6 +896,28 @@ mod tests {
         assert_eq!(accepted[0].transfer_syntax, uids::EXPLICIT_VR_LITTLE_ENDIAN);
         assert_eq!(accepted[1].transfer_syntax, jpeg, "first known one in the peer's order");
         assert_eq!(accepted[2].abstract_syntax, "1.2.840.10008.5.1.4.1.1.999", "any standard storage class");
+    }
+
+    #[test]
+    fn refused_transfer_syntaxes_are_never_chosen() {
+        let deflated = "1.2.840.10008.1.2.1.99";
+        let mut policy = ServerPolicy::new("HIE");
+        policy.refused_transfer_syntaxes = vec![deflated.to_owned()];
+        let rq = request(
+            "HIE",
+            "PEER",
+            vec![
+                (1, std_uids::CT_IMAGE_STORAGE, vec![deflated, uids::EXPLICIT_VR_LITTLE_ENDIAN]),
+                (3, std_uids::MR_IMAGE_STORAGE, vec![deflated]),
+            ],
+        );
+        let Decision::Accept(accept, accepted) = negotiate(&policy, &rq, false) else { panic!("rejected") };
+        assert_eq!(accepted.len(), 1);
+        assert_eq!(accepted[0].transfer_syntax, uids::EXPLICIT_VR_LITTLE_ENDIAN, "the next one in the peer's order");
+        assert_eq!(
+            accept.presentation_contexts[1].reason,
+            PresentationContextResultReason::TransferSyntaxesNotSupported
+        );
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! [`StoreSink::abort`] (the association died mid-instance). A `begin` or `data` that returns
 //! `Err(status)` ends the instance there: nothing else is called for it, the rest of its data set
 //! is discarded, and the C-STORE-RSP carries that status.
+//!
+//! Two optional hooks: [`StoreSink::error_comment`] gives the text of the Error Comment
+//! (0000,0902) sent with a failure status, and [`StoreSink::is_cancelled`] tells a C-GET or C-MOVE
+//! that nobody wants its instances any more (it then sends C-CANCEL).
 
 use std::future::Future;
 
@@ -40,4 +44,29 @@ pub trait StoreSink: Send {
 
     /// The association ended before the data set was complete; nothing will be answered.
     fn abort(&mut self, reason: &NetError) -> impl Future<Output = ()> + Send;
+
+    /// Why the last failure status was given, for the C-STORE-RSP's Error Comment (0000,0902,
+    /// LO: at most 64 characters; longer text is cut). Asked once, after a refusal or a
+    /// failure status from `end`.
+    fn error_comment(&mut self) -> Option<String> {
+        None
+    }
+
+    /// Whether the consumer is gone, so that a C-GET or C-MOVE feeding this sink should be
+    /// cancelled (PS3.7 9.3.3.3, 9.3.4.3). Checked after every message of the retrieve.
+    fn is_cancelled(&self) -> bool {
+        false
+    }
 }
+
+/// An Error Comment (0000,0902) is LO: at most 64 characters (PS3.5 6.2).
+pub(crate) fn clip_error_comment(mut comment: String) -> String {
+    if comment.chars().count() > MAX_ERROR_COMMENT_CHARS {
+        comment = comment.chars().take(MAX_ERROR_COMMENT_CHARS).collect();
+    }
+    // LO excludes backslash and control characters (PS3.5 6.2).
+    comment.chars().map(|c| if c == '\\' || c.is_control() { ' ' } else { c }).collect()
+}
+
+/// PS3.5 Table 6.2-1: LO holds at most 64 characters.
+const MAX_ERROR_COMMENT_CHARS: usize = 64;

@@ -1,5 +1,7 @@
 //! Wiring: `App::start` opens the store, starts the ADT writer and the outbox worker, binds the
-//! listeners, and only then reports itself healthy. `App::shutdown` stops accepting, lets
+//! listeners (HL7, HTTP, and DICOM when `[dicom] listen` is set), and only then reports itself
+//! healthy. One `MoveRouter` is made here and shared by the DIMSE PACS adapter (which registers
+//! its C-MOVEs) and the DICOM listener (which routes their sub-operations). `App::shutdown` stops accepting, lets
 //! in-flight work finish, and closes the store.
 
 use std::net::SocketAddr;
@@ -10,7 +12,9 @@ use anyhow::Context as _;
 use hie_broker::adt::AdtConfig;
 use hie_broker::commit::AdtWriter;
 use hie_broker::studies::{StudyConfig, StudyScheduler};
+use hie_dicom_net::MoveRouter;
 use hie_inbound::api::{self, ApiState};
+use hie_inbound::dicom::{DicomStats, ListenerConfig, ListenerContext};
 use hie_inbound::mllp::{self, MllpConfig, MllpStats};
 use hie_outbound::{Deliver, LogDeliverer, OutboxWorker};
 use hie_store::outbox::OutboxPolicy;
@@ -34,6 +38,8 @@ pub struct App {
     pub api_addr: SocketAddr,
     /// The HTTPS listener's address, when `[https] listen` is set.
     pub https_addr: Option<SocketAddr>,
+    /// The DICOM listener's address, when `[dicom] listen` is set.
+    pub dicom_addr: Option<SocketAddr>,
     store: Store,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -83,7 +89,18 @@ impl App {
             domain: config.affinity_domain.clone(),
             outbox_waker: Arc::clone(&outbox_waker),
         });
-        let study_waker = start_manifests(&config, &store, publish_hook, &shutdown_rx, &mut tasks).await?;
+        // One PACS adapter for manifests and retrievals alike (one pool of associations), and
+        // one MoveRouter, which the DIMSE adapter registers its C-MOVEs in and the DICOM
+        // listener routes their sub-operations through.
+        let move_router = MoveRouter::new();
+        let pacs = match &config.pacs {
+            Some(settings) => {
+                Some(crate::pacs::open_with_router(settings, move_router.clone()).await.context("opening the PACS")?)
+            }
+            None => None,
+        };
+        let study_waker =
+            start_manifests(&config, &store, pacs.clone(), publish_hook, &shutdown_rx, &mut tasks).await?;
         let builtin = builtin_registry(&config, registry.as_ref(), &store)?;
         if let (Some(builtin), Some(registry)) = (&builtin, &registry)
             && let Some(feed) = &registry.feed
@@ -95,8 +112,10 @@ impl App {
             let shutdown = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move { builtin.serve_feed(listener, shutdown).await }));
         }
+        let mut retrieval_stats = None;
         if let Some(https) = https {
-            let router = https_router(builtin.as_ref());
+            let (router, stats) = https_router(&config, &store, pacs, builtin.as_ref())?;
+            retrieval_stats = stats;
             let stats = Arc::new(hie_tls::HttpsStats::new());
             tasks.push(tokio::spawn(https.tls.clone().watch(TLS_RELOAD_POLL, shutdown_rx.clone())));
             tasks.push(tokio::spawn(hie_tls::serve_https(
@@ -117,6 +136,14 @@ impl App {
             .with_context(|| format!("binding api.listen {}", config.api_listen))?;
         let hl7_addr = hl7_listener.local_addr()?;
         let api_addr = api_listener.local_addr()?;
+        let dicom_listener = match config.dicom.listen {
+            Some(listen) => {
+                Some(TcpListener::bind(listen).await.with_context(|| format!("binding dicom.listen {listen}"))?)
+            }
+            None => None,
+        };
+        let dicom_addr = dicom_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let dicom_stats = Arc::new(DicomStats::default());
 
         let mllp_stats = Arc::new(MllpStats::default());
         let accepting = Arc::new(AtomicBool::new(false));
@@ -125,9 +152,11 @@ impl App {
             domain: config.affinity_domain.clone(),
             adt_stats: writer.stats_handle(),
             mllp_stats: Arc::clone(&mllp_stats),
+            dicom_stats: Arc::clone(&dicom_stats),
             accepting: Arc::clone(&accepting),
             version: env!("CARGO_PKG_VERSION"),
-            study_waker,
+            study_waker: study_waker.clone(),
+            retrieval_stats,
             outbox_waker: Some(Arc::clone(&outbox_waker)),
         };
         let mllp_config = MllpConfig {
@@ -144,6 +173,21 @@ impl App {
             mllp_stats,
             shutdown_rx.clone(),
         )));
+        if let Some(listener) = dicom_listener {
+            let context = ListenerContext {
+                store: store.clone(),
+                router: move_router,
+                // Without manifests nobody waits on arrivals; the headers are kept all the same.
+                scheduler: study_waker.unwrap_or_default(),
+                stats: dicom_stats,
+            };
+            tasks.push(tokio::spawn(hie_inbound::dicom::serve(
+                listener,
+                listener_config(&config),
+                context,
+                shutdown_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(housekeeping(store.clone(), config.store.retention, shutdown_rx.clone())));
         let mut api_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -159,10 +203,11 @@ impl App {
             %hl7_addr,
             %api_addr,
             https_addr = ?https_addr,
+            dicom_addr = ?dicom_addr,
             version = env!("CARGO_PKG_VERSION"),
             "hie-edge accepting work"
         );
-        Ok(App { hl7_addr, api_addr, https_addr, store, shutdown, tasks, writer_task })
+        Ok(App { hl7_addr, api_addr, https_addr, dicom_addr, store, shutdown, tasks, writer_task })
     }
 
     /// Stops listeners and workers, waits for them, then closes the store.
@@ -195,11 +240,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 async fn start_manifests(
     config: &Config,
     store: &Store,
+    pacs: Option<Arc<dyn hie_outbound::pacs::Pacs>>,
     publish: Option<hie_broker::studies::PublishHook>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<Option<Arc<tokio::sync::Notify>>> {
-    let Some(pacs_settings) = &config.pacs else {
+    let Some(pacs) = pacs else {
         tracing::info!("no [pacs]: manifests are off");
         return Ok(None);
     };
@@ -207,7 +253,6 @@ async fn start_manifests(
         tracing::warn!("[pacs] is set but node.repository_unique_id or node.uid_root is not: manifests are off");
         return Ok(None);
     };
-    let pacs = crate::pacs::open(pacs_settings).await.context("opening the PACS")?;
     let study_config = StudyConfig {
         quiet_period: config.dicom.quiet_period,
         evidence: config.dicom.evidence,
@@ -238,6 +283,19 @@ async fn start_manifests(
         )));
     }
     Ok(Some(waker))
+}
+
+/// The DICOM listener's settings from `[dicom]`.
+fn listener_config(config: &Config) -> ListenerConfig {
+    ListenerConfig {
+        ae_title: config.dicom.ae_title.clone(),
+        allowed_calling_ae_titles: config.dicom.allowed_calling_ae_titles.clone(),
+        max_associations: config.dicom.max_associations,
+        association_timeout: config.dicom.association_timeout,
+        idle_timeout: config.dicom.idle_timeout,
+        quiet_period: config.dicom.quiet_period,
+        max_header_bytes: hie_dicom_net::header::DEFAULT_MAX_HEADER_BYTES,
+    }
 }
 
 /// How often the HTTPS listener's certificate, key, CA bundle and CRL files are checked for
@@ -286,13 +344,56 @@ fn ensure_dev_pki(tls: &hie_tls::ServerTlsSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the HTTPS listener serves: the built-in registry and repository when configured.
-fn https_router(builtin: Option<&hie_refregistry::RefRegistry>) -> axum::Router {
+/// What the HTTPS listener serves: the built-in registry and repository when configured, and the
+/// retrieval endpoint (`/xdsi/imaging-source`, RAD-69 and ITI-43) when `[node]
+/// repository_unique_id` names us, with its counters for `/metrics`.
+fn https_router(
+    config: &Config,
+    store: &Store,
+    pacs: Option<Arc<dyn hie_outbound::pacs::Pacs>>,
+    builtin: Option<&hie_refregistry::RefRegistry>,
+) -> anyhow::Result<(axum::Router, Option<Arc<hie_inbound::xdsi::XdsiStats>>)> {
     let mut router = axum::Router::new();
     if let Some(builtin) = builtin {
         router = router.merge(builtin.router());
     }
-    router
+    let Some(repository_unique_id) = &config.node.repository_unique_id else {
+        tracing::warn!("node.repository_unique_id is not set: /xdsi/imaging-source (RAD-69, ITI-43) is off");
+        return Ok((router, None));
+    };
+    let partners = Arc::new(partner_directory(&config.partners)?);
+    let mut settings = hie_inbound::xdsi::XdsiSettings::new(repository_unique_id.as_str());
+    settings.home_community_id = config.profile.as_ref().and_then(|profile| profile.home_community_id.clone());
+    let state = hie_inbound::xdsi::XdsiState::new(settings, store.clone(), pacs, partners);
+    let stats = state.stats();
+    router = router.merge(hie_inbound::xdsi::router(state));
+    Ok((router, Some(stats)))
+}
+
+/// `[[partners]]` as the TLS layer's directory: pinned certificates are read here, once.
+fn partner_directory(partners: &[crate::config::PartnerConfig]) -> anyhow::Result<hie_tls::PartnerDirectory> {
+    let mut entries = Vec::with_capacity(partners.len());
+    for partner in partners {
+        let identity = match &partner.identity {
+            crate::config::PartnerIdentityConfig::Certificate(path) => {
+                let chain = hie_tls::load::certificate_chain(path)
+                    .with_context(|| format!("partner {}: reading its certificate", partner.name))?;
+                let Some(certificate) = chain.into_iter().next() else {
+                    anyhow::bail!("partner {}: {} holds no certificate", partner.name, path.display());
+                };
+                hie_tls::PartnerIdentity::Pinned { certificate }
+            }
+            crate::config::PartnerIdentityConfig::Subject(subject) => {
+                hie_tls::PartnerIdentity::Subject { subject: subject.clone() }
+            }
+        };
+        entries.push(hie_tls::Partner {
+            name: partner.name.clone(),
+            identity,
+            transactions: partner.transactions.clone(),
+        });
+    }
+    hie_tls::PartnerDirectory::new(entries).context("[[partners]]")
 }
 
 /// `[registry] kind = "builtin"`: the reference registry and repository, on the broker's store.

@@ -413,6 +413,9 @@ fn serve(path: &Path) -> ExitCode {
                 return (ExitCode::from(EXIT_CONFIG), None);
             }
         };
+        // Installed before start: a SIGTERM right after "accepting work" must not find the
+        // default action (termination without a clean shutdown).
+        let signals = ShutdownSignals::install();
         let app = match App::start(config).await {
             Ok(app) => app,
             Err(error) => {
@@ -420,7 +423,7 @@ fn serve(path: &Path) -> ExitCode {
                 return (ExitCode::from(EXIT_RUNTIME), Some(telemetry));
             }
         };
-        shutdown_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down");
         app.shutdown().await;
         (ExitCode::SUCCESS, Some(telemetry))
@@ -433,17 +436,33 @@ fn serve(path: &Path) -> ExitCode {
     exit_code
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGTERM and SIGINT, registered when made (so none is lost between start-up and the wait).
+struct ShutdownSignals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> ShutdownSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        ShutdownSignals {
+            terminate: signal(SignalKind::terminate()).ok(),
+            interrupt: signal(SignalKind::interrupt()).ok(),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
+    }
+
+    async fn wait(mut self) {
+        async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            () = next(self.terminate.as_mut()) => {}
+            () = next(self.interrupt.as_mut()) => {}
+        }
     }
 }

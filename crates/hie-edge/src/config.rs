@@ -271,6 +271,15 @@ impl Config {
             problem("dicom.quiet_period_secs", format!("must not be negative, got {quiet_period_secs}"));
         }
         let pacs = pacs_settings(raw, &ae_title, base, &mut problem);
+        if let Some(PacsSettings::Dimse(dimse)) = &pacs
+            && dimse.retrieve == Retrieve::CMove
+            && dicom_listen.is_none()
+        {
+            problem(
+                "pacs.retrieve",
+                "\"c-move\" needs the listener, where the PACS sends the instances: set dicom.listen".to_owned(),
+            );
+        }
         let poll_interval_secs = raw.integer("pacs", "poll_interval_secs");
         if poll_interval_secs < 0 {
             problem("pacs.poll_interval_secs", format!("must not be negative, got {poll_interval_secs}"));

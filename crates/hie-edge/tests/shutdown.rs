@@ -12,6 +12,7 @@ fn serve_until_accepting(store_url: &str) -> (std::process::Child, std::sync::mp
         .env("HIE_EDGE__STORE__URL", store_url)
         .env("HIE_EDGE__HL7__LISTEN", "127.0.0.1:0")
         .env("HIE_EDGE__API__LISTEN", "127.0.0.1:0")
+        .env("HIE_EDGE__DICOM__LISTEN", "127.0.0.1:0")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

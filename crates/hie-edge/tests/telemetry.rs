@@ -64,6 +64,7 @@ fn spans_reach_an_otlp_collector() {
         ("HIE_EDGE__STORE__URL".to_owned(), format!("sqlite://{}", dir.path().join("otlp.db").display())),
         ("HIE_EDGE__HL7__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         ("HIE_EDGE__API__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("HIE_EDGE__DICOM__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         ("HIE_EDGE__TELEMETRY__OTLP_ENDPOINT".to_owned(), endpoint),
         ("HIE_EDGE__TELEMETRY__LOG_LEVEL".to_owned(), "info".to_owned()),
     ];

@@ -90,6 +90,19 @@ fn the_dicom_network_layer_builds_on_the_dimse_codec_only() {
 }
 
 #[test]
+fn only_the_io_adapters_and_the_binary_open_dicom_associations() {
+    let crates = dependencies();
+    let users: Vec<&String> =
+        crates.iter().filter(|(_, deps)| deps.iter().any(|dep| dep == "hie-dicom-net")).map(|(name, _)| name).collect();
+    for user in users {
+        assert!(
+            ["hie-inbound", "hie-outbound", "hie-edge", "hie-e2e"].contains(&user.as_str()),
+            "{user} must not depend on hie-dicom-net: peers are reached by the I/O adapters (inbound, outbound)"
+        );
+    }
+}
+
+#[test]
 fn the_testkit_is_a_dev_dependency_only() {
     for section in ["dependencies", "build-dependencies"] {
         for (name, deps) in dependencies_in(section) {
@@ -121,7 +134,7 @@ fn inbound_and_outbound_never_depend_on_each_other() {
 #[test]
 fn the_broker_reaches_no_peer_and_the_database_only_through_the_store() {
     let crates = dependencies();
-    for forbidden in ["hie-inbound", "hie-outbound", "hie-edge", "hyper", "axum", "sqlx"] {
+    for forbidden in ["hie-inbound", "hie-outbound", "hie-edge", "hie-dicom-net", "hyper", "axum", "sqlx"] {
         assert!(!depends(&crates, "hie-broker", forbidden), "hie-broker must not depend on {forbidden}");
     }
     for forbidden in ["hie-broker", "hie-inbound", "hie-outbound", "hie-edge"] {

@@ -28,6 +28,7 @@ use hie_store::patients::{IdentifierRow, PatientRecord};
 use hie_telemetry::metrics::{Kind, MetricsText};
 use serde::{Deserialize, Serialize};
 
+use crate::dicom::DicomStats;
 use crate::mllp::MllpStats;
 
 /// What the API handlers read.
@@ -37,11 +38,15 @@ pub struct ApiState {
     pub domain: AffinityDomain,
     pub adt_stats: Arc<AdtStats>,
     pub mllp_stats: Arc<MllpStats>,
+    /// The DICOM listener's counters (all zero when no listener runs).
+    pub dicom_stats: Arc<DicomStats>,
     /// Set by the binary once every listener is bound and the writer runs.
     pub accepting: Arc<AtomicBool>,
     pub version: &'static str,
     /// Wakes the study scheduler after an explicit request; `None` when manifests are off.
     pub study_waker: Option<Arc<tokio::sync::Notify>>,
+    /// The retrieval endpoint's counters, when it is served.
+    pub retrieval_stats: Option<Arc<crate::xdsi::XdsiStats>>,
     /// Wakes the outbox worker after an operator's retry.
     pub outbox_waker: Option<Arc<tokio::sync::Notify>>,
 }
@@ -299,6 +304,29 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             Kind::Counter,
             load(&mllp.idle_timeouts),
         );
+    let dicom = &state.dicom_stats;
+    text.family(
+        "hie_dicom_associations_total",
+        "DICOM listener connections, by fate",
+        Kind::Counter,
+        &[
+            (&[("fate", "accepted")], load(&dicom.associations_accepted)),
+            (&[("fate", "rejected")], load(&dicom.associations_rejected)),
+            (&[("fate", "dropped")], load(&dicom.connections_dropped)),
+        ],
+    )
+    .family(
+        "hie_dicom_instances_total",
+        "Instances received by the DICOM listener, by outcome",
+        Kind::Counter,
+        &[
+            (&[("outcome", "stored")], load(&dicom.instances_stored)),
+            (&[("outcome", "refused")], load(&dicom.instances_refused)),
+        ],
+    );
+    if let Some(retrieval) = &state.retrieval_stats {
+        retrieval.render(&mut text);
+    }
     // Store-derived gauges: a scrape while the database is down still returns the counters.
     if let Ok((n_patients, n_merged, n_messages)) = state.store.patient_counts().await {
         text.single("hie_patients", "Patients known", Kind::Gauge, n_patients as f64)

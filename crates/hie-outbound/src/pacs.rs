@@ -4,16 +4,23 @@
 //!
 //! Modules:
 //! - [`folder`]: [`FolderPacs`] / [`FolderAdapter`], a directory tree of DICOM Part 10 files.
-//! - [`dicomweb`]: [`DicomWebPacs`], QIDO-RS (and WADO-RS) over HTTP.
+//! - [`dicomweb`]: [`DicomWebPacs`], QIDO-RS queries and WADO-RS retrieval over HTTP (with
+//!   `multipart`, the streaming multipart/related splitter, and `file_meta`, the Part 10 meta
+//!   group reader).
+//! - [`dimse`]: [`DimsePacs`], C-FIND, C-GET and C-MOVE over DICOM associations.
 
 pub mod dicomweb;
+pub mod dimse;
+mod file_meta;
 pub mod folder;
+mod multipart;
 mod query;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use dicomweb::DicomWebPacs;
+pub use dimse::DimsePacs;
 pub use folder::{FolderAdapter, FolderPacs};
 pub use hie_broker::ports::{Pacs, PacsError, StudySummary};
 

@@ -13,11 +13,14 @@
 //! - [`studies`]: study readiness (triggers, quiet period, leased builds), manifest versions, and
 //!   the instance headers the DICOM listener received.
 //! - [`submissions`]: registry submissions (publish, deprecate) with their state and last exchange.
+//! - [`retrieval`]: what a retrieval (RAD-69, ITI-43) may serve: instances and manifests of each
+//!   study's current registered manifest.
 //! - [`refregistry`]: the tables of the built-in reference XDS registry and repository (`reg_*`).
 
 pub mod outbox;
 pub mod patients;
 pub mod refregistry;
+pub mod retrieval;
 pub mod studies;
 pub mod submissions;
 

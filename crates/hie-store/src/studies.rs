@@ -159,6 +159,17 @@ pub struct NewManifest<'a> {
     pub modalities: &'a str,
     /// Distinct Body Part Examined values, backslash-separated.
     pub body_parts: &'a str,
+    /// Every instance the manifest references: what retrievals of this version may serve.
+    pub instances: &'a [ReferencedInstance<'a>],
+}
+
+/// One instance a manifest references (an item of its Current Requested Procedure Evidence
+/// Sequence, DICOM PS3.3 C.17.6.2.1), kept in `manifest_instances`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReferencedInstance<'a> {
+    pub series_instance_uid: &'a str,
+    pub sop_instance_uid: &'a str,
+    pub sop_class_uid: &'a str,
 }
 
 impl std::fmt::Debug for NewManifest<'_> {
@@ -169,11 +180,13 @@ impl std::fmt::Debug for NewManifest<'_> {
             .field("version", &self.version)
             .field("sop_instance_uid", &self.sop_instance_uid)
             .field("n_instances", &self.n_instances)
+            .field("n_referenced", &self.instances.len())
             .finish_non_exhaustive()
     }
 }
 
-/// Stores a manifest version in the caller's transaction (the one that finishes the claim).
+/// Stores a manifest version and the instances it references in the caller's transaction (the one
+/// that finishes the claim).
 pub async fn record_manifest(tx: &mut Tx<'_>, manifest: &NewManifest<'_>, now: i64) -> Result<(), StoreError> {
     on_tx!(tx, |conn| {
         sqlx::query(
@@ -195,7 +208,53 @@ pub async fn record_manifest(tx: &mut Tx<'_>, manifest: &NewManifest<'_>, now: i
         .execute(conn)
         .await?;
     });
+    for rows in manifest.instances.chunks(INSTANCE_ROWS_PER_INSERT) {
+        let sql = instance_insert_sql(rows.len());
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for row in rows {
+                query = query
+                    .bind(manifest.study_instance_uid)
+                    .bind(manifest.version)
+                    .bind(row.series_instance_uid)
+                    .bind(row.sop_instance_uid)
+                    .bind(row.sop_class_uid);
+            }
+            query.execute(conn).await?;
+        });
+    }
     Ok(())
+}
+
+/// Rows per multi-row INSERT into `manifest_instances`: 5 parameters each, far below SQLite's
+/// 32,766 and PostgreSQL's 65,535 bound parameters per statement, and few statements for a study
+/// of thousands of instances.
+const INSTANCE_ROWS_PER_INSERT: usize = 500;
+const INSTANCE_COLUMNS_PER_ROW: usize = 5;
+
+/// `INSERT INTO manifest_instances ... VALUES ($1, ..., $5), ($6, ...)` for `n_rows` rows.
+fn instance_insert_sql(n_rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO manifest_instances (study_instance_uid, version, series_instance_uid, sop_instance_uid, \
+         sop_class_uid) VALUES ",
+    );
+    for row in 0..n_rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..INSTANCE_COLUMNS_PER_ROW {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * INSTANCE_COLUMNS_PER_ROW + column + 1));
+        }
+        sql.push(')');
+    }
+    // A SOP Instance UID listed twice (under two series of a malformed study) is kept once: the
+    // manifest is still recorded, and the first listing is the one authorized.
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
 }
 
 /// An instance header received by the DICOM listener.

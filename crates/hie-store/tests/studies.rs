@@ -172,6 +172,7 @@ async fn manifests_are_versioned_with_their_bytes() {
                 kos: &kos,
                 modalities: "CT\\PT",
                 body_parts: "",
+                instances: &[],
             };
             let mut tx = store.begin().await.unwrap();
             studies::record_manifest(&mut tx, &manifest, t0).await.unwrap();
@@ -211,6 +212,7 @@ async fn manifests_are_versioned_with_their_bytes() {
             kos: &[0],
             modalities: "",
             body_parts: "",
+            instances: &[],
         };
         let mut tx = store.begin().await.unwrap();
         assert!(studies::record_manifest(&mut tx, &duplicate, t0).await.is_err(), "{engine:?}");

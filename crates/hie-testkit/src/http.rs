@@ -23,14 +23,14 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Respon
     request(addr, "GET", path, None, timeout)
 }
 
-/// POST `body` to `path` at `addr` as `application/octet-stream`.
-pub fn post(addr: SocketAddr, path: &str, body: &[u8], timeout: Duration) -> io::Result<Response> {
-    request(addr, "POST", path, Some(body), timeout)
-}
-
 /// DELETE `path` at `addr`.
 pub fn delete(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Response> {
     request(addr, "DELETE", path, None, timeout)
+}
+
+/// POST `body` to `path` at `addr` as `application/octet-stream`.
+pub fn post(addr: SocketAddr, path: &str, body: &[u8], timeout: Duration) -> io::Result<Response> {
+    request(addr, "POST", path, Some(body), timeout)
 }
 
 fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> io::Result<Response> {

@@ -49,11 +49,14 @@ impl Modality {
 pub struct OrthancOptions {
     pub ae_title: String,
     pub modalities: Vec<Modality>,
+    /// `--verbose`: the log then shows each association ("Association Received from AET ...",
+    /// "Association Release with AET ...", aborts), for tests that check how ours end.
+    pub verbose: bool,
 }
 
 impl Default for OrthancOptions {
     fn default() -> OrthancOptions {
-        OrthancOptions { ae_title: "ORTHANC".to_owned(), modalities: Vec::new() }
+        OrthancOptions { ae_title: "ORTHANC".to_owned(), modalities: Vec::new(), verbose: false }
     }
 }
 
@@ -99,7 +102,11 @@ impl Orthanc {
         let log = std::fs::File::create(dir.path().join("orthanc.log"))
             .unwrap_or_else(|error| panic!("creating orthanc.log: {error}"));
         let log_err = log.try_clone().unwrap_or_else(|error| panic!("orthanc.log: {error}"));
-        let child = Command::new(ORTHANC_BINARY)
+        let mut command = Command::new(ORTHANC_BINARY);
+        if options.verbose {
+            command.arg("--verbose");
+        }
+        let child = command
             .arg("orthanc.json")
             .current_dir(dir.path())
             // Orthanc's DICOM sockets are dcmtk's, which set TCP_NODELAY only when this variable
@@ -185,6 +192,27 @@ impl Orthanc {
         }
     }
 
+    /// DELETE on the REST API (`/instances/{id}`, `/studies/{id}`): the status.
+    pub fn delete(&self, path: &str) -> u16 {
+        match http::delete(self.http_addr(), path, REST_TIMEOUT) {
+            Ok(response) => response.status,
+            Err(error) => panic!("DELETE {path}: {error}"),
+        }
+    }
+
+    /// Orthanc's identifier of the resource with this DICOM UID (`POST /tools/lookup`), if it
+    /// holds one.
+    pub fn lookup(&self, uid: &str) -> Option<String> {
+        let response = http::post(self.http_addr(), "/tools/lookup", uid.as_bytes(), REST_TIMEOUT)
+            .unwrap_or_else(|error| panic!("POST /tools/lookup: {error}"));
+        assert_eq!(response.status, 200, "POST /tools/lookup {uid}: {}", response.text());
+        // [ { "ID" : "...", "Path" : "...", "Type" : "Instance" } ]: the first "ID" value.
+        let text = response.text();
+        let after = text.split("\"ID\"").nth(1)?;
+        let value = after.split('"').nth(1)?;
+        Some(value.to_owned())
+    }
+
     /// GET on the REST API: status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
         match http::get(self.http_addr(), path, REST_TIMEOUT) {
@@ -193,24 +221,15 @@ impl Orthanc {
         }
     }
 
-    /// Deletes a study (every series and instance of it) through the REST API: its Orthanc id is
-    /// looked up by Study Instance UID (`POST /tools/lookup`), then `DELETE /studies/{id}`.
+    /// Deletes a study (every series and instance of it) by its Study Instance UID:
+    /// [`Orthanc::lookup`], then `DELETE /studies/{id}`.
     pub fn delete_study(&self, study_instance_uid: &str) -> Result<(), String> {
-        let lookup = http::post(self.http_addr(), "/tools/lookup", study_instance_uid.as_bytes(), REST_TIMEOUT)
-            .map_err(|error| format!("POST /tools/lookup: {error}"))?;
-        let text = lookup.text();
-        // The answer is a JSON list of {"ID": ..., "Type": "Study", ...}; one study per UID.
-        let id = text
-            .split("\"ID\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').nth(1))
-            .ok_or_else(|| format!("study {study_instance_uid} is not in Orthanc: {text}"))?;
-        let response = http::delete(self.http_addr(), &format!("/studies/{id}"), REST_TIMEOUT)
-            .map_err(|error| format!("DELETE /studies/{id}: {error}"))?;
-        if response.status != 200 {
-            return Err(format!("DELETE /studies/{id}: HTTP {}: {}", response.status, response.text()));
+        let id =
+            self.lookup(study_instance_uid).ok_or_else(|| format!("study {study_instance_uid} is not in Orthanc"))?;
+        match self.delete(&format!("/studies/{id}")) {
+            200 => Ok(()),
+            status => Err(format!("DELETE /studies/{id}: HTTP {status}")),
         }
-        Ok(())
     }
 
     /// Orthanc's log so far.

@@ -214,7 +214,13 @@ pub const KEYS: &[Key] = &[
         D::String(""),
         "For kind = dicomweb: the DICOMweb root, e.g. http://pacs:8042/dicom-web.",
     ),
-    key("pacs", "max_associations", K::Integer, D::Integer(4), "Connections (associations) open to the PACS at once."),
+    key(
+        "pacs",
+        "max_associations",
+        K::Integer,
+        D::Integer(4),
+        "Connections (associations) open to the PACS at once, per purpose (queries; retrievals).",
+    ),
     key("pacs", "connect_timeout_secs", K::Integer, D::Integer(10), "How long connecting to the PACS may take."),
     key(
         "pacs",

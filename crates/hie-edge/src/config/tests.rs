@@ -302,6 +302,13 @@ poll_interval_secs = -1
         problems.iter().any(|problem| problem.starts_with("dicom.evidence: \"received\" needs the listener")),
         "{problems:#?}"
     );
+    let c_move = "[pacs]\nkind = \"dimse\"\nae_title = \"PACS\"\nhost = \"pacs\"\nretrieve = \"c-move\"\n";
+    let problems = problems_of(&format!("{MINIMAL}\n{c_move}"), no_env());
+    assert!(
+        problems.iter().any(|problem| problem.starts_with("pacs.retrieve: \"c-move\" needs the listener")),
+        "{problems:#?}"
+    );
+    assert!(problems_of(&format!("{MINIMAL}\n[dicom]\nlisten = \"127.0.0.1:0\"\n{c_move}"), no_env()).is_empty());
     let problems = problems_of(&format!("{MINIMAL}\n[pacs]\npoll_interval_secs = 10\n"), no_env());
     assert!(
         problems.iter().any(|problem| problem.starts_with("pacs.poll_interval_secs: polling needs a PACS")),

@@ -10,10 +10,22 @@
 //! Study Date with Number of Study Related Instances. Queries page with `limit`/`offset`, so a
 //! PACS that caps its answers still gives every instance. Responses are read with a size cap and a
 //! timeout per read; nothing a PACS sends can grow memory without bound.
+//!
+//! Retrieval (`find_instances`, `retrieve`): QIDO-RS says which requested instances the PACS
+//! holds: whole series by their instance counts, other instances by an instance-level query (by
+//! SOP Instance UID list, or the study's listing for many), with Available Transfer Syntax UID
+//! (0008,3002) when the server gives it (Orthanc does not). WADO-RS
+//! (PS3.18 10.4) fetches them, asking for the caller's transfer syntaxes one at a time in the
+//! Accept header (PS3.18 8.7.3.5.2), the next only if the PACS refuses the previous; the
+//! multipart/related answer is split as it streams ([`super::multipart`]) and each part, a Part 10
+//! file, is forwarded in the chunks it arrives in, announced by what its File Meta Information
+//! says. Nothing else of the DICOM data is read, and memory holds at most a part's headers, its
+//! meta group and one body frame. A body that breaks off mid-part sends [`RetrieveEvent::Lost`].
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use hie_broker::ports::{
@@ -27,6 +39,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::DicomWebSettings;
+use super::file_meta;
+use super::multipart::{Event, Splitter, boundary_of};
 use super::query::{EVIDENCE_TAGS, clean_query_result};
 
 /// Results asked for per QIDO request; later pages follow with `offset`.
@@ -36,6 +50,16 @@ const PAGE: usize = 1_000;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Most pages followed for one query: 200,000 instances, far beyond any study.
 const MAX_PAGES: usize = 200;
+/// Most SOP Instance UIDs in one UID-list query; more are looked up in the study's listing.
+const UID_LIST_MAX: usize = 64;
+/// PS3.5 9.1: a UID is at most 64 characters.
+const MAX_UID_LEN: usize = 64;
+/// Available Transfer Syntax UID (0008,3002): the syntaxes an instance is held in.
+const AVAILABLE_TRANSFER_SYNTAX: dicom_core::Tag = dicom_core::Tag(0x0008, 0x3002);
+/// The WADO-RS media range of Part 10 instances (PS3.18 8.7.3.5).
+const MULTIPART_DICOM: &str = "multipart/related; type=\"application/dicom\"";
+/// The preamble, `DICM` and the group length element before the meta group's elements.
+const META_PREFIX_LEN: usize = 128 + 4 + 12;
 
 /// A DICOMweb PACS.
 #[derive(Debug, Clone)]
@@ -151,6 +175,464 @@ impl DicomWebPacs {
     }
 }
 
+impl DicomWebPacs {
+    /// Which of `keys` (all of `study`) the PACS holds.
+    ///
+    /// A series asked for whole (as many distinct instances as its Number of Series Related
+    /// Instances (0020,1209) says it holds) is taken to hold them, from one series-level query
+    /// for the study and one instance of the series (for its SOP Class UID): an instance-level
+    /// listing costs Orthanc about 2.5 ms per instance, more than fetching the instance, and a
+    /// whole-series request is what a RAD-69 of a published study is. Should the count match
+    /// while an instance is missing (one deleted and one added since the manifest), the
+    /// retrieval does not deliver it and the response is aborted, never completed falsely.
+    /// Other instances are looked up at instance level: a UID-list query (PS3.18 8.3.4.1) for a
+    /// few, the study's whole instance listing (paged) for many, as a URL of thousands of UIDs is
+    /// refused by many servers.
+    async fn find_in_study(&self, study: &str, keys: &[&InstanceKey]) -> Result<Vec<FoundInstance>, PacsError> {
+        if !url_safe_uid(study) {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<&InstanceKey> = keys
+            .iter()
+            .copied()
+            .filter(|key| url_safe_uid(&key.series_instance_uid) && url_safe_uid(&key.sop_instance_uid))
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Whole series first: counted, not listed.
+        let counts = self.series_counts(study).await;
+        let mut by_series: BTreeMap<&str, Vec<&InstanceKey>> = BTreeMap::new();
+        for key in &keys {
+            by_series.entry(key.series_instance_uid.as_str()).or_default().push(key);
+        }
+        let mut found = Vec::new();
+        let mut listed: Vec<&InstanceKey> = Vec::new();
+        for (series, asked) in by_series {
+            let distinct: std::collections::HashSet<&str> =
+                asked.iter().map(|key| key.sop_instance_uid.as_str()).collect();
+            let whole = counts.get(series).is_some_and(|n| *n == distinct.len());
+            let sop_class = if whole { self.series_sop_class(study, series).await } else { None };
+            match sop_class {
+                Some(sop_class_uid) => {
+                    let mut seen = std::collections::HashSet::new();
+                    for key in asked.into_iter().filter(|key| seen.insert(key.sop_instance_uid.as_str())) {
+                        found.push(FoundInstance {
+                            key: key.clone(),
+                            sop_class_uid: sop_class_uid.clone(),
+                            stored_transfer_syntax_uid: None,
+                        });
+                    }
+                }
+                None => listed.extend(asked),
+            }
+        }
+        let wanted: HashMap<&str, &InstanceKey> =
+            listed.iter().map(|key| (key.sop_instance_uid.as_str(), *key)).collect();
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        let mut answers = Vec::new();
+        let include = format!(
+            "includefield={:04X}{:04X}",
+            AVAILABLE_TRANSFER_SYNTAX.group(),
+            AVAILABLE_TRANSFER_SYNTAX.element()
+        );
+        let queries: Vec<String> = if wanted.len() <= UID_LIST_MAX {
+            let mut sops: Vec<&str> = wanted.keys().copied().collect();
+            sops.sort_unstable();
+            vec![format!("/studies/{study}/instances?SOPInstanceUID={}&{include}", sops.join(","))]
+        } else {
+            vec![format!("/studies/{study}/instances?{include}")]
+        };
+        for query in queries {
+            match self.qido_all(&query).await {
+                Ok(batch) => answers.extend(batch),
+                // A study the PACS does not hold: 404 from some servers, an empty answer from others.
+                Err(PacsError::Refused(text)) if text.ends_with("HTTP 404 Not Found") => {}
+                Err(error) => return Err(error),
+            }
+        }
+        for answer in &answers {
+            let (Some(sop), Some(series)) =
+                (text(answer, tags::SOP_INSTANCE_UID), text(answer, tags::SERIES_INSTANCE_UID))
+            else {
+                continue;
+            };
+            let Some(key) = wanted.get(sop.as_str()) else { continue };
+            // The instance is only the one asked for in its own series.
+            if key.series_instance_uid != series || found.iter().any(|f: &FoundInstance| f.key == **key) {
+                continue;
+            }
+            found.push(FoundInstance {
+                key: (*key).clone(),
+                sop_class_uid: text(answer, tags::SOP_CLASS_UID).unwrap_or_default(),
+                stored_transfer_syntax_uid: text(answer, AVAILABLE_TRANSFER_SYNTAX),
+            });
+        }
+        Ok(found)
+    }
+
+    /// Number of Series Related Instances of each series of `study`; empty when the PACS does
+    /// not say.
+    async fn series_counts(&self, study: &str) -> HashMap<String, usize> {
+        match self.qido_all(&format!("/studies/{study}/series?includefield=00201209")).await {
+            Ok(series) => series
+                .iter()
+                .filter_map(|answer| {
+                    let uid = text(answer, tags::SERIES_INSTANCE_UID)?;
+                    let n = text(answer, tags::NUMBER_OF_SERIES_RELATED_INSTANCES)?.parse().ok()?;
+                    Some((uid, n))
+                })
+                .collect(),
+            Err(error) => {
+                tracing::debug!(%error, "series counts unavailable");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// The SOP Class UID of one instance of the series (`limit=1`).
+    async fn series_sop_class(&self, study: &str, series: &str) -> Option<String> {
+        let url =
+            format!("{}/studies/{study}/series/{series}/instances?limit=1", self.settings.url.trim_end_matches('/'));
+        let answers = self.qido(&url).await.ok()?;
+        answers.first().and_then(|answer| text(answer, tags::SOP_CLASS_UID))
+    }
+
+    /// The WADO-RS requests that fetch `keys` (all of `study`): the whole study in one request
+    /// when every instance of every series is asked for, a whole series in one request when all
+    /// of it is, and each remaining instance on its own. One request per study or series lets
+    /// the PACS stream without a round trip per instance (thousands of instances); a request per
+    /// instance for a partial series keeps the PACS from sending what was not asked for (and was
+    /// perhaps not authorized). Whether a series is whole is read from its Number of Series
+    /// Related Instances (0020,1209); without it, instances are fetched one by one.
+    async fn plan_requests(&self, study: &str, keys: &[&InstanceKey]) -> Vec<WadoRequest> {
+        let mut by_series: BTreeMap<&str, Vec<&InstanceKey>> = BTreeMap::new();
+        for key in keys {
+            if url_safe_uid(study) && url_safe_uid(&key.series_instance_uid) && url_safe_uid(&key.sop_instance_uid) {
+                by_series.entry(key.series_instance_uid.as_str()).or_default().push(key);
+            }
+        }
+        if by_series.is_empty() {
+            return Vec::new();
+        }
+        let counts = self.series_counts(study).await;
+        let whole = |series: &str, asked: &[&InstanceKey]| {
+            let distinct: std::collections::HashSet<&str> =
+                asked.iter().map(|key| key.sop_instance_uid.as_str()).collect();
+            counts.get(series).is_some_and(|n| *n == distinct.len())
+        };
+        let study_whole = !counts.is_empty()
+            && counts.len() == by_series.len()
+            && by_series.iter().all(|(series, asked)| whole(series, asked));
+        if study_whole {
+            return vec![WadoRequest {
+                path: format!("/studies/{study}"),
+                study: study.to_owned(),
+                series: None,
+                sop: None,
+            }];
+        }
+        let mut requests = Vec::new();
+        for (series, asked) in by_series {
+            if whole(series, &asked) {
+                requests.push(WadoRequest {
+                    path: format!("/studies/{study}/series/{series}"),
+                    study: study.to_owned(),
+                    series: Some(series.to_owned()),
+                    sop: None,
+                });
+            } else {
+                for key in asked {
+                    requests.push(WadoRequest {
+                        path: format!("/studies/{study}/series/{series}/instances/{}", key.sop_instance_uid),
+                        study: study.to_owned(),
+                        series: Some(series.to_owned()),
+                        sop: Some(key.sop_instance_uid.clone()),
+                    });
+                }
+            }
+        }
+        requests
+    }
+
+    /// One WADO-RS request, its multipart answer split as it streams (nothing of the DICOM data
+    /// is parsed but each part's File Meta Information). Parts of instances not asked for, or
+    /// already sent, are dropped.
+    async fn wado(&self, request: &WadoRequest, retrieval: &mut Retrieval<'_>) -> Flow {
+        let url = format!("{}{}", self.settings.url.trim_end_matches('/'), request.path);
+        // One transfer syntax per attempt, in the caller's order, the next only when the PACS
+        // refuses the previous: servers differ in how they weigh several media ranges (Orthanc's
+        // DICOMweb plugin takes the last one and ignores q-values), a refusal is unambiguous.
+        let choices: Vec<Option<&str>> = if retrieval.transfer_syntaxes.is_empty() {
+            vec![None]
+        } else {
+            retrieval.transfer_syntaxes.iter().map(|syntax| Some(syntax.as_str())).collect()
+        };
+        let mut refusal = String::new();
+        let mut answer = None;
+        for choice in choices {
+            let built = hyper::Request::get(&url)
+                .header(hyper::header::ACCEPT, accept_header(choice))
+                .body(Empty::<Bytes>::new());
+            let Ok(built) = built else {
+                retrieval.fail_requested(request, &format!("cannot form a request for {url}"));
+                return Flow::Continue;
+            };
+            let response = match tokio::time::timeout(self.settings.timeout, self.client.request(built)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(error)) => {
+                    retrieval.fail_requested(request, &format!("{url}: {error}"));
+                    return Flow::Continue;
+                }
+                Err(_) => {
+                    retrieval
+                        .fail_requested(request, &format!("{url}: no response within {:?}", self.settings.timeout));
+                    return Flow::Continue;
+                }
+            };
+            let status = response.status();
+            if status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT {
+                answer = Some(response);
+                break;
+            }
+            refusal = format!("{url}: HTTP {status} for transfer syntax {}", choice.unwrap_or("*"));
+            if status == StatusCode::NOT_FOUND {
+                break;
+            }
+        }
+        let Some(response) = answer else {
+            retrieval.fail_requested(request, &refusal);
+            return Flow::Continue;
+        };
+        let content_type =
+            response.headers().get(hyper::header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+        let Some(mut splitter) = boundary_of(content_type).and_then(|boundary| Splitter::new(&boundary).ok()) else {
+            retrieval.fail_requested(request, &format!("{url}: not a multipart/related answer ({content_type:?})"));
+            return Flow::Continue;
+        };
+        let mut body = response.into_body();
+        let mut part = PartState::Between;
+        loop {
+            let frame = match tokio::time::timeout(self.settings.timeout, body.frame()).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => break,
+                Ok(Some(Err(error))) => {
+                    return retrieval.broke_off(request, &mut part, &format!("{url}: {error}")).await;
+                }
+                Err(_) => {
+                    let reason = format!("{url}: the answer stalled for {:?}", self.settings.timeout);
+                    return retrieval.broke_off(request, &mut part, &reason).await;
+                }
+            };
+            let Some(data) = frame.data_ref() else { continue };
+            splitter.push(data);
+            loop {
+                let event = match splitter.next_event() {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    Err(error) => return retrieval.broke_off(request, &mut part, &format!("{url}: {error}")).await,
+                };
+                if retrieval.on_event(event, &mut part).await == Flow::Cancelled {
+                    return Flow::Cancelled;
+                }
+            }
+        }
+        if let Err(error) = splitter.finish() {
+            return retrieval.broke_off(request, &mut part, &format!("{url}: {error}")).await;
+        }
+        retrieval.request_done(request);
+        Flow::Continue
+    }
+}
+
+/// A WADO-RS request and what it covers: a study, a series of it, or one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WadoRequest {
+    /// Path below the DICOMweb root.
+    path: String,
+    study: String,
+    series: Option<String>,
+    sop: Option<String>,
+}
+
+impl WadoRequest {
+    fn covers(&self, key: &InstanceKey) -> bool {
+        key.study_instance_uid == self.study
+            && self.series.as_ref().is_none_or(|series| *series == key.series_instance_uid)
+            && self.sop.as_ref().is_none_or(|sop| *sop == key.sop_instance_uid)
+    }
+}
+
+/// Whether a retrieval goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// The consumer dropped its receiver.
+    Cancelled,
+}
+
+/// Where the current multipart part stands.
+#[derive(Debug)]
+enum PartState {
+    /// No part open.
+    Between,
+    /// A part began; its first bytes are kept until its File Meta Information is complete.
+    Meta(BytesMut),
+    /// A wanted instance is being forwarded.
+    Forwarding { sop_instance_uid: String },
+    /// A part that is not forwarded (not asked for, sent already, or not Part 10).
+    Skipping,
+}
+
+/// One retrieval's bookkeeping: what is wanted, what was sent, the sink.
+struct Retrieval<'a> {
+    wanted: HashMap<&'a str, &'a InstanceKey>,
+    transfer_syntaxes: &'a [String],
+    sink: tokio::sync::mpsc::Sender<RetrieveEvent>,
+    report: RetrieveReport,
+    done: std::collections::HashSet<String>,
+}
+
+impl<'a> Retrieval<'a> {
+    fn new(
+        instances: &'a [InstanceKey],
+        transfer_syntaxes: &'a [String],
+        sink: tokio::sync::mpsc::Sender<RetrieveEvent>,
+    ) -> Retrieval<'a> {
+        Retrieval {
+            wanted: instances.iter().map(|key| (key.sop_instance_uid.as_str(), key)).collect(),
+            transfer_syntaxes,
+            sink,
+            report: RetrieveReport::default(),
+            done: std::collections::HashSet::new(),
+        }
+    }
+
+    async fn send(&self, event: RetrieveEvent) -> Flow {
+        if self.sink.send(event).await.is_ok() { Flow::Continue } else { Flow::Cancelled }
+    }
+
+    async fn on_event(&mut self, event: Event, part: &mut PartState) -> Flow {
+        match event {
+            Event::PartStart { .. } => {
+                *part = PartState::Meta(BytesMut::new());
+                Flow::Continue
+            }
+            Event::Data(bytes) => match part {
+                PartState::Meta(head) => {
+                    head.extend_from_slice(&bytes);
+                    match file_meta::read(head) {
+                        Ok(None) if head.len() <= file_meta::MAX_META_BYTES + META_PREFIX_LEN => Flow::Continue,
+                        Ok(None) | Err(_) => {
+                            tracing::warn!("a WADO-RS part is not a DICOM Part 10 file; dropped");
+                            *part = PartState::Skipping;
+                            Flow::Continue
+                        }
+                        Ok(Some(meta)) => {
+                            let sop = meta.sop_instance_uid.clone();
+                            if !self.wanted.contains_key(sop.as_str()) || self.done.contains(&sop) {
+                                tracing::debug!(sop_instance_uid = %sop, "a WADO-RS part not asked for; dropped");
+                                *part = PartState::Skipping;
+                                return Flow::Continue;
+                            }
+                            let head = std::mem::take(head).freeze();
+                            *part = PartState::Forwarding { sop_instance_uid: sop.clone() };
+                            let begin = RetrieveEvent::Begin {
+                                sop_class_uid: meta.sop_class_uid,
+                                sop_instance_uid: sop,
+                                transfer_syntax_uid: meta.transfer_syntax_uid,
+                                part10: true,
+                            };
+                            if self.send(begin).await == Flow::Cancelled {
+                                return Flow::Cancelled;
+                            }
+                            self.send(RetrieveEvent::Data(head)).await
+                        }
+                    }
+                }
+                PartState::Forwarding { .. } => self.send(RetrieveEvent::Data(bytes)).await,
+                PartState::Between | PartState::Skipping => Flow::Continue,
+            },
+            Event::PartEnd | Event::Closed => {
+                let previous = std::mem::replace(part, PartState::Between);
+                if let PartState::Forwarding { sop_instance_uid } = previous {
+                    if self.send(RetrieveEvent::End).await == Flow::Cancelled {
+                        return Flow::Cancelled;
+                    }
+                    self.done.insert(sop_instance_uid.clone());
+                    self.report.sent.push(sop_instance_uid);
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    /// The answer broke off: the open instance is lost, the rest of the request's instances failed.
+    async fn broke_off(&mut self, request: &WadoRequest, part: &mut PartState, reason: &str) -> Flow {
+        if let PartState::Forwarding { sop_instance_uid } = std::mem::replace(part, PartState::Between) {
+            if self.send(RetrieveEvent::Lost(reason.to_owned())).await == Flow::Cancelled {
+                return Flow::Cancelled;
+            }
+            self.done.insert(sop_instance_uid.clone());
+            self.report.failed.push((sop_instance_uid, reason.to_owned()));
+        }
+        self.fail_requested(request, reason);
+        Flow::Continue
+    }
+
+    /// Marks the instances `request` covers and that are not done as failed.
+    fn fail_requested(&mut self, request: &WadoRequest, reason: &str) {
+        let covered: Vec<&'a InstanceKey> = self.wanted.values().copied().filter(|key| request.covers(key)).collect();
+        for key in covered {
+            if self.done.insert(key.sop_instance_uid.clone()) {
+                self.report.failed.push((key.sop_instance_uid.clone(), reason.to_owned()));
+            }
+        }
+    }
+
+    /// Marks every instance not done as failed.
+    fn fail_pending(&mut self, reason: &str) {
+        let pending: Vec<String> =
+            self.wanted.keys().filter(|sop| !self.done.contains(**sop)).map(|sop| (*sop).to_owned()).collect();
+        for sop in pending {
+            self.done.insert(sop.clone());
+            self.report.failed.push((sop, reason.to_owned()));
+        }
+    }
+
+    /// A request's answer ended whole: what it should have held and did not is missing.
+    fn request_done(&mut self, request: &WadoRequest) {
+        self.fail_requested(request, "not in the PACS's WADO-RS answer");
+    }
+
+    fn finish(mut self) -> RetrieveReport {
+        self.fail_pending("not retrieved (invalid UID)");
+        self.report
+    }
+}
+
+/// The Accept header asking for Part 10 instances in `transfer_syntax` (PS3.18 8.7.3.5.2), or in
+/// any syntax.
+fn accept_header(transfer_syntax: Option<&str>) -> String {
+    format!("{MULTIPART_DICOM}; transfer-syntax={}", transfer_syntax.unwrap_or("*"))
+}
+
+/// The instances, grouped by study, in request order within each.
+fn by_study(instances: &[InstanceKey]) -> BTreeMap<&str, Vec<&InstanceKey>> {
+    let mut studies: BTreeMap<&str, Vec<&InstanceKey>> = BTreeMap::new();
+    for key in instances {
+        studies.entry(key.study_instance_uid.as_str()).or_default().push(key);
+    }
+    studies
+}
+
+/// A UID that can go into a URL path or query as it is: digits and dots (PS3.5 9.1), at most 64.
+fn url_safe_uid(uid: &str) -> bool {
+    !uid.is_empty() && uid.len() <= MAX_UID_LEN && uid.bytes().all(|byte| byte.is_ascii_digit() || byte == b'.')
+}
+
 impl Pacs for DicomWebPacs {
     fn describe(&self) -> String {
         format!("dicomweb {}", self.settings.url)
@@ -193,19 +675,34 @@ impl Pacs for DicomWebPacs {
         })
     }
 
-    fn find_instances<'a>(&'a self, _instances: &'a [InstanceKey]) -> PacsFuture<'a, Vec<FoundInstance>> {
-        Box::pin(std::future::ready(Err(PacsError::Refused(
-            "DICOMweb instance lookup is not available yet".to_owned(),
-        ))))
+    fn find_instances<'a>(&'a self, instances: &'a [InstanceKey]) -> PacsFuture<'a, Vec<FoundInstance>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            for (study, keys) in by_study(instances) {
+                found.extend(self.find_in_study(study, &keys).await?);
+            }
+            Ok(found)
+        })
     }
 
     fn retrieve<'a>(
         &'a self,
-        _instances: &'a [InstanceKey],
-        _transfer_syntaxes: &'a [String],
-        _sink: tokio::sync::mpsc::Sender<RetrieveEvent>,
+        instances: &'a [InstanceKey],
+        transfer_syntaxes: &'a [String],
+        sink: tokio::sync::mpsc::Sender<RetrieveEvent>,
     ) -> PacsFuture<'a, RetrieveReport> {
-        Box::pin(std::future::ready(Err(PacsError::Refused("WADO-RS retrieval is not available yet".to_owned()))))
+        Box::pin(async move {
+            let mut retrieval = Retrieval::new(instances, transfer_syntaxes, sink);
+            for (study, keys) in by_study(instances) {
+                let requests = self.plan_requests(study, &keys).await;
+                for request in requests {
+                    if self.wado(&request, &mut retrieval).await == Flow::Cancelled {
+                        return Ok(retrieval.report);
+                    }
+                }
+            }
+            Ok(retrieval.finish())
+        })
     }
 
     fn list_studies<'a>(&'a self, from_date: &'a str) -> PacsFuture<'a, Vec<StudySummary>> {

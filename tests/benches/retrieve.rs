@@ -1,0 +1,597 @@
+//! B-RAD69: retrieval through the broker beside direct retrieval from the same Orthanc, in one run.
+//!
+//! Orthanc (Debian) holds a generated CT study (500 instances of about 0.5 MB, written by pydicom
+//! from the test venv and cloned with new UIDs). Measured, each a few times, the median kept:
+//! - direct: curl WADO-RS of the whole study (`/dicom-web/studies/{uid}`), dcmtk `getscu` (C-GET)
+//!   and `movescu` to a dcmtk `storescp` (C-MOVE);
+//! - through the release broker (`hie-edge-e2e` built by `cargo bench`): RAD-69 for every instance
+//!   over mutual TLS by curl (HTTP/1.1 and HTTP/2), the broker fetching by WADO-RS (and by C-GET /
+//!   C-MOVE once the DIMSE adapter is in the build: `RETRIEVE_BENCH_DIMSE=c-get|c-move`).
+//!
+//! Printed: MB/s, instances/s, time to first byte (curl's `time_starttransfer`; for dcmtk, until
+//! the first file lands in the output folder), the broker's CPU seconds per GB (utime + stime of
+//! `/proc/<pid>/stat`), and its peak memory per concurrent retrieval (VmHWM, reset with
+//! `clear_refs` before each measure) for 4 concurrent retrievals and for single retrievals of 100
+//! and 2,000-instance studies. Asserts nothing about time; checks that every retrieval was whole.
+//! `RETRIEVE_BENCH_RUNS` sets the runs per path (default 3). Results go to docs/performance.md.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hie_e2e::{BrokerOptions, BrokerProc, Engine, free_addr};
+use hie_store::submissions::{Ended, NewSubmission, SubmissionKind};
+use hie_store::{Store, StoreOptions, now_micros};
+use hie_testkit::{GeneratedStudy, Modality, Orthanc, OrthancOptions, generate_study};
+use hie_tls::pki::test_pki::{LeafSpec, TestCa};
+
+const REPOSITORY: &str = "1.3.6.1.4.1.21367.13.80.110";
+const RAD69_ACTION: &str = "urn:ihe:rad:2009:RetrieveImagingDocumentSet";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+const CT_INSTANCES: usize = 500;
+const CONCURRENT: usize = 4;
+
+fn main() {
+    hie_e2e::init!();
+    let runs: usize = std::env::var("RETRIEVE_BENCH_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(3).max(1);
+    let dimse = std::env::var("RETRIEVE_BENCH_DIMSE").ok();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    println!("bench: B-RAD69, {runs} run(s) per path, median kept; broker {}", hie_e2e::broker_exe().display());
+    println!("machine: {} CPUs, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), kernel());
+
+    // The PACS and its studies.
+    let storescp_port = hie_testkit::free_port();
+    let orthanc = Orthanc::start_with(OrthancOptions {
+        modalities: vec![Modality::local("STORESCP", storescp_port)],
+        ..OrthancOptions::default()
+    });
+    let ct_template = ct_template(work.path());
+    let ct = generate_study(&ct_template, CT_INSTANCES, 100, &work.path().join("ct"));
+    let pet_template = hie_testkit::fixtures::IDS_DEPT024_A.images()[0].clone();
+    let pet_100 = generate_study(&pet_template, 100, 100, &work.path().join("pet100"));
+    let pet_2000 = generate_study(&pet_template, 2_000, 500, &work.path().join("pet2000"));
+    let loading = Instant::now();
+    for study in [&ct, &pet_100, &pet_2000] {
+        orthanc.upload_all(&study.paths());
+    }
+    let ct_bytes: u64 = ct.paths().iter().map(|path| std::fs::metadata(path).unwrap().len()).sum();
+    println!(
+        "dataset: CT {} instances, {:.1} MB ({:.2} MB each); PET 100 and 2,000 instances of {} KB; loaded into Orthanc in {:.1} s",
+        ct.instances.len(),
+        mb(ct_bytes),
+        mb(ct_bytes) / ct.instances.len() as f64,
+        std::fs::metadata(&pet_template).unwrap().len() / 1000,
+        loading.elapsed().as_secs_f64()
+    );
+
+    // The broker, with Orthanc as its PACS.
+    let pki = Pki::new(work.path());
+    let https = free_addr();
+    let mut options = BrokerOptions::new(Engine::Sqlite)
+        .env("HIE_EDGE__AFFINITY_DOMAIN__PROFILE", "")
+        .env("HIE_EDGE__NODE__REPOSITORY_UNIQUE_ID", REPOSITORY)
+        .env("HIE_EDGE__PACS__POLL_INTERVAL_SECS", "0")
+        .env("HIE_EDGE__DICOM__QUIET_PERIOD_SECS", "0")
+        .env("HIE_EDGE__TELEMETRY__LOG_LEVEL", "warn")
+        .env("HIE_EDGE__HTTPS__LISTEN", &https.to_string())
+        .env("HIE_EDGE__HTTPS__CERTIFICATE", &pki.server_certificate.display().to_string())
+        .env("HIE_EDGE__HTTPS__PRIVATE_KEY", &pki.server_key.display().to_string())
+        .env("HIE_EDGE__HTTPS__CLIENT_CA", &pki.ca.display().to_string())
+        .env("HIE_EDGE__PARTNERS__0__NAME", "bench")
+        .env("HIE_EDGE__PARTNERS__0__CERTIFICATE", &pki.client_certificate.display().to_string())
+        .env("HIE_EDGE__PARTNERS__0__TRANSACTIONS", "RAD-69");
+    let pacs_label = match dimse.as_deref() {
+        Some(retrieve @ ("c-get" | "c-move")) => {
+            options = options
+                .env("HIE_EDGE__PACS__KIND", "dimse")
+                .env("HIE_EDGE__PACS__AE_TITLE", orthanc.ae_title())
+                .env("HIE_EDGE__PACS__HOST", "127.0.0.1")
+                .env("HIE_EDGE__PACS__PORT", &orthanc.dicom_port().to_string())
+                .env("HIE_EDGE__PACS__RETRIEVE", retrieve);
+            retrieve.to_uppercase()
+        }
+        _ => {
+            options = options
+                .env("HIE_EDGE__PACS__KIND", "dicomweb")
+                .env("HIE_EDGE__PACS__URL", &format!("{}/dicom-web", orthanc.http_url()));
+            "WADO-RS".to_owned()
+        }
+    };
+    let broker = BrokerProc::start_with(options);
+    for study in [&ct, &pet_100, &pet_2000] {
+        runtime.block_on(publish(&broker, &study.study_instance_uid));
+    }
+    let rad69_ct = pki.request_file(work.path(), "ct", &rad69_body(&ct));
+
+    // Direct retrievals.
+    let mut table: Vec<(String, Figures)> = Vec::new();
+    let direct_wado = median(runs, || {
+        let output = work.path().join("direct-wado");
+        let figures = curl_figures(
+            Command::new("curl")
+                .args([
+                    "--silent",
+                    "--show-error",
+                    "-H",
+                    "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1",
+                ])
+                .args(["--output"])
+                .arg(&output)
+                .args(["--write-out", "%{http_code} %{time_starttransfer} %{time_total} %{size_download}"])
+                .arg(format!("{}/dicom-web/studies/{}", orthanc.http_url(), ct.study_instance_uid)),
+            ct.instances.len(),
+        );
+        assert_eq!(count_parts(&output), ct.instances.len(), "direct WADO-RS whole");
+        figures
+    });
+    table.push(("direct WADO-RS (curl)".to_owned(), direct_wado));
+    let direct_cget = median(runs, || dcmtk_get(&orthanc, &ct, work.path(), ct_bytes));
+    table.push(("direct C-GET (getscu)".to_owned(), direct_cget));
+    let direct_cmove = median(runs, || dcmtk_move(&orthanc, &ct, work.path(), storescp_port, ct_bytes));
+    table.push(("direct C-MOVE (movescu to storescp)".to_owned(), direct_cmove));
+
+    // Through the broker.
+    let pid = broker.pid();
+    let mut broker_figures = Vec::new();
+    for http in ["--http1.1", "--http2"] {
+        let cpu_before = cpu_seconds(pid);
+        let mut bytes = 0;
+        let figures = median(runs, || {
+            let figures = pki.rad69(https, &rad69_ct, &work.path().join("rad69"), &[http], ct.instances.len());
+            bytes += figures.bytes;
+            figures
+        });
+        let cpu = cpu_seconds(pid) - cpu_before;
+        println!(
+            "figure broker_cpu_seconds_per_gb{{path=\"RAD-69 {http} via {pacs_label}\"}} {:.3}",
+            cpu / (bytes as f64 / 1e9)
+        );
+        table.push((format!("hie-edge RAD-69 {} via {pacs_label}", http.trim_start_matches("--")), figures));
+        broker_figures.push(figures);
+    }
+
+    println!();
+    println!("{:<44} {:>9} {:>12} {:>10} {:>9}", "path", "MB/s", "instances/s", "TTFB ms", "total s");
+    for (path, figures) in &table {
+        println!(
+            "{path:<44} {:>9.1} {:>12.0} {:>10.1} {:>9.2}",
+            figures.mb_per_s(),
+            figures.instances_per_s(),
+            figures.ttfb * 1000.0,
+            figures.total
+        );
+    }
+    println!();
+    let direct = match pacs_label.as_str() {
+        "C-GET" => (direct_cget, 0.90),
+        "C-MOVE" => (direct_cmove, 0.85),
+        _ => (direct_wado, 0.90),
+    };
+    for (figures, http) in broker_figures.iter().zip(["http1.1", "http2"]) {
+        println!(
+            "ratio throughput{{path=\"RAD-69 {http} via {pacs_label}\",against=\"direct {pacs_label}\"}} {:.3} (goal >= {:.2})",
+            figures.mb_per_s() / direct.0.mb_per_s(),
+            direct.1
+        );
+        // curl 7.88 sets time_starttransfer when an HTTP/2 request is sent, not at the first byte
+        // of the answer: only the HTTP/1.1 figure is a time to first byte.
+        if http == "http1.1" {
+            println!(
+                "figure ttfb_delta_ms{{path=\"RAD-69 {http} via {pacs_label}\",against=\"direct {pacs_label}\"}} {:.1} (goal <= 10)",
+                (figures.ttfb - direct.0.ttfb) * 1000.0
+            );
+        }
+    }
+
+    // Memory: concurrent retrievals, then one retrieval of 100 and of 2,000 instances.
+    let base = reset_peak(pid);
+    let threads: Vec<_> = (0..CONCURRENT)
+        .map(|index| {
+            let pki = pki.clone();
+            let request = rad69_ct.clone();
+            let output = work.path().join(format!("concurrent-{index}"));
+            let n = ct.instances.len();
+            std::thread::spawn(move || pki.rad69(https, &request, &output, &["--http2"], n))
+        })
+        .collect();
+    let concurrent: Vec<Figures> = threads.into_iter().map(|thread| thread.join().unwrap()).collect();
+    let peak = hie_e2e::vm_hwm_kib(pid).saturating_sub(base);
+    let aggregate: f64 = concurrent.iter().map(|figures| figures.bytes as f64).sum::<f64>()
+        / concurrent.iter().map(|figures| figures.total).fold(0.0, f64::max)
+        / 1e6;
+    println!(
+        "figure broker_peak_kib_per_retrieval{{concurrent=\"{CONCURRENT}\",study=\"CT {CT_INSTANCES}\"}} {} (goal <= 16384); aggregate {aggregate:.1} MB/s",
+        peak / CONCURRENT as u64
+    );
+    let mut per_size = Vec::new();
+    for study in [&pet_100, &pet_2000] {
+        let request = pki.request_file(work.path(), &format!("pet{}", study.instances.len()), &rad69_body(study));
+        let base = reset_peak(pid);
+        let figures = pki.rad69(https, &request, &work.path().join("pet"), &[], study.instances.len());
+        let peak = hie_e2e::vm_hwm_kib(pid).saturating_sub(base);
+        println!(
+            "figure broker_peak_kib{{instances=\"{}\"}} {peak} ({:.1} MB at {:.1} MB/s)",
+            study.instances.len(),
+            mb(figures.bytes),
+            figures.mb_per_s()
+        );
+        per_size.push(peak);
+    }
+    println!(
+        "figure broker_peak_kib_difference{{2000_minus_100}} {} (goal: unchanged; VmHWM moves in allocator-sized steps)",
+        per_size[1] as i64 - per_size[0] as i64
+    );
+    println!("broker idle RSS {} KiB", rss_kib(pid));
+}
+
+/// What one retrieval took.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    ttfb: f64,
+    total: f64,
+    bytes: u64,
+    instances: usize,
+}
+
+impl Figures {
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.total.max(1e-9)
+    }
+
+    fn instances_per_s(&self) -> f64 {
+        self.instances as f64 / self.total.max(1e-9)
+    }
+}
+
+/// Runs `measure` `runs` times; the run of median total time.
+fn median(runs: usize, mut measure: impl FnMut() -> Figures) -> Figures {
+    let mut all: Vec<Figures> = (0..runs).map(|_| measure()).collect();
+    all.sort_by(|a, b| a.total.total_cmp(&b.total));
+    all[all.len() / 2]
+}
+
+fn curl_figures(command: &mut Command, instances: usize) -> Figures {
+    let output = command.output().expect("curl must be installed");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(fields.first(), Some(&"200"), "{text}");
+    Figures {
+        ttfb: fields[1].parse().unwrap_or(0.0),
+        total: fields[2].parse().unwrap_or(0.0),
+        bytes: fields[3].parse().unwrap_or(0),
+        instances,
+    }
+}
+
+/// Parts of a multipart body: each part has a Content-Type header line.
+fn count_parts(path: &Path) -> usize {
+    let body = std::fs::read(path).unwrap();
+    let n = memchr::memmem::find_iter(&body, b"\r\nContent-Type: application/dicom").count();
+    std::fs::remove_file(path).unwrap();
+    n
+}
+
+/// C-GET of the study with getscu into a fresh folder; TTFB is until the first file appears.
+fn dcmtk_get(orthanc: &Orthanc, study: &GeneratedStudy, work: &Path, bytes: u64) -> Figures {
+    let output = fresh_dir(&work.join("getscu"));
+    let port = orthanc.dicom_port().to_string();
+    let key = format!("StudyInstanceUID={}", study.study_instance_uid);
+    let out = output.display().to_string();
+    let args = [
+        "-S",
+        "-aet",
+        "BENCH",
+        "-aec",
+        orthanc.ae_title(),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &key,
+        "-od",
+        &out,
+        "127.0.0.1",
+        &port,
+    ];
+    let figures = timed_dcmtk("getscu", &args, &output, bytes, study.instances.len());
+    assert_eq!(std::fs::read_dir(&output).unwrap().count(), study.instances.len(), "getscu whole");
+    figures
+}
+
+/// C-MOVE of the study with movescu to a storescp on `port`.
+fn dcmtk_move(orthanc: &Orthanc, study: &GeneratedStudy, work: &Path, port: u16, bytes: u64) -> Figures {
+    let output = fresh_dir(&work.join("storescp"));
+    let mut storescp = Command::new("storescp")
+        .env("TCP_NODELAY", "1")
+        .args(["-aet", "STORESCP", "-od"])
+        .arg(&output)
+        .arg(port.to_string())
+        .spawn()
+        .expect("dcmtk's storescp must be installed");
+    // storescp is up when its port accepts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "storescp did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let orthanc_port = orthanc.dicom_port().to_string();
+    let key = format!("StudyInstanceUID={}", study.study_instance_uid);
+    let args = [
+        "-S",
+        "-aet",
+        "BENCH",
+        "-aec",
+        orthanc.ae_title(),
+        "-aem",
+        "STORESCP",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &key,
+        "127.0.0.1",
+        &orthanc_port,
+    ];
+    let figures = timed_dcmtk("movescu", &args, &output, bytes, study.instances.len());
+    let _ = storescp.kill();
+    let _ = storescp.wait();
+    assert_eq!(std::fs::read_dir(&output).unwrap().count(), study.instances.len(), "movescu whole");
+    figures
+}
+
+fn timed_dcmtk(tool: &str, args: &[&str], watched: &Path, bytes: u64, instances: usize) -> Figures {
+    let started = Instant::now();
+    let mut child = Command::new(tool)
+        .env("TCP_NODELAY", "1")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{tool}: {error} (apt-get install dcmtk)"));
+    let mut ttfb = None;
+    loop {
+        if ttfb.is_none() && std::fs::read_dir(watched).map(|mut entries| entries.next().is_some()).unwrap_or(false) {
+            ttfb = Some(started.elapsed().as_secs_f64());
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            assert!(status.success(), "{tool}: {stderr}");
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let total = started.elapsed().as_secs_f64();
+    Figures { ttfb: ttfb.unwrap_or(total), total, bytes, instances }
+}
+
+fn fresh_dir(path: &Path) -> PathBuf {
+    let _ = std::fs::remove_dir_all(path);
+    std::fs::create_dir_all(path).unwrap();
+    path.to_path_buf()
+}
+
+/// The test PKI of the bench: the broker's server certificate and the partner's.
+#[derive(Clone)]
+struct Pki {
+    ca: PathBuf,
+    server_certificate: PathBuf,
+    server_key: PathBuf,
+    client_certificate: PathBuf,
+    client_key: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let authority = TestCa::new("Bench CA");
+        let ca = authority.write_certificate(dir, "ca");
+        let (server_certificate, server_key) = authority.issue(&LeafSpec::server()).write(dir, "server");
+        let (client_certificate, client_key) = authority.issue(&LeafSpec::client("Bench Partner")).write(dir, "client");
+        Pki { ca, server_certificate, server_key, client_certificate, client_key }
+    }
+
+    fn request_file(&self, dir: &Path, name: &str, body_xml: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.request.xml"));
+        std::fs::write(&path, envelope(body_xml)).unwrap();
+        path
+    }
+
+    /// One RAD-69 by curl over mutual TLS; checks that every instance came.
+    fn rad69(&self, https: SocketAddr, request: &Path, output: &Path, extra: &[&str], instances: usize) -> Figures {
+        let figures = curl_figures(
+            Command::new("curl")
+                // No `Expect: 100-continue` round trip before the request body.
+                .args(["--silent", "--show-error", "-H", "Expect:", "--cacert"])
+                .arg(&self.ca)
+                .arg("--cert")
+                .arg(&self.client_certificate)
+                .arg("--key")
+                .arg(&self.client_key)
+                .args(extra)
+                .args([
+                    "-H",
+                    &format!("Content-Type: application/soap+xml; charset=UTF-8; action=\"{RAD69_ACTION}\""),
+                    "--data-binary",
+                ])
+                .arg(format!("@{}", request.display()))
+                .arg("--output")
+                .arg(output)
+                .args(["--write-out", "%{http_code} %{time_starttransfer} %{time_total} %{size_download}"])
+                .arg(format!("https://localhost:{}/xdsi/imaging-source", https.port())),
+            instances,
+        );
+        assert_eq!(count_parts(output), instances, "RAD-69 whole");
+        figures
+    }
+}
+
+fn envelope(body_xml: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="http://www.w3.org/2005/08/addressing"><env:Header><wsa:Action env:mustUnderstand="1">{RAD69_ACTION}</wsa:Action><wsa:MessageID>urn:uuid:{}</wsa:MessageID></env:Header><env:Body>{body_xml}</env:Body></env:Envelope>"#,
+        uuid::Uuid::new_v4()
+    )
+}
+
+fn rad69_body(study: &GeneratedStudy) -> String {
+    let mut xml = format!(
+        r#"<xdsiB:RetrieveImagingDocumentSetRequest xmlns:xdsiB="urn:ihe:rad:xdsi-b:2009" xmlns:xdsb="urn:ihe:iti:xds-b:2007"><xdsiB:StudyRequest studyInstanceUID="{}">"#,
+        study.study_instance_uid
+    );
+    for series in &study.series_instance_uids {
+        xml.push_str(&format!(r#"<xdsiB:SeriesRequest seriesInstanceUID="{series}">"#));
+        for instance in study.instances.iter().filter(|instance| &instance.series_instance_uid == series) {
+            xml.push_str(&format!(
+                "<xdsb:DocumentRequest><xdsb:RepositoryUniqueId>{REPOSITORY}</xdsb:RepositoryUniqueId><xdsb:DocumentUniqueId>{}</xdsb:DocumentUniqueId></xdsb:DocumentRequest>",
+                instance.sop_instance_uid
+            ));
+        }
+        xml.push_str("</xdsiB:SeriesRequest>");
+    }
+    xml.push_str(&format!("</xdsiB:StudyRequest><xdsiB:TransferSyntaxUIDList><xdsiB:TransferSyntaxUID>{EXPLICIT_LE}</xdsiB:TransferSyntaxUID></xdsiB:TransferSyntaxUIDList></xdsiB:RetrieveImagingDocumentSetRequest>"));
+    xml
+}
+
+/// Has the broker build the study's manifest from the PACS, then records it as registered.
+async fn publish(broker: &BrokerProc, study: &str) {
+    let (status, body) = http_post(broker.api_addr, &format!("/api/studies/{study}/refresh"));
+    assert_eq!(status, 202, "{body}");
+    let store = Store::connect(&StoreOptions {
+        url: broker.store_url.clone(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(30),
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let manifest = loop {
+        if let Some(row) = store.study(study).await.unwrap()
+            && row.state == "current"
+            && let Some((manifest, _)) = store.latest_manifest(study).await.unwrap()
+        {
+            break manifest;
+        }
+        assert!(Instant::now() < deadline, "no manifest for {study}: {}", broker.stderr_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let unique = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
+    let mut tx = store.begin().await.unwrap();
+    let id = hie_store::submissions::enqueue(
+        &mut tx,
+        &NewSubmission {
+            study_instance_uid: study,
+            manifest_version: manifest.version,
+            kind: SubmissionKind::Publish,
+            document_unique_id: &manifest.sop_instance_uid,
+            document_entry_uuid: &format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+            submission_set_unique_id: &unique,
+            submission_set_uuid: &format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+            key: &format!("study:{study}"),
+        },
+        now_micros(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    store
+        .submission_finished(
+            id,
+            Ended::Done { registry_entry_uuid: None, replaced_unique_id: None, note: None },
+            now_micros(),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+fn http_post(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    (raw.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0), raw)
+}
+
+/// A CT-sized template (512 x 512, 16 bits: about 0.5 MB) written by pydicom from the test venv.
+fn ct_template(dir: &Path) -> PathBuf {
+    let path = dir.join("ct-template.dcm");
+    let script = r#"
+import sys, os
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+meta = FileMetaDataset()
+meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+meta.MediaStorageSOPInstanceUID = generate_uid()
+meta.TransferSyntaxUID = ExplicitVRLittleEndian
+ds = Dataset()
+ds.file_meta = meta
+ds.SOPClassUID = meta.MediaStorageSOPClassUID
+ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+ds.StudyInstanceUID = generate_uid(); ds.SeriesInstanceUID = generate_uid()
+ds.PatientName = "Bench^CT"; ds.PatientID = "BENCH-CT"; ds.PatientBirthDate = ""; ds.PatientSex = "O"
+ds.StudyDate = "20250101"; ds.StudyTime = "120000"; ds.Modality = "CT"; ds.StudyID = "1"; ds.SeriesNumber = 1
+ds.AccessionNumber = "BENCH1"; ds.ReferringPhysicianName = ""; ds.InstanceNumber = 1
+ds.Rows = 512; ds.Columns = 512; ds.BitsAllocated = 16; ds.BitsStored = 12; ds.HighBit = 11
+ds.PixelRepresentation = 0; ds.SamplesPerPixel = 1; ds.PhotometricInterpretation = "MONOCHROME2"
+ds.PixelData = os.urandom(512 * 512 * 2)
+ds.save_as(sys.argv[1], enforce_file_format=True)
+"#;
+    let python = std::env::var_os("HIE_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| hie_e2e::workspace_root().join(".venv"))
+        .join("bin/python");
+    let output = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|error| panic!("{}: {error}; set HIE_TEST_VENV to a venv with pydicom", python.display()));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    path
+}
+
+fn reset_peak(pid: u32) -> u64 {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting VmHWM");
+    rss_kib(pid)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// utime + stime of the process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+    ticks / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    let output = Command::new("getconf").arg("CLK_TCK").output().ok();
+    output
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|text| format!("Linux {}", text.trim()))
+        .unwrap_or_default()
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
