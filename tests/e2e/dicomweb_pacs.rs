@@ -1,8 +1,8 @@
-//! The DICOMweb PACS adapter against a real Orthanc: a manifest built from what Orthanc answers
-//! (QIDO-RS, then WADO-RS metadata) says what one built from the very same files says (the folder
-//! adapter): the same references, and the same patient and study attributes, sequences included.
-//! Orthanc's QIDO-RS returns only the fields it indexes, so without the metadata the Procedure
-//! Code Sequence (which the typeCode is mapped from) was lost.
+//! The DICOMweb PACS adapter (and the DIMSE one beside it) against a real Orthanc: a manifest built
+//! from what Orthanc answers (QIDO-RS, then WADO-RS metadata; C-FIND) says what one built from the
+//! very same files says (the folder adapter): the same references, and the same patient and study
+//! attributes, sequences included. Orthanc's QIDO-RS returns only the fields it indexes, so
+//! without the metadata the Procedure Code Sequence (which the typeCode is mapped from) was lost.
 
 use std::path::Path;
 use std::process::Command;
@@ -55,7 +55,7 @@ fn dump(path: &Path, tag: &str) -> String {
         .join("\n")
 }
 
-fn same_manifest_from_both(folder: &Path, study: &str, expect_procedure: Option<&str>) {
+fn same_manifest_from_every_adapter(folder: &Path, study: &str, expect_procedure: Option<&str>) {
     let orthanc = Orthanc::start();
     let files: Vec<_> =
         std::fs::read_dir(folder).expect("study folder").map(|entry| entry.expect("entry").path()).collect();
@@ -64,15 +64,27 @@ fn same_manifest_from_both(folder: &Path, study: &str, expect_procedure: Option<
     let (from_files, from_orthanc) = (out.path().join("folder.dcm"), out.path().join("dicomweb.dcm"));
     kos_build(study, &from_files, &[("HIE_EDGE__PACS__PATH", &folder.display().to_string())]);
     let url = format!("{}/dicom-web", orthanc.http_url());
-    kos_build(study, &from_orthanc, &[("HIE_EDGE__PACS__KIND", "dicomweb"), ("HIE_EDGE__PACS__URL", &url)]);
+    let port = orthanc.dicom_port().to_string();
+    let by_dimse = [
+        ("HIE_EDGE__PACS__KIND", "dimse"),
+        ("HIE_EDGE__PACS__AE_TITLE", orthanc.ae_title()),
+        ("HIE_EDGE__PACS__HOST", "127.0.0.1"),
+        ("HIE_EDGE__PACS__PORT", &port),
+    ];
+    let by_dicomweb = [("HIE_EDGE__PACS__KIND", "dicomweb"), ("HIE_EDGE__PACS__URL", &url)];
+    kos_build(study, &from_orthanc, &by_dicomweb);
+    let from_dimse = out.path().join("dimse.dcm");
+    kos_build(study, &from_dimse, &by_dimse);
     let read = |path: &Path| hie_kos::read_manifest(&std::fs::read(path).expect("manifest")).expect("a manifest");
-    assert_eq!(read(&from_orthanc).referenced(), read(&from_files).referenced(), "the same instances");
-    for tag in COPIED {
-        assert_eq!(dump(&from_orthanc, tag), dump(&from_files, tag), "({tag}) differs");
-    }
-    if let Some(code) = expect_procedure {
-        let sequence = dump(&from_orthanc, "0008,1032");
-        assert!(sequence.contains(code), "the Procedure Code Sequence reached the manifest: {sequence}");
+    for (adapter, built) in [("dicomweb", &from_orthanc), ("dimse", &from_dimse)] {
+        assert_eq!(read(built).referenced(), read(&from_files).referenced(), "{adapter}: the same instances");
+        for tag in COPIED {
+            assert_eq!(dump(built, tag), dump(&from_files, tag), "{adapter}: ({tag}) differs");
+        }
+        if let Some(code) = expect_procedure {
+            let sequence = dump(built, "0008,1032");
+            assert!(sequence.contains(code), "{adapter}: the Procedure Code Sequence reached the manifest: {sequence}");
+        }
     }
 }
 
@@ -88,7 +100,7 @@ fn a_manifest_from_orthanc_copies_what_the_images_say() {
     };
     let template = &hie_testkit::fixtures::IDS_DEPT024_A.images()[0];
     let study = hie_testkit::generate_study_with(template, 3, 2, dir.path(), &overrides);
-    same_manifest_from_both(dir.path(), &study.study_instance_uid, Some("CTCAP"));
+    same_manifest_from_every_adapter(dir.path(), &study.study_instance_uid, Some("CTCAP"));
 }
 
 #[test]
@@ -96,5 +108,5 @@ fn a_nist_fixture_from_orthanc_matches_its_files() {
     let fixture = hie_testkit::fixtures::IDS_DEPT002_A;
     let images = fixture.images();
     let folder = images[0].parent().expect("the images folder");
-    same_manifest_from_both(folder, fixture.study_instance_uid, None);
+    same_manifest_from_every_adapter(folder, fixture.study_instance_uid, None);
 }

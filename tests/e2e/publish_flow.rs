@@ -1,5 +1,5 @@
-//! Issue 4 end to end, with a real Orthanc as the PACS (DICOMweb, polled) and the built-in registry
-//! over mutual TLS, on both store engines:
+//! Issue 4 end to end, with a real Orthanc as the PACS (DICOMweb, polled; and once by DIMSE) and the
+//! built-in registry over mutual TLS, on both store engines:
 //! ADT, then a study: it is published, and ITI-18 FindDocuments for the affinity-domain patient
 //! returns its manifest with the right metadata; a second series arrives and the manifest is
 //! replaced (RPLC, version 1 Deprecated); the study is deleted in Orthanc and the manifest
@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use crate::publishing::*;
 
-fn flow(engine: Engine) {
+fn flow(engine: Engine, link: PacsLink) {
     let orthanc = Orthanc::start();
-    let broker = publishing_broker(engine, &orthanc, &[]);
+    let broker = publishing_broker_via(engine, link, &orthanc, &[]);
     let registry = Registry::of(&broker);
     let dir = tempfile::tempdir().expect("temp dir");
     let patient = Patient::new("FLOW");
@@ -198,10 +198,16 @@ fn assert_phi_masked(broker: &hie_e2e::BrokerProc, study: &str, patient: &Patien
 
 #[test]
 fn sqlite() {
-    flow(Engine::Sqlite);
+    flow(Engine::Sqlite, PacsLink::DicomWeb);
 }
 
 #[test]
 fn postgres() {
-    flow(Engine::Postgres);
+    flow(Engine::Postgres, PacsLink::DicomWeb);
+}
+
+/// The same through the DIMSE adapter (C-FIND queries and polls).
+#[test]
+fn sqlite_dimse() {
+    flow(Engine::Sqlite, PacsLink::Dimse);
 }

@@ -1,5 +1,5 @@
-//! What the publishing tests share: a broker that manifests from a real Orthanc (DICOMweb, polled
-//! every second) and publishes to the quickstart's built-in registry, generated studies for given
+//! What the publishing tests share: a broker that manifests from a real Orthanc (DICOMweb or DIMSE,
+//! polled every second) and publishes to the quickstart's built-in registry, generated studies for given
 //! patients, ADT sent with python-hl7's `mllp_send`, the registry queried with curl (ITI-18, the
 //! broker's development PKI as client identity) and its answers read by lxml
 //! (`fixtures/python/xds_summary.py`), and xmllint checks against the IHE schemas.
@@ -53,13 +53,30 @@ pub const RESPONSE_SUCCESS: &str = "urn:oasis:names:tc:ebxml-regrep:ResponseStat
 /// period (1 s), the build, the registry, and retries with the tests' short backoff.
 pub const SETTLE: Duration = Duration::from_secs(90);
 
-/// The environment that makes a broker manifest from `orthanc` by DICOMweb, polled every second,
-/// with a one-second quiet period, far enough back for the fixtures' 2015 dates, and retries a
-/// test can wait for (200 ms doubling to 2 s).
-pub fn orthanc_pacs(orthanc: &Orthanc) -> BrokerOptions {
-    BrokerOptions::new(Engine::Sqlite)
-        .env("HIE_EDGE__PACS__KIND", "dicomweb")
-        .env("HIE_EDGE__PACS__URL", &format!("{}/dicom-web", orthanc.http_url()))
+/// How a broker reaches Orthanc as its PACS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacsLink {
+    /// QIDO-RS and WADO-RS metadata.
+    DicomWeb,
+    /// C-FIND (C-GET for retrievals).
+    Dimse,
+}
+
+/// The environment that makes a broker manifest from `orthanc` (by DICOMweb or DIMSE), polled
+/// every second, with a one-second quiet period, far enough back for the fixtures' 2015 dates,
+/// and retries a test can wait for (200 ms doubling to 2 s).
+pub fn orthanc_pacs(orthanc: &Orthanc, link: PacsLink) -> BrokerOptions {
+    let options = match link {
+        PacsLink::DicomWeb => BrokerOptions::new(Engine::Sqlite)
+            .env("HIE_EDGE__PACS__KIND", "dicomweb")
+            .env("HIE_EDGE__PACS__URL", &format!("{}/dicom-web", orthanc.http_url())),
+        PacsLink::Dimse => BrokerOptions::new(Engine::Sqlite)
+            .env("HIE_EDGE__PACS__KIND", "dimse")
+            .env("HIE_EDGE__PACS__AE_TITLE", orthanc.ae_title())
+            .env("HIE_EDGE__PACS__HOST", "127.0.0.1")
+            .env("HIE_EDGE__PACS__PORT", &orthanc.dicom_port().to_string()),
+    };
+    options
         .env("HIE_EDGE__PACS__POLL_INTERVAL_SECS", "1")
         .env("HIE_EDGE__PACS__POLL_LOOKBACK_DAYS", "20000")
         .env("HIE_EDGE__DICOM__QUIET_PERIOD_SECS", "1")
@@ -67,11 +84,16 @@ pub fn orthanc_pacs(orthanc: &Orthanc) -> BrokerOptions {
         .env("HIE_EDGE__STORE__OUTBOX_BACKOFF_MAX_SECS", "2")
 }
 
-/// A broker on `engine` with the quickstart's built-in registry, manifesting from `orthanc`, with
-/// `extra` overrides last.
+/// A broker on `engine` with the quickstart's built-in registry, manifesting from `orthanc` by
+/// DICOMweb, with `extra` overrides last.
 pub fn publishing_broker(engine: Engine, orthanc: &Orthanc, extra: &[(&str, &str)]) -> BrokerProc {
+    publishing_broker_via(engine, PacsLink::DicomWeb, orthanc, extra)
+}
+
+/// [`publishing_broker`] reaching Orthanc by `link`.
+pub fn publishing_broker_via(engine: Engine, link: PacsLink, orthanc: &Orthanc, extra: &[(&str, &str)]) -> BrokerProc {
     hie_e2e::init!();
-    let mut options = orthanc_pacs(orthanc);
+    let mut options = orthanc_pacs(orthanc, link);
     options.engine = engine;
     for (key, value) in extra {
         options = options.env(key, value);
