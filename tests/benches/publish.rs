@@ -330,7 +330,7 @@ fn closed_loop(broker: &BrokerProc, studies: &[BenchStudy], in_flight: usize) ->
         polls += 1;
         let before = done.len();
         // The newest few each time; now and then all of them, so none is missed for good.
-        let limit = if polls % FULL_SWEEP_EVERY == 0 { studies.len() + 10 } else { 4 * in_flight };
+        let limit = if polls.is_multiple_of(FULL_SWEEP_EVERY) { studies.len() + 10 } else { 4 * in_flight };
         collect_done(broker, limit, &triggered, &mut done);
         open -= done.len() - before;
     }
