@@ -10,6 +10,10 @@ mod dicom_common;
 mod dicom_abuse;
 // The DICOM listener: storescu to the broker, manifests from received headers or the PACS.
 mod dicom_listener;
+// The DICOMweb PACS adapter against Orthanc: manifests say what the files say.
+mod dicomweb_pacs;
+// The identity feed to python-hl7's MLLP server as a stand-in registry feed (remote mode).
+mod feed_remote;
 mod kos_cli;
 // kos build through every PACS adapter (folder, dimse with Orthanc and dcmqrscp, dicomweb).
 mod kos_adapters;
@@ -18,6 +22,12 @@ mod mllp_abuse;
 mod pacs_polling;
 // RAD-69 and ITI-43 at /xdsi/imaging-source over mutual TLS, Orthanc as the PACS.
 mod retrieve;
+// Issue 4: publishing to the registry, against Orthanc and the built-in registry.
+mod publish_cli;
+mod publish_faults;
+mod publish_flow;
+/// Shared by the publishing tests (no tests of its own).
+mod publishing;
 
 use hie_e2e::{BrokerOptions, BrokerProc, Engine};
 

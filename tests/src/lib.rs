@@ -127,6 +127,9 @@ pub struct BrokerProc {
     pub api_addr: SocketAddr,
     /// The mutual-TLS listener (built-in registry, retrievals); its PKI is in `dir()/pki`.
     pub https_addr: SocketAddr,
+    /// `[registry] feed`: where the built-in registry's ITI-8 listener binds (kind builtin), or
+    /// where this broker sends its identity feed (kind remote).
+    pub feed_addr: SocketAddr,
     pub mllp: SocketAddr,
     /// The DICOM listener (`HIE_EDGE__DICOM__LISTEN`), on a free port of its own.
     pub dicom: SocketAddr,
@@ -164,7 +167,9 @@ impl BrokerProc {
         let api_addr = addr_of("HIE_EDGE__API__LISTEN").unwrap_or_else(free_addr);
         let dicom = addr_of("HIE_EDGE__DICOM__LISTEN").unwrap_or_else(free_addr);
         let https_addr = addr_of("HIE_EDGE__HTTPS__LISTEN").unwrap_or_else(free_addr);
-        let feed_addr = free_addr();
+        let feed_addr = given("HIE_EDGE__REGISTRY__FEED")
+            .and_then(|feed| feed.strip_prefix("mllp://").and_then(|address| address.parse().ok()))
+            .unwrap_or_else(free_addr);
         let mut env = vec![
             ("HIE_EDGE__STORE__URL".to_owned(), store_url.clone()),
             ("HIE_EDGE__HL7__LISTEN".to_owned(), mllp.to_string()),
@@ -190,6 +195,7 @@ impl BrokerProc {
             api: format!("http://{api_addr}"),
             api_addr,
             https_addr,
+            feed_addr,
             mllp,
             dicom,
             store_url,
@@ -212,6 +218,28 @@ impl BrokerProc {
     /// The temp dir of this broker (SQLite file, logs); removed on drop.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The broker's development PKI (created at its first start): `ca.pem`, `server.pem`/`.key`,
+    /// `client.pem`/`.key`.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// `hie-edge <args>` with this broker's configuration (`--config` is not added) and its
+    /// environment overrides, run in its folder: a CLI command on the broker's store.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(broker_exe());
+        cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("HIE_EDGE__") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
     }
 
     fn stderr_path(&self) -> PathBuf {
@@ -323,6 +351,27 @@ impl BrokerProc {
             .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}; broker stderr tail:\n{}", self.stderr_tail(40)))
     }
 
+    /// HTTP POST (empty body) against the API listener: (status, body).
+    pub fn post(&self, path_and_query: &str) -> (u16, String) {
+        http_request(self.api_addr, "POST", path_and_query, &[], Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("POST {path_and_query}: {e}; broker stderr tail:\n{}", self.stderr_tail(40)))
+    }
+
+    /// `GET path` parsed as JSON (panics unless 200).
+    pub fn get_json(&self, path_and_query: &str) -> serde_json::Value {
+        let (status, body) = self.get(path_and_query);
+        assert_eq!(status, 200, "GET {path_and_query}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path_and_query}: not JSON ({e}): {body}"))
+    }
+
+    /// `GET /api/submissions?study=<uid>&phi=true`, oldest first.
+    pub fn submissions_of(&self, study_instance_uid: &str) -> Vec<serde_json::Value> {
+        match self.get_json(&format!("/api/submissions?phi=true&study={}", url_encode(study_instance_uid))) {
+            serde_json::Value::Array(rows) => rows,
+            other => panic!("/api/submissions: not an array: {other}"),
+        }
+    }
+
     /// `GET /api/patients?identifier=<cx>` parsed as a JSON array (panics unless 200).
     pub fn patients(&self, cx: &str) -> Vec<serde_json::Value> {
         let (status, body) = self.get(&format!("/api/patients?identifier={}", url_encode(cx)));
@@ -351,6 +400,21 @@ impl Drop for BrokerProc {
             // Best effort: a leftover database only costs disk space.
             let _ = psql(&pg_admin_url(), &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
         }
+    }
+}
+
+/// Polls `probe` every 100 ms until it gives a value, and returns it; after `timeout` panics with
+/// `what()` (which should say what was awaited and what was seen last).
+pub fn wait_until<T>(timeout: Duration, what: impl Fn() -> String, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("waited {timeout:?} in vain: {}", what());
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -418,16 +482,45 @@ pub fn url_encode(s: &str) -> String {
 
 /// A minimal HTTP/1.1 GET (`Connection: close`), enough for JSON and Prometheus text answers.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
-    let (status, body) = http_get_bytes(addr, path, timeout)?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    http_request(addr, "GET", path, &[], timeout)
 }
 
 /// [`http_get`] with the body as bytes.
 pub fn http_get_bytes(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(u16, Vec<u8>)> {
+    http_request_bytes(addr, "GET", path, &[], timeout)
+}
+
+/// A minimal HTTP/1.1 request (`Connection: close`) with an optional body (sent as
+/// `application/octet-stream` when not empty): (status, body as text).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
+    let (status, body) = http_request_bytes(addr, method, path, body, timeout)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// [`http_request`] with the answer's body as bytes (a manifest, say).
+pub fn http_request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n")?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n")?;
+    if body.is_empty() && method == "GET" {
+        write!(s, "\r\n")?;
+    } else {
+        write!(s, "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", body.len())?;
+        s.write_all(body)?;
+    }
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());

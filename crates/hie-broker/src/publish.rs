@@ -4,9 +4,9 @@
 //!
 //! A new manifest version queues a `publish` submission in the same transaction that records the
 //! version ([`enqueue_publication`]); a study gone from the PACS queues a `deprecate` submission
-//! ([`enqueue_deprecation`]). Both are keyed by the patient when the identity store knows them,
-//! so the identity feed that introduces the patient to the registry goes out first, and by the
-//! study otherwise. Their identifiers are drawn here, once. The outbound deliverer builds the
+//! ([`enqueue_deprecation`]). Both are keyed by the patient when the identity store has linked
+//! them to the affinity domain, so the identity feed that introduces the patient to the registry
+//! goes out first, and by the study otherwise ([`ordering_key`]). Their identifiers are drawn here, once. The outbound deliverer builds the
 //! metadata when it sends ([`metadata`]), so it uses the patient's identity as it is then, and
 //! reads the registry's answer through [`classify`].
 //!
@@ -100,21 +100,48 @@ async fn enqueue(
     submissions::enqueue(tx, &submission, now).await
 }
 
-/// The outbox ordering key for a study's submissions: its patient's, when the identity store
-/// knows the patient the KOS names (so their identity feed goes first), else the study's.
+/// The outbox ordering key for a study's submissions. While one of the study's submissions is
+/// queued, the next joins its key, so the study's versions and its deprecation leave in order.
+/// Otherwise the patient's key, when the identity store knows the patient the KOS names (a merged
+/// patient: the survivor) and has linked them to the affinity domain: the identity feed that
+/// introduces them to the registry is queued under it already, so it goes first. Otherwise the
+/// study's own key: a patient known only by MRN gets their identity feed when an ADT links them,
+/// later, and a submission queued ahead of that feed under the patient's key would wait for the
+/// registry to know the patient while holding the feed up behind it.
 pub async fn ordering_key(
     store: &Store,
     domain: &AffinityDomain,
     facts: &metadata::KosFacts,
     study_instance_uid: &str,
 ) -> Result<String, StoreError> {
+    if let Some(key) = store.study_queue_key(study_instance_uid).await? {
+        return Ok(key);
+    }
     let authority = images_authority(facts, domain);
     let key = domain.key(&authority);
-    Ok(match store.patient_by_identifier(key.as_str(), &facts.patient_id).await? {
-        Some(record) => format!("patient:{}", record.patient.id),
-        None => format!("study:{study_instance_uid}"),
-    })
+    let study_key = || format!("study:{study_instance_uid}");
+    let Some(mut record) = store.patient_by_identifier(key.as_str(), &facts.patient_id).await? else {
+        return Ok(study_key());
+    };
+    for _ in 0..MAX_MERGE_HOPS {
+        let Some(survivor) = record.patient.merged_into else { break };
+        match store.patient_record(survivor).await? {
+            Some(next) => record = next,
+            None => break,
+        }
+    }
+    let affinity = domain.key(&hie_core::AssigningAuthority {
+        universal_id: domain.patient_id_authority().to_string(),
+        universal_id_type: "ISO".to_owned(),
+        ..Default::default()
+    });
+    let linked = record.identifiers.iter().any(|row| row.active && row.authority_key == affinity.as_str());
+    Ok(if linked { format!("patient:{}", record.patient.id) } else { study_key() })
 }
+
+/// Merge links followed to a survivor, at most (a cycle is refused by the identity rules; this
+/// only bounds the walk).
+const MAX_MERGE_HOPS: usize = 16;
 
 /// The assigning authority of the images' Patient ID: their issuer, else the hospital's.
 pub fn images_authority(facts: &metadata::KosFacts, domain: &AffinityDomain) -> hie_core::AssigningAuthority {

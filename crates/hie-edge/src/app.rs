@@ -480,6 +480,7 @@ fn deliverers(
             Arc::new(publish),
             endpoints,
             XdsClient::new(tls, registry.timeout),
+            config.store.outbox_max_attempts,
         )));
     }
     Ok(deliverers)

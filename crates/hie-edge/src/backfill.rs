@@ -49,8 +49,11 @@ pub fn run(path: &Path, since: &str, stall_timeout: Duration) -> ExitCode {
         Ok(Settled { published, failed, gone, stalled }) => {
             println!("backfill: {published} published, {failed} failed, {gone} gone, {stalled} not settled");
             if stalled > 0 {
+                // Either nothing builds them (no broker) or they wait for something (an ADT that
+                // links the patient, the registry): the submissions say which.
                 eprintln!(
-                    "backfill: nothing moved for {}s; is the broker (hie-edge serve) running?",
+                    "backfill: nothing moved for {}s; is the broker (hie-edge serve) running? \
+                     GET /api/submissions?study=UID says why a study waits",
                     stall_timeout.as_secs()
                 );
             }

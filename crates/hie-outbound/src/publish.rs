@@ -11,8 +11,15 @@
 //! Answers are read through [`hie_broker::publish::classify`]: transient errors are retried with
 //! the outbox's backoff; an unknown patient waits for the identity feed; a duplicate uniqueId is
 //! checked with ITI-18 (an earlier attempt whose answer was lost may have registered it: then the
-//! submission is done, not duplicated); metadata errors fail the submission for good (visible in
-//! `/api/submissions`, retried by hand). Every retry resends the identifiers drawn at enqueue.
+//! submission is done, not duplicated), also when the registry reports further errors with it (a
+//! resent submission reuses its entryUUIDs, which the registry may refuse too); metadata errors
+//! fail the submission for good (visible in `/api/submissions`, retried by hand). Every retry
+//! resends the identifiers drawn at enqueue.
+//!
+//! A submission that fails for good releases its outbox key (its item is done): it stops that
+//! study only, and the patient's other studies and identity feed go on. One whose attempts ran out
+//! is failed too, but its item stays failed and holds the key: the registry was unreachable, and
+//! what waits behind it would fare no better until it is back.
 
 use std::sync::Arc;
 
@@ -24,9 +31,10 @@ use hie_store::{Store, now_micros};
 use hie_xds::ebrim::{Association, DocumentEntry, RegistryObject, SubmissionSet};
 use hie_xds::messages::{AdhocQueryRequest, Document, ProvideAndRegisterRequest, ReturnType, SubmitObjectsRequest};
 use hie_xds::vocabulary::{
-    ASSOCIATION_UPDATE_AVAILABILITY_STATUS, PARAM_DOCUMENT_ENTRY_UNIQUE_ID, QUERY_GET_DOCUMENTS, STATUS_APPROVED,
-    STATUS_DEPRECATED,
+    ASSOCIATION_RPLC, ASSOCIATION_UPDATE_AVAILABILITY_STATUS, PARAM_DOCUMENT_ENTRY_UNIQUE_ID, PARAM_UUID,
+    QUERY_GET_ASSOCIATIONS, QUERY_GET_DOCUMENTS, STATUS_APPROVED, STATUS_DEPRECATED,
 };
+use hie_xds::{RetryClass, messages::Severity};
 
 use crate::deliver::{Deliver, DeliveryError, DeliveryFuture};
 use crate::registry::{CallError, Exchange, XdsClient};
@@ -47,6 +55,9 @@ pub struct XdsPublisher {
     config: Arc<PublishConfig>,
     endpoints: Endpoints,
     client: XdsClient,
+    /// The outbox's attempts per item (`[store] outbox_max_attempts`): the submission is failed
+    /// when its last one needs a retry.
+    max_attempts: u32,
 }
 
 /// What the registry holds for a uniqueId (ITI-18 GetDocuments).
@@ -55,11 +66,18 @@ struct Registered {
     entry_uuid: String,
     status: String,
     patient_id: String,
+    unique_id: Option<String>,
 }
 
 impl XdsPublisher {
-    pub fn new(store: Store, config: Arc<PublishConfig>, endpoints: Endpoints, client: XdsClient) -> XdsPublisher {
-        XdsPublisher { store, config, endpoints, client }
+    pub fn new(
+        store: Store,
+        config: Arc<PublishConfig>,
+        endpoints: Endpoints,
+        client: XdsClient,
+        max_attempts: u32,
+    ) -> XdsPublisher {
+        XdsPublisher { store, config, endpoints, client, max_attempts }
     }
 
     async fn deliver_item(&self, item: &Claimed) -> Result<(), DeliveryError> {
@@ -81,6 +99,8 @@ impl XdsPublisher {
             _ => self.publish(&submission).await,
         };
         let now = now_micros();
+        // The worker fails the item after this attempt if it asks for another.
+        let attempts_left = item.attempts < self.max_attempts;
         let stored = match &outcome {
             Outcome::Done { entry_uuid, replaced, note } => {
                 let ended = Ended::Done {
@@ -92,13 +112,19 @@ impl XdsPublisher {
             }
             Outcome::Superseded => self.store.submission_finished(id, Ended::Superseded, now).await,
             Outcome::Fatal(_) => self.store.submission_finished(id, Ended::Failed, now).await,
-            Outcome::Retry(_) => Ok(()),
+            Outcome::Retry(_) if attempts_left => Ok(()),
+            Outcome::Retry(_) => self.store.submission_finished(id, Ended::Failed, now).await,
         };
         stored.map_err(|error| DeliveryError::Retryable(format!("store: {error}")))?;
         match outcome {
             Outcome::Done { .. } | Outcome::Superseded => Ok(()),
             Outcome::Retry(error) => Err(DeliveryError::Retryable(error)),
-            Outcome::Fatal(error) => Err(DeliveryError::Permanent(error)),
+            Outcome::Fatal(error) => {
+                // The item is done, so the key goes on: the submission is failed, visible and
+                // retried by hand, and nothing else waits for it.
+                tracing::warn!(submission = id, %error, "submission failed; the study's later submissions and the patient's other items go on");
+                Ok(())
+            }
         }
     }
 
@@ -133,10 +159,16 @@ impl XdsPublisher {
             Err(error) => return Outcome::Retry(format!("store: {error}")),
         };
         let mut replaces = None;
+        // The previous version's entry when the registry holds it deprecated: perhaps by our own
+        // earlier attempt's RPLC, whose answer was lost.
+        let mut deprecated_previous = None;
         if let Some(previous) = &previous {
             match self.registered(&previous.document_unique_id).await {
                 Ok(Some(registered)) if registered.status == STATUS_APPROVED => replaces = Some(registered),
                 // Deprecated or unknown there: nothing to replace; this version goes in as an original.
+                Ok(Some(registered)) if registered.status == STATUS_DEPRECATED => {
+                    deprecated_previous = Some(registered);
+                }
                 Ok(_) => {}
                 Err(error) => return self.after_error(submission, error, Exchange::default()).await,
             }
@@ -194,11 +226,20 @@ impl XdsPublisher {
                 }
                 Verdict::Verify(text) => {
                     self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
-                    self.verify(submission, &affinity, replaced, &text).await
+                    self.verify(submission, &affinity, replaced, deprecated_previous.as_ref(), &text).await
                 }
                 Verdict::Retry(text) | Verdict::AwaitIdentity(text) => {
                     self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
                     Outcome::Retry(text)
+                }
+                // A resent submission is refused for its uniqueIds and for its entryUUIDs too
+                // (they are the ones drawn at enqueue): the duplicate decides, by ITI-18.
+                Verdict::Fatal(text) if reports_duplicate(&response) => {
+                    self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                    let mut answered: Vec<&str> = response.errors.iter().map(|error| error.code.as_str()).collect();
+                    answered.dedup();
+                    let answer = format!("{} ({text})", answered.join(", "));
+                    self.verify(submission, &affinity, replaced, deprecated_previous.as_ref(), &answer).await
                 }
                 Verdict::Fatal(text) => {
                     self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
@@ -210,21 +251,34 @@ impl XdsPublisher {
 
     /// A duplicate uniqueId after a possibly lost answer: done if the registry holds our document
     /// for our patient (the earlier attempt committed), a failure otherwise.
+    ///
+    /// `deprecated_previous`: the study's previous version, deprecated in the registry before this
+    /// attempt; if the registered document replaces it (RPLC), an earlier attempt did, and that is
+    /// what this submission replaced.
     async fn verify(
         &self,
         submission: &SubmissionRow,
         affinity: &str,
         replaced: Option<String>,
+        deprecated_previous: Option<&Registered>,
         answer: &str,
     ) -> Outcome {
         match self.registered(&submission.document_unique_id).await {
-            Ok(Some(registered)) if registered.patient_id == affinity => Outcome::Done {
-                entry_uuid: Some(registered.entry_uuid),
-                replaced,
-                note: Some(format!(
-                    "the registry answered {answer}; ITI-18 shows the document registered for this patient"
-                )),
-            },
+            Ok(Some(registered)) if registered.patient_id == affinity => {
+                let mut replaced = replaced;
+                if let (None, Some(previous)) = (&replaced, deprecated_previous)
+                    && self.replaces(&registered.entry_uuid, &previous.entry_uuid).await
+                {
+                    replaced = previous.unique_id.clone();
+                }
+                Outcome::Done {
+                    entry_uuid: Some(registered.entry_uuid),
+                    replaced,
+                    note: Some(format!(
+                        "the registry answered {answer}; ITI-18 shows the document registered for this patient"
+                    )),
+                }
+            }
             Ok(Some(registered)) => Outcome::Fatal(format!(
                 "{answer}; the registry holds this uniqueId for another patient ({})",
                 registered.patient_id
@@ -319,6 +373,31 @@ impl XdsPublisher {
         }
     }
 
+    /// Whether the registry holds an RPLC from `source` to `target` (ITI-18 GetAssociations);
+    /// `false` when it can't be told.
+    async fn replaces(&self, source: &str, target: &str) -> bool {
+        let request = AdhocQueryRequest {
+            query_id: QUERY_GET_ASSOCIATIONS.to_owned(),
+            home: self.config.profile.home_community_id.clone(),
+            return_type: ReturnType::LeafClass,
+            return_composed_objects: true,
+            parameters: vec![hie_xds::ebrim::Slot {
+                name: PARAM_UUID.to_owned(),
+                slot_type: None,
+                values: vec![hie_xds::messages::quote_query_list(&[source])],
+            }],
+        };
+        let (answer, _) = self.client.query(&self.endpoints.registry_url, &request).await;
+        answer.is_ok_and(|response| {
+            response.objects.iter().any(|object| {
+                matches!(object, RegistryObject::Association(association)
+                    if association.association_type == ASSOCIATION_RPLC
+                        && association.source_object == source
+                        && association.target_object == target)
+            })
+        })
+    }
+
     /// ITI-18 GetDocuments by uniqueId.
     async fn registered(&self, unique_id: &str) -> Result<Option<Registered>, CallError> {
         let request = AdhocQueryRequest {
@@ -347,6 +426,7 @@ impl XdsPublisher {
                     entry_uuid: id,
                     status: status.unwrap_or_default(),
                     patient_id: patient_id.unwrap_or_default(),
+                    unique_id: Some(found),
                 })
             }
             _ => None,
@@ -424,6 +504,14 @@ enum Outcome {
     Superseded,
     Retry(String),
     Fatal(String),
+}
+
+/// Whether the answer refuses a uniqueId as already registered (an error, not a warning).
+fn reports_duplicate(response: &hie_xds::messages::RegistryResponse) -> bool {
+    response
+        .errors
+        .iter()
+        .any(|error| error.severity != Severity::Warning && error.code.retry_class() == RetryClass::VerifyByQuery)
 }
 
 fn codes(response: &hie_xds::messages::RegistryResponse) -> Option<String> {

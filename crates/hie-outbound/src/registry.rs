@@ -112,9 +112,11 @@ impl XdsClient {
                 return (Err(CallError::BadAnswer(format!("cannot write the request: {error}"))), Exchange::default());
             }
         };
-        // The root part only: the KOS itself is kept in the manifests table.
+        // The root part as sent (the document as an xop:Include): the KOS itself is kept in the
+        // manifests table.
+        let (root_body, _) = request.to_xop();
         let exchange_text =
-            String::from_utf8_lossy(&hie_xds::write_soap(&request.submission, &addressing)).into_owned();
+            String::from_utf8_lossy(&hie_xds::soap::write_envelope(&addressing, &root_body)).into_owned();
         self.call::<RegistryResponse>(
             url,
             outgoing.content_type.clone(),

@@ -53,7 +53,8 @@ pub async fn enqueue(tx: &mut Tx<'_>, submission: &NewSubmission<'_>, now: i64) 
         sqlx::query_scalar::<_, i64>(
             "INSERT INTO submissions (study_instance_uid, manifest_version, kind, document_unique_id, \
              document_entry_uuid, submission_set_unique_id, submission_set_uuid, state, attempts, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, $8, $8) RETURNING id",
+             created_at, updated_at, outbox_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, $8, $8, $9) RETURNING id",
         )
         .bind(submission.study_instance_uid)
         .bind(submission.manifest_version)
@@ -63,6 +64,7 @@ pub async fn enqueue(tx: &mut Tx<'_>, submission: &NewSubmission<'_>, now: i64) 
         .bind(submission.submission_set_unique_id)
         .bind(submission.submission_set_uuid)
         .bind(now)
+        .bind(submission.key)
         .fetch_one(conn)
         .await?
     });
@@ -99,6 +101,8 @@ pub struct SubmissionRow {
     pub response: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The outbox key it was queued under (`None` for rows older than the column).
+    pub outbox_key: Option<String>,
 }
 
 /// What one attempt came to, for [`Store::submission_attempted`].
@@ -130,7 +134,7 @@ const MAX_EXCHANGE_BYTES: usize = 256 * 1024;
 
 const COLUMNS: &str = "id, study_instance_uid, manifest_version, kind, document_unique_id, document_entry_uuid, \
      submission_set_unique_id, submission_set_uuid, state, attempts, last_error, error_codes, registry_entry_uuid, \
-     replaced_unique_id, note, request, response, created_at, updated_at";
+     replaced_unique_id, note, request, response, created_at, updated_at, outbox_key";
 
 impl Store {
     pub async fn submission(&self, id: i64) -> Result<Option<SubmissionRow>, StoreError> {
@@ -204,11 +208,13 @@ impl Store {
         Ok(row)
     }
 
-    /// Whether a later submission of the same study is queued (this one then need not be sent).
+    /// Whether a later submission of the same study is queued or done: this one then must not be
+    /// sent (an older version sent after a newer one would replace it).
     pub async fn submission_superseded(&self, submission: &SubmissionRow) -> Result<bool, StoreError> {
         let later = on_pool!(self, |pool| {
             sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM submissions WHERE study_instance_uid = $1 AND id > $2 AND state = 'queued'",
+                "SELECT COUNT(*) FROM submissions WHERE study_instance_uid = $1 AND id > $2 \
+                 AND state IN ('queued', 'done')",
             )
             .bind(&submission.study_instance_uid)
             .bind(submission.id)
@@ -216,6 +222,21 @@ impl Store {
             .await?
         });
         Ok(later > 0)
+    }
+
+    /// The outbox key of the study's latest queued submission, if one is queued: a new submission
+    /// of the study joins it so the study's submissions leave in order.
+    pub async fn study_queue_key(&self, study_instance_uid: &str) -> Result<Option<String>, StoreError> {
+        let key = on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, String>(
+                "SELECT outbox_key FROM submissions WHERE study_instance_uid = $1 AND state = 'queued' \
+                 AND outbox_key IS NOT NULL ORDER BY id DESC LIMIT 1",
+            )
+            .bind(study_instance_uid)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(key)
     }
 
     /// Records an attempt: counts it, keeps the (truncated) exchange and the error.
@@ -269,8 +290,10 @@ impl Store {
         tx.commit().await
     }
 
-    /// Puts a failed submission back in the queue, with its outbox item (due now, attempts reset),
-    /// for an operator's retry. `false` when no failed submission has this id.
+    /// Puts a failed submission back in the queue for an operator's retry, due now. Its outbox item
+    /// is put back when it is `failed` too (the attempts ran out: it held its key meanwhile);
+    /// otherwise (a refused submission released its key at once) a new item is queued at the end
+    /// of the key it was queued under. `false` when no failed submission has this id.
     pub async fn submission_requeue(&self, id: i64, now: i64) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let updated = on_tx!(&mut tx, |conn| {
@@ -281,22 +304,42 @@ impl Store {
                 .await?
                 .rows_affected()
         });
-        if updated == 1 {
-            on_tx!(&mut tx, |conn| {
-                sqlx::query(
-                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, lease_owner = NULL, \
-                     lease_token = NULL, lease_until = NULL, updated_at = $1 WHERE topic = $2 AND state = 'failed' \
-                     AND idempotency_key = (SELECT submission_set_unique_id FROM submissions WHERE id = $3)",
+        if updated != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let payload = format!("submission={id}");
+        let reset = on_tx!(&mut tx, |conn| {
+            sqlx::query(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, lease_owner = NULL, \
+                 lease_token = NULL, lease_until = NULL, updated_at = $1 WHERE topic = $2 AND state = 'failed' \
+                 AND (payload = $3 OR idempotency_key = (SELECT submission_set_unique_id FROM submissions WHERE id = $4))",
+            )
+            .bind(now)
+            .bind(PUBLISH_TOPIC)
+            .bind(&payload)
+            .bind(id)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        if reset == 0 {
+            let (study, key) = on_tx!(&mut tx, |conn| {
+                sqlx::query_as::<_, (String, Option<String>)>(
+                    "SELECT study_instance_uid, outbox_key FROM submissions WHERE id = $1",
                 )
-                .bind(now)
-                .bind(PUBLISH_TOPIC)
                 .bind(id)
-                .execute(conn)
-                .await?;
+                .fetch_one(conn)
+                .await?
             });
+            let key = key.unwrap_or_else(|| format!("study:{study}"));
+            // No idempotency key: the submission's own was taken by its first item, and only one
+            // transition from `failed` succeeds, so a retry is queued once.
+            let item = NewItem { topic: PUBLISH_TOPIC, key: &key, payload: &payload, idempotency_key: None };
+            outbox::enqueue(&mut tx, &item, now).await?;
         }
         tx.commit().await?;
-        Ok(updated == 1)
+        Ok(true)
     }
 }
 

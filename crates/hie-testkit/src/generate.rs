@@ -6,11 +6,16 @@
 //!
 //! UIDs are UUID-derived (PS3.5 B.2: `2.25.` and a random 128-bit number), so generated studies
 //! never collide, across runs or with the fixtures.
+//!
+//! [`generate_study_with`] also gives the clones another patient, accession number or procedure
+//! code, or adds them as new series to an existing study (a later arrival).
 
 use std::path::{Path, PathBuf};
 
+use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
 
 /// One generated instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +41,19 @@ impl GeneratedStudy {
     }
 }
 
+/// What generated instances say beside their new UIDs; `None` keeps the template's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StudyOverrides {
+    /// Put the new series in this study rather than a new one (a later arrival to it).
+    pub study_instance_uid: Option<String>,
+    pub patient_id: Option<String>,
+    pub patient_name: Option<String>,
+    pub accession_number: Option<String>,
+    /// The Procedure Code Sequence (0008,1032) as one item: code value, coding scheme designator,
+    /// code meaning.
+    pub procedure_code: Option<(String, String, String)>,
+}
+
 /// Writes `n_instances` copies of `template` into `out_dir` (created if missing) as one new
 /// study; panics on I/O errors (test setup).
 pub fn generate_study(
@@ -44,10 +62,39 @@ pub fn generate_study(
     instances_per_series: usize,
     out_dir: &Path,
 ) -> GeneratedStudy {
+    generate_study_with(template, n_instances, instances_per_series, out_dir, &StudyOverrides::default())
+}
+
+/// [`generate_study`] with `overrides` applied to every instance.
+pub fn generate_study_with(
+    template: &Path,
+    n_instances: usize,
+    instances_per_series: usize,
+    out_dir: &Path,
+    overrides: &StudyOverrides,
+) -> GeneratedStudy {
     std::fs::create_dir_all(out_dir).unwrap_or_else(|error| panic!("{}: {error}", out_dir.display()));
-    let original = dicom_object::open_file(template).unwrap_or_else(|error| panic!("{}: {error}", template.display()));
+    let mut original =
+        dicom_object::open_file(template).unwrap_or_else(|error| panic!("{}: {error}", template.display()));
     let sop_class_uid = original.meta().media_storage_sop_class_uid().trim_end_matches('\0').to_owned();
-    let study_instance_uid = new_uid();
+    for (tag, vr, value) in [
+        (tags::PATIENT_ID, VR::LO, &overrides.patient_id),
+        (tags::PATIENT_NAME, VR::PN, &overrides.patient_name),
+        (tags::ACCESSION_NUMBER, VR::SH, &overrides.accession_number),
+    ] {
+        if let Some(value) = value {
+            original.put(DataElement::new(tag, vr, PrimitiveValue::from(value.as_str())));
+        }
+    }
+    if let Some((code, scheme, meaning)) = &overrides.procedure_code {
+        let item = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from(code.as_str())),
+            DataElement::new(tags::CODING_SCHEME_DESIGNATOR, VR::SH, PrimitiveValue::from(scheme.as_str())),
+            DataElement::new(tags::CODE_MEANING, VR::LO, PrimitiveValue::from(meaning.as_str())),
+        ]);
+        original.put(DataElement::new(tags::PROCEDURE_CODE_SEQUENCE, VR::SQ, DataSetSequence::from(vec![item])));
+    }
+    let study_instance_uid = overrides.study_instance_uid.clone().unwrap_or_else(new_uid);
     let mut series_instance_uids = Vec::new();
     let mut instances = Vec::with_capacity(n_instances);
     let per_series = instances_per_series.max(1);
@@ -111,5 +158,30 @@ mod tests {
         }
         let unique: std::collections::BTreeSet<_> = study.instances.iter().map(|i| &i.sop_instance_uid).collect();
         assert_eq!(unique.len(), 5);
+    }
+
+    #[test]
+    fn overrides_give_another_patient_a_procedure_code_or_a_later_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = &IDS_DEPT024_A.images()[0];
+        let overrides = StudyOverrides {
+            study_instance_uid: Some(IDS_DEPT024_A.study_instance_uid.to_owned()),
+            patient_id: Some("GEN-7".to_owned()),
+            patient_name: Some("Gen^Seven".to_owned()),
+            accession_number: Some("ACC7".to_owned()),
+            procedure_code: Some(("IMG".to_owned(), "99SEH".to_owned(), "Imaging".to_owned())),
+        };
+        let study = generate_study_with(template, 2, 2, dir.path(), &overrides);
+        assert_eq!(study.study_instance_uid, IDS_DEPT024_A.study_instance_uid, "a later series of the study");
+        let object = dicom_object::open_file(&study.instances[1].path).unwrap();
+        let text = |tag| object.element(tag).unwrap().to_str().unwrap().trim_end_matches(['\0', ' ']).to_owned();
+        assert_eq!(text(tags::PATIENT_ID), "GEN-7");
+        assert_eq!(text(tags::PATIENT_NAME), "Gen^Seven");
+        assert_eq!(text(tags::ACCESSION_NUMBER), "ACC7");
+        let items = object.element(tags::PROCEDURE_CODE_SEQUENCE).unwrap().items().unwrap();
+        assert_eq!(items.len(), 1);
+        let code = items[0].element(tags::CODE_VALUE).unwrap().to_str().unwrap();
+        assert_eq!(code.trim(), "IMG");
+        assert_ne!(study.series_instance_uids[0], IDS_DEPT024_A.study_instance_uid);
     }
 }

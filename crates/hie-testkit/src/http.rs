@@ -1,4 +1,4 @@
-//! A tiny HTTP/1.1 client for the peers' REST APIs (Orthanc's `/system`, `/instances`): one
+//! A tiny HTTP/1.1 client for the peers' REST APIs (Orthanc's `/system`, `/instances`, deletions): one
 //! request per connection, `Connection: close`, chunked bodies decoded.
 
 use std::io::{self, Read, Write};

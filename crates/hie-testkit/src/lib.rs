@@ -6,7 +6,7 @@
 //!
 //! Modules:
 //! - [`orthanc`]: [`Orthanc`], a real Orthanc (Debian `orthanc` + `orthanc-dicomweb`) on free
-//!   ports in a temporary directory, with REST upload.
+//!   ports in a temporary directory, with REST upload and deletion.
 //! - [`dcmqrscp`]: [`Dcmqrscp`], dcmtk's Query/Retrieve SCP as a second, tiny PACS.
 //! - [`dcmtk`]: running dcmtk tools (`echoscu`, `storescu`, `findscu`, `getscu`, `movescu`,
 //!   `storescp`...) with `TCP_NODELAY=1`, output and exit code captured.
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 pub use dcmqrscp::{Dcmqrscp, DcmqrscpOptions};
 pub use dcmtk::{ToolOutput, dcmtk};
 pub use fixtures::FixtureStudy;
-pub use generate::{GeneratedStudy, generate_study};
+pub use generate::{GeneratedStudy, StudyOverrides, generate_study, generate_study_with};
 pub use orthanc::{Modality, Orthanc, OrthancOptions};
 
 /// The workspace root.

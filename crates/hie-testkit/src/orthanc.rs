@@ -221,6 +221,17 @@ impl Orthanc {
         }
     }
 
+    /// Deletes a study (every series and instance of it) by its Study Instance UID:
+    /// [`Orthanc::lookup`], then `DELETE /studies/{id}`.
+    pub fn delete_study(&self, study_instance_uid: &str) -> Result<(), String> {
+        let id =
+            self.lookup(study_instance_uid).ok_or_else(|| format!("study {study_instance_uid} is not in Orthanc"))?;
+        match self.delete(&format!("/studies/{id}")) {
+            200 => Ok(()),
+            status => Err(format!("DELETE /studies/{id}: HTTP {status}")),
+        }
+    }
+
     /// Orthanc's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("orthanc.log")).unwrap_or_default()

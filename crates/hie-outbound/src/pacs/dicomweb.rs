@@ -2,11 +2,14 @@
 //! (PS3.18 Annex F) and read with dicom-json.
 //!
 //! A study's evidence is one instance-level query of the study (`/studies/{uid}/instances`) with
-//! the patient and study attributes the manifest copies as `includefield`s; a listing for polls
-//! is a study-level query by Study Date with Number of Study Related Instances. Both page with
-//! `limit`/`offset`, so a PACS that caps its answers still gives every instance. Responses are
-//! read with a size cap and a timeout per read; nothing a PACS sends can grow memory without
-//! bound.
+//! the patient and study attributes the manifest copies as `includefield`s, then the metadata
+//! (WADO-RS, PS3.18 10.4) of the instance whose attributes the manifest copies: a QIDO-RS origin
+//! server returns only the included fields it supports (PS3.18 10.6.3.3.1), and Orthanc, for one,
+//! answers only its indexed tags, so sequences such as the Procedure Code Sequence (typeCode) and
+//! the issuers' qualifiers would otherwise be lost. A listing for polls is a study-level query by
+//! Study Date with Number of Study Related Instances. Queries page with `limit`/`offset`, so a
+//! PACS that caps its answers still gives every instance. Responses are read with a size cap and a
+//! timeout per read; nothing a PACS sends can grow memory without bound.
 //!
 //! Retrieval (`find_instances`, `retrieve`): QIDO-RS says which requested instances the PACS
 //! holds: whole series by their instance counts, other instances by an instance-level query (by
@@ -98,6 +101,48 @@ impl DicomWebPacs {
             }
         }
         Err(PacsError::BadAnswer(format!("more than {} results for {path_and_query}", MAX_PAGES * PAGE)))
+    }
+
+    /// The metadata of one instance (WADO-RS Retrieve Instance Metadata, PS3.18 10.4.1.1.2), its
+    /// bulk data left out; `None` when the origin server does not offer it (404, 406, 501).
+    async fn instance_metadata(
+        &self,
+        study: &str,
+        series: &str,
+        instance: &str,
+    ) -> Result<Option<InMemDicomObject>, PacsError> {
+        let url = format!(
+            "{}/studies/{study}/series/{series}/instances/{instance}/metadata",
+            self.settings.url.trim_end_matches('/')
+        );
+        let request = hyper::Request::get(&url)
+            .header(hyper::header::ACCEPT, "application/dicom+json")
+            .body(Empty::<Bytes>::new())
+            .map_err(|error| PacsError::BadAnswer(format!("cannot form a request for {url}: {error}")))?;
+        let response = tokio::time::timeout(self.settings.timeout, self.client.request(request))
+            .await
+            .map_err(|_| PacsError::Unreachable(format!("{url}: no response within {:?}", self.settings.timeout)))?
+            .map_err(|error| PacsError::Unreachable(format!("{url}: {error}")))?;
+        let status = response.status();
+        let body = read_body(response.into_body(), self.settings.timeout, &url).await?;
+        match status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND | StatusCode::NOT_ACCEPTABLE | StatusCode::NOT_IMPLEMENTED => {
+                tracing::warn!(%url, %status, "no instance metadata: the manifest copies what the query returned");
+                return Ok(None);
+            }
+            status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                return Err(PacsError::Unreachable(format!("{url}: HTTP {status}")));
+            }
+            status => return Err(PacsError::Refused(format!("{url}: HTTP {status}"))),
+        }
+        let mut objects: Vec<serde_json::Value> = serde_json::from_slice(&body)
+            .map_err(|error| PacsError::BadAnswer(format!("{url}: not a DICOM JSON array: {error}")))?;
+        let Some(mut object) = objects.drain(..).next() else { return Ok(None) };
+        drop_bulk_data(&mut object);
+        let object: dicom_json::DicomJson<InMemDicomObject> = serde_json::from_value(object)
+            .map_err(|error| PacsError::BadAnswer(format!("{url}: not a DICOM JSON data set: {error}")))?;
+        Ok(Some(object.into_inner()))
     }
 
     /// One QIDO request. 204 No Content is an empty answer (PS3.18 8.3.4 / 10.6.1.3.2).
@@ -610,17 +655,23 @@ impl Pacs for DicomWebPacs {
                 Err(PacsError::Refused(text)) if text.ends_with("HTTP 404 Not Found") => Vec::new(),
                 other => other?,
             };
-            let mut builder = StudyEvidenceBuilder::for_study(study_instance_uid);
-            for mut instance in instances {
-                clean_query_result(&mut instance);
-                if let Err(error) = builder.add_object(&instance) {
-                    tracing::warn!(study = study_instance_uid, %error, "skipped a QIDO result");
-                }
+            let mut instances = instances;
+            for instance in &mut instances {
+                clean_query_result(instance);
             }
-            if builder.n_instances() == 0 {
-                return Err(PacsError::UnknownStudy(study_instance_uid.to_owned()));
+            let listed = evidence_of(study_instance_uid, None, &instances, true)?;
+            // The builder copies the patient and study attributes of the instance that sorts first.
+            let (Some(series), Some(instance)) =
+                (listed.series.first(), listed.series.first().and_then(|series| series.instances.first()))
+            else {
+                return Ok(listed);
+            };
+            let header =
+                self.instance_metadata(study_instance_uid, &series.series_instance_uid, &instance.sop_instance_uid);
+            match header.await? {
+                Some(header) => evidence_of(study_instance_uid, Some(&header), &instances, false),
+                None => Ok(listed),
             }
-            builder.build().map_err(|error| PacsError::BadAnswer(error.to_string()))
         })
     }
 
@@ -670,6 +721,48 @@ impl Pacs for DicomWebPacs {
                 })
                 .collect())
         })
+    }
+}
+
+/// The evidence of the query results, with `header` (an instance's full metadata) added first so
+/// its patient and study attributes are the ones kept. `warn`: log the results that are skipped
+/// (once per study build, not on the second pass).
+fn evidence_of(
+    study_instance_uid: &str,
+    header: Option<&InMemDicomObject>,
+    instances: &[InMemDicomObject],
+    warn: bool,
+) -> Result<StudyEvidence, PacsError> {
+    let mut builder = StudyEvidenceBuilder::for_study(study_instance_uid);
+    if let Some(header) = header
+        && let Err(error) = builder.add_object(header)
+    {
+        tracing::warn!(study = study_instance_uid, %error, "instance metadata unusable; the query's attributes are kept");
+    }
+    for instance in instances {
+        if let Err(error) = builder.add_object(instance)
+            && warn
+        {
+            tracing::warn!(study = study_instance_uid, %error, "skipped a QIDO result");
+        }
+    }
+    if builder.n_instances() == 0 {
+        return Err(PacsError::UnknownStudy(study_instance_uid.to_owned()));
+    }
+    builder.build().map_err(|error| PacsError::BadAnswer(error.to_string()))
+}
+
+/// Removes the attributes given by BulkDataURI (pixel data and other large values, PS3.18 F.2.6)
+/// from a DICOM JSON data set, nested items included: the manifest copies none of them.
+fn drop_bulk_data(value: &mut serde_json::Value) {
+    let Some(attributes) = value.as_object_mut() else { return };
+    attributes.retain(|_, attribute| attribute.get("BulkDataURI").is_none());
+    for attribute in attributes.values_mut() {
+        if let Some(items) = attribute.get_mut("Value").and_then(serde_json::Value::as_array_mut) {
+            for item in items.iter_mut().filter(|item| item.is_object()) {
+                drop_bulk_data(item);
+            }
+        }
     }
 }
 
