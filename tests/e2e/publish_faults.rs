@@ -20,7 +20,7 @@
 use std::path::Path;
 
 use hie_e2e::proxy::{Fault, FaultProxy, HttpExchange, HttpsProxyKeys};
-use hie_e2e::{BrokerOptions, BrokerProc, Engine};
+use hie_e2e::{BrokerOptions, BrokerProc, Engine, wait_until};
 use hie_testkit::{Orthanc, StudyOverrides};
 use serde_json::Value;
 
@@ -234,7 +234,9 @@ fn an_answer_lost_after_the_registry_committed_registers_once() {
 #[test]
 fn an_unknown_patient_waits_for_the_identity_feed() {
     let orthanc = Orthanc::start();
-    let pair = Pair::start(&orthanc, &[]);
+    // A parked submission asks again after the longest backoff unless an item of its own key moves;
+    // this one is keyed by its study (queued before the ADT), so the feed does not wake it.
+    let pair = Pair::start(&orthanc, &[("HIE_EDGE__STORE__OUTBOX_BACKOFF_MAX_SECS", "4")]);
     let dir = tempfile::tempdir().expect("temp dir");
     let patient = Patient::new("UNKNOWN");
     pair.feed.set(Fault::Down);
@@ -254,6 +256,26 @@ fn an_unknown_patient_waits_for_the_identity_feed() {
     });
     assert_eq!(text(&row, "state"), "queued", "it waits for the feed: {:#}", without_exchange(&row));
     assert!(text(&row, "last_error").contains("XDSUnknownPatientId"), "{:#}", without_exchange(&row));
+    // Parked, not retried to exhaustion: its outbox item waits without using up attempts.
+    let parked = wait_until(
+        SETTLE,
+        || format!("the submission's outbox item parked: {}", pair.source.get("/api/outbox?state=pending").1),
+        || {
+            let items = pair.source.get_json("/api/outbox?state=pending");
+            let items = items.as_array()?.clone();
+            items.into_iter().find(|item| item["topic"] == "xds.publish" && item["parked"] == true)
+        },
+    );
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let items = pair.source.get_json("/api/outbox?state=pending");
+    let same = items.as_array().and_then(|items| items.iter().find(|item| item["id"] == parked["id"]).cloned());
+    let same = same.expect("the parked item is still pending while the feed is down");
+    // Two park delays or more have passed: a retried item would count an attempt for each; a
+    // parked one counts only the attempt in flight, if any.
+    for item in [&parked, &same] {
+        assert!(item["attempts"].as_i64().is_some_and(|n| n <= 1), "parking uses up no attempt: {item:#}");
+    }
+    assert!(same["last_error"].as_str().unwrap_or_default().contains("XDSUnknownPatientId"), "{same:#}");
 
     pair.feed.set(Fault::Pass);
     let row = one_submission(&pair.source, &uid, "published after the feed", state_is("done"));

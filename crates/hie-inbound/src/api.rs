@@ -229,6 +229,8 @@ struct OutboxDto {
     state: String,
     attempts: i64,
     next_attempt_at: String,
+    /// Waiting for another item of its key (a submission waiting for its patient's feed).
+    parked: bool,
     last_error: Option<String>,
 }
 
@@ -241,6 +243,7 @@ impl From<hie_store::outbox::OutboxRow> for OutboxDto {
             state: row.state,
             attempts: row.attempts,
             next_attempt_at: hie_core::clock::rfc3339_micros(row.next_attempt_at),
+            parked: row.parked,
             last_error: row.last_error,
         }
     }

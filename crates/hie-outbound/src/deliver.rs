@@ -16,6 +16,11 @@ pub enum DeliveryError {
     /// visible and blocks its key until an operator retries it.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The peer will take it once something else has gone first (a submission whose patient the
+    /// registry does not know yet waits for the identity feed): parked, no attempt counted, due
+    /// again when an item of its key is delivered (`hie_store::outbox::Report::Park`).
+    #[error("waiting: {0}")]
+    Park(String),
 }
 
 /// The future a [`Deliver`] returns.

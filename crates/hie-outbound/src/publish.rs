@@ -114,11 +114,14 @@ impl XdsPublisher {
             Outcome::Fatal(_) => self.store.submission_finished(id, Ended::Failed, now).await,
             Outcome::Retry(_) if attempts_left => Ok(()),
             Outcome::Retry(_) => self.store.submission_finished(id, Ended::Failed, now).await,
+            // Parked, not failed: it waits as long as the patient is unknown, visibly.
+            Outcome::AwaitIdentity(_) => Ok(()),
         };
         stored.map_err(|error| DeliveryError::Retryable(format!("store: {error}")))?;
         match outcome {
             Outcome::Done { .. } | Outcome::Superseded => Ok(()),
             Outcome::Retry(error) => Err(DeliveryError::Retryable(error)),
+            Outcome::AwaitIdentity(error) => Err(DeliveryError::Park(error)),
             Outcome::Fatal(error) => {
                 // The item is done, so the key goes on: the submission is failed, visible and
                 // retried by hand, and nothing else waits for it.
@@ -228,9 +231,13 @@ impl XdsPublisher {
                     self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
                     self.verify(submission, &affinity, replaced, deprecated_previous.as_ref(), &text).await
                 }
-                Verdict::Retry(text) | Verdict::AwaitIdentity(text) => {
+                Verdict::Retry(text) => {
                     self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
                     Outcome::Retry(text)
+                }
+                Verdict::AwaitIdentity(text) => {
+                    self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                    Outcome::AwaitIdentity(text)
                 }
                 // A resent submission is refused for its uniqueIds and for its entryUUIDs too
                 // (they are the ones drawn at enqueue): the duplicate decides, by ITI-18.
@@ -366,7 +373,8 @@ impl XdsPublisher {
                         replaced: None,
                         note: Some(format!("deprecated {}", previous.document_unique_id)),
                     },
-                    Verdict::Retry(text) | Verdict::AwaitIdentity(text) => Outcome::Retry(text),
+                    Verdict::Retry(text) => Outcome::Retry(text),
+                    Verdict::AwaitIdentity(text) => Outcome::AwaitIdentity(text),
                     Verdict::Verify(text) | Verdict::Fatal(text) => Outcome::Fatal(text),
                 }
             }
@@ -500,9 +508,15 @@ impl Deliver for XdsPublisher {
 /// How one delivery ends for the submission.
 #[derive(Debug)]
 enum Outcome {
-    Done { entry_uuid: Option<String>, replaced: Option<String>, note: Option<String> },
+    Done {
+        entry_uuid: Option<String>,
+        replaced: Option<String>,
+        note: Option<String>,
+    },
     Superseded,
     Retry(String),
+    /// The registry does not know the patient yet (XDSUnknownPatientId): wait for the feed.
+    AwaitIdentity(String),
     Fatal(String),
 }
 

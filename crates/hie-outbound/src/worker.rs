@@ -188,6 +188,7 @@ impl OutboxWorker {
                     Ok(()) => Report::Delivered,
                     Err(DeliveryError::Retryable(error)) => Report::RetryLater { error },
                     Err(DeliveryError::Permanent(error)) => Report::Failed { error },
+                    Err(DeliveryError::Park(error)) => Report::Park { error },
                 };
                 (item, report)
             })
@@ -199,6 +200,7 @@ impl OutboxWorker {
                 Err(DeliveryError::Retryable(_)) if item.attempts >= self.policy.max_attempts => "failed",
                 Err(DeliveryError::Retryable(_)) => "retry",
                 Err(DeliveryError::Permanent(_)) => "failed",
+                Err(DeliveryError::Park(_)) => "parked",
             };
             // Error texts come from peers and may quote the payload: debug level only.
             if let Err(error) = outcome {

@@ -7,10 +7,15 @@
 //! [`Store::outbox_retry_later`] (`pending` again after an exponential backoff with jitter, or
 //! `failed` once the attempts are used up) or [`Store::outbox_fail`] (`failed`, permanent). A
 //! `failed` item stays visible and blocks its key until [`Store::outbox_retry_failed`] puts it back.
+//! [`Report::Park`] puts an item aside until another item of its key is delivered (a submission
+//! waiting for its patient's identity feed): `pending`, its attempt given back, due after the
+//! longest backoff or as soon as an item of its key is delivered, and meanwhile it holds back only
+//! the items of its own topic.
 //!
 //! Guarantees:
 //! - Per-key order: only the head of a key (its earliest item not `done`) can be claimed, so items
-//!   of one key are delivered one at a time, in id order. Other keys are not held up.
+//!   of one key are delivered one at a time, in id order. Other keys are not held up. A parked
+//!   head is the head of its own topic only: later items of other topics of its key pass it.
 //! - Leases: a crashed worker's item is claimed again once its lease runs out. Every report is
 //!   fenced by the claim's lease token, so a worker that lost its lease cannot overwrite the
 //!   outcome of the one that took the item over (it gets `false`).
@@ -74,6 +79,8 @@ pub struct OutboxRow {
     pub state: String,
     pub attempts: i64,
     pub next_attempt_at: i64,
+    /// Put aside until an item of its key is delivered ([`Report::Park`]).
+    pub parked: bool,
     pub lease_owner: Option<String>,
     pub lease_until: Option<i64>,
     pub last_error: Option<String>,
@@ -117,9 +124,21 @@ impl OutboxPolicy {
 
     /// [`Self::nominal_backoff`] spread by a random factor in `1 ± BACKOFF_JITTER`.
     pub fn backoff(&self, attempts: u32) -> Duration {
-        let factor = rand::rng().random_range((1.0 - BACKOFF_JITTER)..=(1.0 + BACKOFF_JITTER));
-        self.nominal_backoff(attempts).mul_f64(factor)
+        jitter(self.nominal_backoff(attempts))
     }
+
+    /// How long a parked item waits if no item of its key is delivered meanwhile: the longest
+    /// backoff, jittered. What it waits for is someone else's work (a feed, an operator), which
+    /// retrying sooner does not hasten.
+    pub fn park_delay(&self) -> Duration {
+        jitter(self.backoff_max)
+    }
+}
+
+/// `nominal` spread by a random factor in `1 ± BACKOFF_JITTER`.
+fn jitter(nominal: Duration) -> Duration {
+    let factor = rand::rng().random_range((1.0 - BACKOFF_JITTER)..=(1.0 + BACKOFF_JITTER));
+    nominal.mul_f64(factor)
 }
 
 impl fmt::Debug for NewItem<'_> {
@@ -152,6 +171,7 @@ impl fmt::Debug for OutboxRow {
             .field("state", &self.state)
             .field("attempts", &self.attempts)
             .field("next_attempt_at", &self.next_attempt_at)
+            .field("parked", &self.parked)
             .field("lease_owner", &self.lease_owner)
             .field("lease_until", &self.lease_until)
             .finish_non_exhaustive()
@@ -287,6 +307,7 @@ impl Store {
             .collect();
         let mut tx = self.begin().await?;
         let done_ids = mark_delivered(&mut tx, &delivered, now).await?;
+        wake_parked(&mut tx, &done_ids, now).await?;
         let mut recorded = Vec::with_capacity(reports.len());
         for (item, report) in reports {
             if matches!(report, Report::Delivered) {
@@ -338,7 +359,7 @@ impl Store {
         let rows = on_pool!(self, |pool| {
             sqlx::query_as::<_, OutboxRow>(
                 "SELECT id, topic, key, payload, idempotency_key, state, attempts, \
-                 next_attempt_at, lease_owner, lease_until, last_error, created_at, updated_at \
+                 next_attempt_at, parked <> 0 AS parked, lease_owner, lease_until, last_error, created_at, updated_at \
                  FROM outbox WHERE ($1 IS NULL OR state = $1) ORDER BY id LIMIT $2",
             )
             .bind(state)
@@ -408,10 +429,54 @@ pub enum Report<'a> {
     RetryLater {
         error: &'a str,
     },
+    /// Waits for another item of its key (see the module doc): no attempt counted, due after the
+    /// policy's longest backoff or when an item of its key is delivered.
+    Park {
+        error: &'a str,
+    },
     /// Permanent: the item stays visible as `failed` and blocks its key until retried by hand.
     Failed {
         error: &'a str,
     },
+}
+
+/// Makes the parked items of the keys of `delivered` (ids just marked `done`) due now: what they
+/// wait for may have been that delivery.
+async fn wake_parked(tx: &mut Tx<'_>, delivered: &[i64], now: i64) -> Result<(), StoreError> {
+    if delivered.is_empty() {
+        return Ok(());
+    }
+    // `parked = 1 AND state = 'pending'` is `outbox_parked`'s condition, word for word, so SQLite
+    // may use that (nearly always empty) index.
+    match tx {
+        Tx::Sqlite(transaction) => {
+            let mut ids = crate::json::JsonArray::new();
+            for id in delivered {
+                ids.int(*id);
+            }
+            sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $1 WHERE parked = 1 AND state = 'pending' \
+                 AND next_attempt_at > $1 \
+                 AND key IN (SELECT key FROM outbox WHERE id IN (SELECT value FROM json_each($2)))",
+            )
+            .bind(now)
+            .bind(ids.finish())
+            .execute(&mut **transaction)
+            .await?;
+        }
+        Tx::Postgres(transaction) => {
+            sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $1 WHERE parked = 1 AND state = 'pending' \
+                 AND next_attempt_at > $1 \
+                 AND key IN (SELECT key FROM outbox WHERE id = ANY($2::bigint[]))",
+            )
+            .bind(now)
+            .bind(delivered)
+            .execute(&mut **transaction)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Marks delivered items `done`, each fenced by its lease token (as `report_statement`);
@@ -464,10 +529,15 @@ fn report_statement<'a>(
     const DELIVERED: &str = "UPDATE outbox SET state = 'done', lease_owner = NULL, lease_token = NULL, \
          lease_until = NULL, updated_at = $1 WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
     const RETRY_LATER: &str = "UPDATE outbox SET lease_owner = NULL, lease_token = NULL, lease_until = NULL, \
-         updated_at = $1, last_error = $4, next_attempt_at = $5 \
+         updated_at = $1, last_error = $4, next_attempt_at = $5, parked = 0 \
+         WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
+    // The attempt the claim counted is given back: waiting is not failing.
+    const PARK: &str = "UPDATE outbox SET lease_owner = NULL, lease_token = NULL, lease_until = NULL, \
+         updated_at = $1, last_error = $4, next_attempt_at = $5, parked = 1, \
+         attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
          WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
     const FAILED: &str = "UPDATE outbox SET state = 'failed', lease_owner = NULL, lease_token = NULL, \
-         lease_until = NULL, updated_at = $1, last_error = $4, next_attempt_at = $5 \
+         lease_until = NULL, updated_at = $1, last_error = $4, next_attempt_at = $5, parked = 0 \
          WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
     match report {
         Report::Delivered => (DELIVERED, None, now),
@@ -475,6 +545,7 @@ fn report_statement<'a>(
         Report::RetryLater { error } => {
             (RETRY_LATER, Some(error), now.saturating_add(micros(policy.backoff(item.attempts))))
         }
+        Report::Park { error } => (PARK, Some(error), now.saturating_add(micros(policy.park_delay()))),
         Report::Failed { error } => (FAILED, Some(error), now),
     }
 }
@@ -494,6 +565,11 @@ fn report_statement<'a>(
 ///   row's own conditions (EvalPlanQual): the fresh lease fails `lease_until <= now`, so it drops
 ///   out. Hence the lease condition sits on the locked row, not in a sub-query.
 /// - Items of one key become visible in id order because `enqueue` serializes same-key inserts.
+/// - A parked item, and the items of its topic behind it, hold back only their own topic: the
+///   inner `NOT EXISTS` (the `outbox_parked` index, nearly always empty) finds the parked item at
+///   or before the earlier item. `parked` changes only on a pending item's report, and a stale
+///   view of it can only let an item of another topic pass a submission waiting for its patient,
+///   which is what parking allows anyway.
 /// - A lost lease is fenced: reports match `lease_token`, which a takeover replaces.
 ///
 /// On SQLite the statement runs in a `BEGIN IMMEDIATE` transaction on the single writer, which
@@ -523,7 +599,11 @@ fn claim_sql(engine: Engine, n_topics: usize) -> String {
                AND o.topic IN ({topics}) \
                AND NOT EXISTS ( \
                    SELECT 1 FROM outbox e \
-                   WHERE e.key = o.key AND e.id < o.id AND e.state <> 'done') \
+                   WHERE e.key = o.key AND e.id < o.id AND e.state <> 'done' \
+                     AND (e.topic = o.topic OR NOT EXISTS ( \
+                         SELECT 1 FROM outbox p \
+                         WHERE p.parked = 1 AND p.state = 'pending' \
+                           AND p.key = e.key AND p.topic = e.topic AND p.id <= e.id))) \
              ORDER BY o.id \
              LIMIT $2 \
              {lock}) \

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hie_store::outbox::{self, Claimed, NewItem, OutboxCounts, OutboxPolicy};
+use hie_store::outbox::{self, Claimed, NewItem, OutboxCounts, OutboxPolicy, Report};
 use hie_store::{Engine, Store, now_micros};
 
 const TOPIC: &str = "test.feed";
@@ -124,6 +124,78 @@ async fn a_retry_in_backoff_holds_its_key_only() {
         let retried = claim(&store, "w1", later).await;
         assert_eq!(payloads(&retried), ["A1"], "{engine:?}");
         assert_eq!(retried[0].attempts, 2, "{engine:?}");
+    }
+}
+
+async fn enqueue_on(store: &Store, topic: &str, key: &str, payload: &str, now: i64) -> i64 {
+    let mut tx = store.begin().await.unwrap();
+    let item = NewItem { topic, key, payload, idempotency_key: None };
+    let id = outbox::enqueue(&mut tx, &item, now).await.unwrap().expect("new item");
+    tx.commit().await.unwrap();
+    id
+}
+
+async fn park(store: &Store, item: &Claimed, now: i64, policy: &OutboxPolicy) -> bool {
+    let reports = [(item, Report::Park { error: "XDSUnknownPatientId" })];
+    store.outbox_report_all(&reports, now, policy).await.unwrap()[0]
+}
+
+#[tokio::test]
+async fn a_parked_head_holds_back_its_topic_only_and_wakes_when_its_key_moves() {
+    const SUBMISSION: &str = "test.submission";
+    for (engine, store) in support::each_engine().await {
+        let now = now_micros();
+        let policy = OutboxPolicy::default();
+        enqueue_on(&store, SUBMISSION, "patient:A", "S1", now).await;
+        enqueue_on(&store, SUBMISSION, "patient:A", "S2", now).await;
+        let topics = [TOPIC, SUBMISSION];
+        let claim_both = |at: i64| store.outbox_claim(&topics, "w1", 100, LEASE, at);
+
+        let first = claim_both(now).await.unwrap();
+        assert_eq!(payloads(&first), ["S1"], "{engine:?}");
+        assert!(park(&store, &first[0], now, &policy).await, "{engine:?}");
+        let row = store.outbox_list(None, 10).await.unwrap().remove(0);
+        assert!(row.parked, "{engine:?}");
+        assert_eq!(row.attempts, 0, "waiting is not failing: the attempt is given back ({engine:?})");
+        assert_eq!(row.last_error.as_deref(), Some("XDSUnknownPatientId"), "{engine:?}");
+        assert_eq!(row.state, "pending", "{engine:?}");
+        let due_in = row.next_attempt_at - now;
+        let longest = i64::try_from(policy.backoff_max.as_micros()).unwrap();
+        assert!(due_in >= longest * 4 / 5 && due_in <= longest * 6 / 5, "parked for {due_in} µs ({engine:?})");
+
+        // The feed queued after it passes it; the submission behind it does not.
+        enqueue_on(&store, TOPIC, "patient:A", "F1", now).await;
+        let passing = claim_both(now + SECOND).await.unwrap();
+        assert_eq!(payloads(&passing), ["F1"], "{engine:?}");
+
+        // Delivering the feed makes the parked head due at once, before its own delay.
+        let delivered_at = now + 2 * SECOND;
+        assert!(store.outbox_complete(&passing[0], delivered_at).await.unwrap(), "{engine:?}");
+        let woken = claim_both(delivered_at).await.unwrap();
+        assert_eq!(payloads(&woken), ["S1"], "{engine:?}");
+        assert_eq!(woken[0].attempts, 1, "{engine:?}");
+
+        // Parked again, then a plain retry: no longer parked, so it holds its whole key again.
+        assert!(park(&store, &woken[0], delivered_at, &policy).await, "{engine:?}");
+        let later = delivered_at + 2 * longest;
+        let again = claim_both(later).await.unwrap();
+        assert_eq!(payloads(&again), ["S1"], "{engine:?}");
+        assert!(store.outbox_retry_later(&again[0], "registry busy", later, &policy).await.unwrap(), "{engine:?}");
+        enqueue_on(&store, TOPIC, "patient:A", "F2", later).await;
+        assert!(claim_both(later).await.unwrap().is_empty(), "{engine:?}");
+        let row = store.outbox_list(None, 10).await.unwrap().remove(0);
+        assert!(!row.parked, "{engine:?}");
+        assert_eq!(row.attempts, 1, "{engine:?}");
+
+        // Other keys' deliveries wake nothing.
+        let retried = claim_both(later + 10 * SECOND).await.unwrap();
+        assert_eq!(payloads(&retried), ["S1"], "{engine:?}");
+        assert!(park(&store, &retried[0], later + 10 * SECOND, &policy).await, "{engine:?}");
+        enqueue_on(&store, TOPIC, "patient:B", "B1", later + 10 * SECOND).await;
+        let other = claim_both(later + 11 * SECOND).await.unwrap();
+        assert_eq!(payloads(&other), ["F2", "B1"], "{engine:?}");
+        assert!(store.outbox_complete(&other[1], later + 11 * SECOND).await.unwrap(), "{engine:?}");
+        assert!(claim_both(later + 12 * SECOND).await.unwrap().is_empty(), "{engine:?}");
     }
 }
 

@@ -112,7 +112,13 @@ pub const KEYS: &[Key] = &[
         D::Integer(1000),
         "First retry delay of a failed delivery; doubles per attempt.",
     ),
-    key("store", "outbox_backoff_max_secs", K::Integer, D::Integer(60), "Cap of the retry delay."),
+    key(
+        "store",
+        "outbox_backoff_max_secs",
+        K::Integer,
+        D::Integer(60),
+        "Cap of the retry delay; also how long a parked item (a submission whose patient the registry does not know yet) waits before it is tried again, unless an item of its key is delivered first.",
+    ),
     key(
         "store",
         "outbox_max_attempts",
