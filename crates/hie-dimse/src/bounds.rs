@@ -107,13 +107,40 @@ pub fn check_part10(bytes: &[u8], extent: Extent) -> Result<(), LengthError> {
     } else {
         return Ok(());
     };
+    // Where the data set starts is where dicom-object's `FileMetaTable::read_from` stops: after
+    // (0002,0000) with a 4-byte value, it reads elements of any group until their bytes reach the
+    // group length (the last may end beyond it). Stopping at the first element outside group 2
+    // instead let a corrupted meta tag hide the data set dicom-object then read, and a length
+    // there it allocated (1.5 GB from two flipped bytes).
     let meta = Reader { bytes, encoding: Encoding::ExplicitVrLittleEndian };
-    let mut position = start;
+    let first = meta.header(start, bytes.len())?;
+    if first.tag != tags::FILE_META_INFORMATION_GROUP_LENGTH || first.length != 4 {
+        // dicom-object refuses such a file before it reads a value; a length it could not hold
+        // is named all the same.
+        let available = bytes.len() - (start + first.len);
+        if first.length as usize > available {
+            return Err(LengthError::BeyondContainer {
+                tag: first.tag,
+                offset: start,
+                declared: first.length,
+                available,
+            });
+        }
+        return Ok(());
+    }
+    let Some(group_length) = meta.u32_at(start + first.len) else {
+        return Err(LengthError::HeaderCutShort { offset: start, available: bytes.len() - start });
+    };
+    let mut position = start + first.len + 4;
+    let mut read: u32 = 0;
     let mut transfer_syntax: &[u8] = &[];
-    while meta.u16_at(position) == Some(FILE_META_GROUP) {
+    while read < group_length {
         let header = meta.header(position, bytes.len())?;
+        if header.length == UNDEFINED_LENGTH {
+            // Refused by dicom-object too, before any value is read.
+            return Ok(());
+        }
         position += header.len;
-        // No sequences here: an undefined length is a length like any other, and too long.
         let available = bytes.len() - position;
         if header.length as usize > available {
             return Err(LengthError::BeyondContainer {
@@ -128,6 +155,7 @@ pub fn check_part10(bytes: &[u8], extent: Extent) -> Result<(), LengthError> {
             transfer_syntax = value;
         }
         position += header.length as usize;
+        read = read.saturating_add(u32::try_from(header.len).unwrap_or(u32::MAX)).saturating_add(header.length);
     }
     match Encoding::of_transfer_syntax(&String::from_utf8_lossy(transfer_syntax)) {
         Some(encoding) => walk(bytes, position, encoding, extent),
@@ -329,7 +357,6 @@ pub fn has_short_length(vr: VR) -> bool {
 /// PS3.10 7.1: 128 bytes of preamble, then `DICM`, then group 0002.
 const PREAMBLE_LEN: usize = 128;
 const MAGIC: &[u8; 4] = b"DICM";
-const FILE_META_GROUP: u16 = 0x0002;
 /// Explicit VR Big Endian (PS3.5 A.3, retired).
 const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 /// PS3.5 7.1.1: undefined length.
@@ -457,6 +484,34 @@ mod tests {
         assert!(error.to_string().contains("nested deeper"), "{error}");
         // 16 levels (8 sequences with their items) is fine.
         assert_eq!(check_data_set(&deep[..16 * 8], Encoding::ImplicitVrLittleEndian, Extent::Whole), Ok(()));
+    }
+
+    #[test]
+    fn the_meta_group_ends_where_its_group_length_says_whatever_its_tags() {
+        const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+        // A data set element after the meta group declaring far more than there is.
+        let mut lying = patient_id();
+        lying.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'L', b'O', 0xFF, 0x7F]);
+        let mut file = part10(EXPLICIT_LE, &lying, true);
+        for extent in [Extent::Whole, Extent::BeforePixelData] {
+            assert!(matches!(check_part10(&file, extent), Err(LengthError::BeyondContainer { .. })), "{extent:?}");
+        }
+        // The meta group's second element corrupted into another group (past Pixel Data's): the
+        // reader still takes the group length's worth as meta, finds the transfer syntax, and reads
+        // the data set after it, so the lying length must still be found before Pixel Data.
+        let meta_start = PREAMBLE_LEN + MAGIC.len() + 12;
+        file[meta_start + 1] = 0x80;
+        for extent in [Extent::Whole, Extent::BeforePixelData] {
+            assert!(matches!(check_part10(&file, extent), Err(LengthError::BeyondContainer { .. })), "{extent:?}");
+        }
+        // A meta element running past the end.
+        let cut = &file[..meta_start + 10];
+        assert!(check_part10(cut, Extent::Whole).is_err());
+        // No group length first: dicom-object refuses the file itself, without reading values.
+        let mut no_length = Vec::from(*MAGIC);
+        no_length.extend(element(tags::TRANSFER_SYNTAX_UID, VR::UI, b"1.2.840.10008.1.2.1\0"));
+        no_length.extend_from_slice(&lying);
+        assert_eq!(check_part10(&no_length, Extent::Whole), Ok(()));
     }
 
     #[test]
