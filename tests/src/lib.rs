@@ -14,7 +14,7 @@
 pub mod proxy;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -418,10 +418,10 @@ pub fn wait_until<T>(timeout: Duration, what: impl Fn() -> String, mut probe: im
     }
 }
 
-/// A loopback address with a port that was free a moment ago (bind to :0, read, release).
+/// A loopback address with a port that was free a moment ago, from outside the ephemeral range
+/// (`hie_testkit::free_port`).
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr")
+    SocketAddr::from(([127, 0, 0, 1], hie_testkit::free_port()))
 }
 
 /// `HIE_TEST_PG_ADMIN_URL`, default `postgres://hie:hie@127.0.0.1:5432/postgres`.

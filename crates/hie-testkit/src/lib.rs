@@ -25,6 +25,7 @@ pub mod part10;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use dcmqrscp::{Dcmqrscp, DcmqrscpOptions};
 pub use dcmtk::{ToolOutput, dcmtk};
@@ -37,9 +38,28 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A TCP port that was free on every address a moment ago (bind `0.0.0.0:0`, read, release).
-/// Peers that cannot bind port 0 themselves get one of these; their launchers retry on a clash.
+/// A TCP port that was free on loopback a moment ago, for peers (and brokers) that cannot bind
+/// port 0 themselves; their launchers retry on a clash.
+///
+/// Ports come from below the kernel's ephemeral range (Linux: 32768-60999), never from it: a port
+/// from `bind(:0)`, once released, may be taken by any outgoing connection's local end before the
+/// peer binds it (a broker under a busy test run failed with "Address already in use" that way).
+/// Within `PICK_RANGE` each process starts at its own offset and never hands a port out twice.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("0.0.0.0:0").unwrap_or_else(|error| panic!("cannot bind a free port: {error}"));
-    listener.local_addr().map(|addr| addr.port()).unwrap_or_else(|error| panic!("no local address: {error}"))
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(PICK_RANGE.end - PICK_RANGE.start);
+    // Knuth's multiplicative hash spreads neighbouring PIDs across the range.
+    let offset = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = PICK_RANGE.start + u16::try_from((offset + step) % span).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PICK_RANGE:?}")
 }
+
+/// Where [`free_port`] picks: below the ephemeral range, above the well-known and registered
+/// services this machine runs (PostgreSQL 5432, Orthanc's defaults 4242 and 8042).
+const PICK_RANGE: std::ops::Range<u16> = 20_000..32_000;
