@@ -26,6 +26,8 @@ mod retrieve;
 mod publish_cli;
 mod publish_faults;
 mod publish_flow;
+// What a patient merge does to what was published, per the profile's [patient_merge] policy.
+mod publish_merge;
 /// Shared by the publishing tests (no tests of its own).
 mod publishing;
 

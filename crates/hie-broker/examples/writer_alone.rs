@@ -44,6 +44,7 @@ async fn main() {
         facility: "HIE_EDGE".to_owned(),
         answer_never_ack: false,
         max_batch: 256,
+        patient_merge: hie_core::profile::PatientMergePolicy::default(),
     });
     let (writer, _task) = AdtWriter::spawn(store.clone(), config, Arc::new(tokio::sync::Notify::new()));
     let run = format!("{:x}", hie_store::now_micros());

@@ -25,6 +25,9 @@ pub struct AdtConfig {
     pub answer_never_ack: bool,
     /// The most messages one group commit takes.
     pub max_batch: usize,
+    /// What a merge does to the prior patient's published studies (the profile's
+    /// `[patient_merge] published`).
+    pub patient_merge: hie_core::profile::PatientMergePolicy,
 }
 
 /// What happened to a message, in HL7 terms.

@@ -256,7 +256,7 @@ async fn decide(
         seen.insert(key, recorded);
         decisions.push(Decided { header: header.clone(), outcome, application_ack });
     }
-    let mut changes = work.set.into_changes();
+    let mut changes = work.set.into_changes(config.patient_merge);
     changes.acks = acks;
     Ok((decisions, changes, enqueued))
 }

@@ -10,6 +10,9 @@
 //!   make a cycle, merging into or out of a patient already merged elsewhere. A repeated merge
 //!   and an inverse duplicate (PID and MRG swapped after the merge was applied) are accepted and
 //!   change nothing.
+//!   Under the profile's `PatientMergePolicy::Republish` (a registry that does not apply merges),
+//!   the studies registered under the prior patient's affinity-domain ID are made due in the
+//!   merge's own commit, and each gets a new version published under the survivor.
 //! - A change of identifier (A47) retires MRG-1 and gives the patient PID-3.
 //! - Updates to a patient that was merged away are refused: its record is closed.
 //!
@@ -17,6 +20,7 @@
 //! writer loads a whole batch's patients in one read and writes every decision in one statement.
 //! [`apply_adt`] does the same for a single message inside a caller's transaction.
 
+use hie_core::profile::PatientMergePolicy;
 use hie_core::{AffinityDomain, PatientIdentifier};
 use hie_hl7::adt::{AdtKind, AdtMessage, ErrorCode, Hl7Error, Location, PatientGroup};
 use hie_store::batch::{self, ReadState};
@@ -54,16 +58,18 @@ pub enum ApplyError {
 
 /// Applies one ADT message inside `tx`: reads what it names, decides, and writes the outcome in
 /// one statement. The caller commits (or rolls back) and answers. A refusal writes nothing.
+/// `merge` is what a merge does to the prior patient's published studies.
 pub async fn apply_adt(
     tx: &mut Tx<'_>,
     domain: &AffinityDomain,
+    merge: PatientMergePolicy,
     message: &AdtMessage,
     now: i64,
 ) -> Result<Applied, ApplyError> {
     let mut work = Working::new(tx);
     work.load(&[], &prefetch(domain, [message])).await?;
     let applied = apply_in(&mut work, domain, message).await?;
-    let changes = work.set.into_changes();
+    let changes = work.set.into_changes(merge);
     batch::write_changes(tx, &changes, now).await?;
     Ok(applied)
 }
@@ -260,6 +266,17 @@ async fn apply_merge<S: ReadState>(
         }
     };
     work.set_merged_into(prior_id, survivor_id).await?;
+    // The IDs the registry knows the prior patient by: what its published studies went under
+    // (`hie_broker::publish::affinity_patient_id`), retired ones included.
+    let prior_affinity_key = affinity_key(domain);
+    let prior_affinity_ids: Vec<String> = work
+        .identifiers_of(prior_id)
+        .await?
+        .iter()
+        .filter(|row| row.authority_key == prior_affinity_key)
+        .map(|row| crate::publish::metadata::affinity_cx(&row.id_value, domain.patient_id_authority().as_str()))
+        .collect();
+    work.set.merged_away(prior_affinity_ids);
     let prior_name = describe(work, prior_id).await?;
     let survivor_name = describe(work, survivor_id).await?;
     work.set.add_history(prior_id, event, control_id, &format!("merged into {survivor_name}"));

@@ -139,6 +139,36 @@ pub async fn ordering_key(
     Ok(if linked { format!("patient:{}", record.patient.id) } else { study_key() })
 }
 
+/// The affinity-domain patient ID (CX) the KOS's patient is published under, from the identity
+/// store: a merged patient's survivor's. `None` when the patient is unknown or not linked (yet).
+pub async fn affinity_patient_id(
+    store: &Store,
+    domain: &AffinityDomain,
+    facts: &metadata::KosFacts,
+) -> Result<Option<String>, StoreError> {
+    let key = domain.key(&images_authority(facts, domain));
+    let Some(mut record) = store.patient_by_identifier(key.as_str(), &facts.patient_id).await? else {
+        return Ok(None);
+    };
+    for _ in 0..MAX_MERGE_HOPS {
+        let Some(survivor) = record.patient.merged_into else { break };
+        match store.patient_record(survivor).await? {
+            Some(next) => record = next,
+            None => break,
+        }
+    }
+    let affinity_key = domain.key(&hie_core::AssigningAuthority {
+        universal_id: domain.patient_id_authority().to_string(),
+        universal_id_type: "ISO".to_owned(),
+        ..Default::default()
+    });
+    Ok(record
+        .identifiers
+        .iter()
+        .find(|row| row.active && row.authority_key == affinity_key.as_str())
+        .map(|row| metadata::affinity_cx(&row.id_value, domain.patient_id_authority().as_str())))
+}
+
 /// Merge links followed to a survivor, at most (a cycle is refused by the identity rules; this
 /// only bounds the walk).
 const MAX_MERGE_HOPS: usize = 16;
@@ -154,6 +184,15 @@ pub fn images_authority(facts: &metadata::KosFacts, domain: &AffinityDomain) -> 
         universal_id_type: if facts.patient_id_issuer_oid.is_empty() { String::new() } else { "ISO".to_owned() },
     }
 }
+
+/// A random version-4 UUID as an OID under `2.25` (DICOM PS3.5 B.2, ITU-T X.667), for a uniqueId
+/// drawn at delivery rather than from the node's UID root.
+pub fn uuid_oid() -> String {
+    format!("{UUID_OID_ROOT}.{}", uuid::Uuid::new_v4().as_u128())
+}
+
+/// The arc of UUID-derived OIDs (ITU-T X.667; DICOM PS3.5 B.2).
+const UUID_OID_ROOT: &str = "2.25";
 
 /// A random version-4 UUID as `urn:uuid:...` (RFC 4122), for entryUUIDs.
 pub fn urn_uuid() -> String {

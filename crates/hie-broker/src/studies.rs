@@ -9,13 +9,17 @@
 //! The [`StudyScheduler`] claims due studies (leased, so several broker instances share the
 //! work), gathers the evidence (from the PACS, or from the headers our listener received), and
 //! compares its fingerprint with the latest manifest's: only a change in what the manifest says
-//! makes a new version (later arrivals, deletions, corrected patient data). A study the PACS no
+//! makes a new version (later arrivals, deletions, corrected patient data), or, under the
+//! profile's `PatientMergePolicy::Republish`, a registered version that went under another
+//! patient than the one the study is published under now (a merge: the version under the
+//! survivor needs a uniqueId of its own, so a new version). A study the PACS no
 //! longer holds after it was manifested becomes `gone` (the publishing pipeline deprecates it).
 //! Failures are retried with backoff, then parked as `failed` until requested again.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hie_core::profile::PatientMergePolicy;
 use hie_kos::{KosOptions, RootedUids, StudyEvidence, StudyEvidenceBuilder, UidSource};
 use hie_store::outbox::OutboxPolicy;
 use hie_store::studies::{self, ChangeSource, ClaimedStudy, Finish, NewManifest, ReferencedInstance, StudyChange};
@@ -72,6 +76,9 @@ pub struct PublishHook {
     pub domain: hie_core::AffinityDomain,
     /// Woken after a commit that queued a submission.
     pub outbox_waker: Arc<Notify>,
+    /// What a merge does to published studies: under `Republish`, a study whose registered
+    /// version went under another patient gets a new version even if nothing else changed.
+    pub patient_merge: PatientMergePolicy,
 }
 
 /// What building one claimed study came to.
@@ -231,7 +238,17 @@ impl StudyScheduler {
             Err(error) => return self.park(claim, &format!("manifest: {error}")).await,
         };
         let latest = self.store.manifests(study).await?.pop();
-        if let Some(latest) = latest.filter(|latest| latest.fingerprint == fingerprint) {
+        let mut moved = false;
+        if let (Some(latest), Some(hook)) = (&latest, &self.config.publish)
+            && latest.fingerprint == fingerprint
+            && hook.patient_merge == PatientMergePolicy::Republish
+        {
+            moved = self.registered_for_another_patient(hook, study, latest.version).await?;
+            if moved {
+                tracing::info!(study, "registered under a patient merged away; a new version goes under the survivor");
+            }
+        }
+        if let Some(latest) = latest.filter(|latest| latest.fingerprint == fingerprint && !moved) {
             let finish = Finish::Current { manifest_version: latest.version, study_date: study_date.as_deref() };
             let now = now_micros();
             let mut tx = self.store.begin().await?;
@@ -373,6 +390,29 @@ impl StudyScheduler {
         publish::enqueue_publication(tx, study, version, sop_instance_uid, &key, &submission_set_unique_id, now)
             .await?;
         Ok(Unpublished::Queued)
+    }
+
+    /// Whether the study's registered version, its latest (`version`), went under another
+    /// affinity-domain patient ID than the one its patient has now (the patient was merged away
+    /// since). A later version not registered yet is already on its way under the survivor.
+    async fn registered_for_another_patient(
+        &self,
+        hook: &PublishHook,
+        study: &str,
+        version: i64,
+    ) -> Result<bool, StoreError> {
+        let Some(registered) = self.store.last_published(study).await? else { return Ok(false) };
+        if registered.manifest_version != version {
+            return Ok(false);
+        }
+        let Some(sent_under) = registered.affinity_patient_id.as_deref() else { return Ok(false) };
+        let Some((_, kos)) = self.store.manifest(study, registered.manifest_version).await? else {
+            return Ok(false);
+        };
+        // Our own manifest always reads back; should it not, nothing is known to have moved.
+        let Ok(facts) = publish::metadata::kos_facts(&kos) else { return Ok(false) };
+        let now_under = publish::affinity_patient_id(&self.store, &hook.domain, &facts).await?;
+        Ok(now_under.is_some_and(|now_under| now_under != sent_under))
     }
 
     /// The ordering key of the study's submissions (its patient's when known).

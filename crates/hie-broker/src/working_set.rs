@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use hie_core::profile::PatientMergePolicy;
 use hie_store::StoreError;
 use hie_store::batch::{
     Changes, NewHistory, NewOutboxItem, NewPatient, PatientUpdate, ReadState, StateRequest, StateRows, StoredIdentifier,
@@ -46,6 +47,8 @@ pub(crate) struct WorkingSet {
     highest_fresh_id: i64,
     history: Vec<NewHistory>,
     outbox: Vec<NewOutboxItem>,
+    /// Affinity-domain IDs (CX) of patients merged away (see `Changes::studies_registered_under`).
+    merged_away: Vec<String>,
 }
 
 /// What a batch's messages name, to load in the first read.
@@ -260,14 +263,31 @@ impl WorkingSet {
         });
     }
 
+    /// Records that the patients known by these affinity-domain IDs were merged away; what that
+    /// does to their published studies is the caller's policy (`into_changes`).
+    pub(crate) fn merged_away(&mut self, affinity_ids: impl IntoIterator<Item = String>) {
+        for id in affinity_ids {
+            if !self.merged_away.contains(&id) {
+                self.merged_away.push(id);
+            }
+        }
+    }
+
     pub(crate) fn enqueue(&mut self, topic: &str, key: String, payload: String) {
         self.outbox.push(NewOutboxItem { topic: topic.to_owned(), key, payload });
     }
 
     /// Everything to write, in a stable order (ids and keys ascending, history and outbox as
-    /// they happened). ACK records are the writer's to add.
-    pub(crate) fn into_changes(self) -> Changes {
-        let mut changes = Changes { history: self.history, outbox: self.outbox, ..Changes::default() };
+    /// they happened). ACK records are the writer's to add. Under `PatientMergePolicy::Republish`
+    /// the studies registered under a patient merged away are made due (a new version of each).
+    pub(crate) fn into_changes(self, merge: PatientMergePolicy) -> Changes {
+        let studies_registered_under = match merge {
+            PatientMergePolicy::Republish => self.merged_away,
+            // The registry applies the merge it is fed (ITI-8 A40): nothing is resent.
+            _ => Vec::new(),
+        };
+        let mut changes =
+            Changes { history: self.history, outbox: self.outbox, studies_registered_under, ..Changes::default() };
         let mut patients: Vec<PatientEntry> = self.patients.into_values().collect();
         patients.sort_unstable_by_key(|entry| entry.row.id);
         for entry in patients {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use hie_broker::adt::AdtConfig;
 use hie_broker::commit::AdtWriter;
 use hie_broker::patients::{ApplyError, apply_adt};
+use hie_core::profile::PatientMergePolicy;
 use hie_core::{AffinityDomain, AssigningAuthority, Oid};
 use hie_hl7::adt::{AdtMessage, ErrorCode, parse_adt};
 use hie_store::{Store, now_micros};
@@ -40,7 +41,7 @@ fn adt(event: &str, control_id: &str, pid3: &str, mrg1: Option<&str>) -> AdtMess
 
 async fn apply(store: &Store, message: &AdtMessage) -> Result<(), ApplyError> {
     let mut tx = store.begin().await.unwrap();
-    let result = apply_adt(&mut tx, &domain(), message, now_micros()).await.map(|_| ());
+    let result = apply_adt(&mut tx, &domain(), PatientMergePolicy::Registry, message, now_micros()).await.map(|_| ());
     match result {
         Ok(()) => tx.commit().await.unwrap(),
         Err(_) => tx.rollback().await.unwrap(),
@@ -182,6 +183,7 @@ async fn the_writer_applies_each_message_once_and_answers_repeats_alike() {
             facility: "HIE_EDGE".to_owned(),
             answer_never_ack: true,
             max_batch: 64,
+            patient_merge: PatientMergePolicy::Registry,
         });
         let (writer, _task) = AdtWriter::spawn(store.clone(), config, Arc::new(tokio::sync::Notify::new()));
         // Many senders at once: they share commits, and every message is answered.
@@ -221,6 +223,7 @@ async fn enhanced_mode_sends_the_accept_ack_then_the_application_ack() {
         facility: "HIE_EDGE".to_owned(),
         answer_never_ack: false,
         max_batch: 8,
+        patient_merge: PatientMergePolicy::Registry,
     });
     let (writer, _task) = AdtWriter::spawn(store, config, Arc::new(tokio::sync::Notify::new()));
     let enhanced = |control_id: &str, accept: &str, application: &str| {
@@ -248,6 +251,7 @@ async fn a_refused_group_undoes_the_whole_message_but_not_its_neighbours() {
             facility: "HIE_EDGE".to_owned(),
             answer_never_ack: false,
             max_batch: 64,
+            patient_merge: PatientMergePolicy::Registry,
         });
         let (writer, _task) = AdtWriter::spawn(store.clone(), config, Arc::new(tokio::sync::Notify::new()));
         for (control_id, mrn) in [("G1", "S1"), ("G2", "P1"), ("G3", "S2")] {
@@ -391,6 +395,7 @@ async fn messages_sharing_a_batch_see_each_other_as_if_committed_one_by_one() {
             facility: "HIE_EDGE".to_owned(),
             answer_never_ack: false,
             max_batch: 64,
+            patient_merge: PatientMergePolicy::Registry,
         });
         let corpus = dependent_corpus();
         let (writer, _task) =

@@ -11,6 +11,7 @@ mod support;
 use hie_broker::patients::apply_adt;
 use hie_broker::publish::metadata::KosFacts;
 use hie_broker::publish::{enqueue_publication, ordering_key};
+use hie_core::profile::PatientMergePolicy;
 use hie_core::{AffinityDomain, AssigningAuthority, Oid};
 use hie_hl7::adt::parse_adt;
 use hie_store::{Store, now_micros};
@@ -39,7 +40,7 @@ async fn adt(store: &Store, event: &str, control_id: &str, pid3: &str, mrg1: Opt
     }
     let message = parse_adt(&text).unwrap_or_else(|error| panic!("test message does not parse: {error:?}"));
     let mut tx = store.begin().await.unwrap();
-    apply_adt(&mut tx, &domain(), &message, now_micros()).await.unwrap();
+    apply_adt(&mut tx, &domain(), PatientMergePolicy::Registry, &message, now_micros()).await.unwrap();
     tx.commit().await.unwrap();
 }
 

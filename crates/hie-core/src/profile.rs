@@ -166,6 +166,39 @@ pub struct Profile {
     pub body_part_codes: BTreeMap<String, CodeRef>,
     /// The allowed codes (from the domain's `codes.xml`).
     pub codes: CodeSet,
+    /// What a patient merge does to what was published for the merged patient.
+    pub patient_merge: PatientMergePolicy,
+}
+
+/// What a patient merge (A40) does to the documents already registered for the prior patient
+/// (`[patient_merge] published`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PatientMergePolicy {
+    /// XDS.b as specified: the registry applies the merge it is fed (ITI-8 A40; ITI TF-2a
+    /// 3.8.4.2.3 moves the prior patient's documents to the survivor), so nothing is resent; a
+    /// later version replaces the registered one by RPLC under the survivor.
+    #[default]
+    Registry,
+    /// For registries that do not apply merges: a document registered under another patient than
+    /// the one its next version goes under is deprecated (ITI-57) and the version registered as an
+    /// original (ITI TF-3 4.2.2.2.2: a replacement has its original's patientId); a merge queues a new version
+    /// of each study registered under the prior patient.
+    Republish,
+}
+
+impl PatientMergePolicy {
+    /// The profile's spelling (`published = "..."`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PatientMergePolicy::Registry => "registry",
+            PatientMergePolicy::Republish => "republish",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PatientMergePolicy> {
+        [PatientMergePolicy::Registry, PatientMergePolicy::Republish].into_iter().find(|policy| policy.as_str() == name)
+    }
 }
 
 /// What a study says that the profile maps.
@@ -411,7 +444,16 @@ mod tests {
             ignored_modalities: vec!["KO".to_owned(), "PR".to_owned()],
             body_part_codes: BTreeMap::from([("HEAD".to_owned(), code("69536005^2.16.840.1.113883.6.96"))]),
             codes,
+            patient_merge: PatientMergePolicy::default(),
         }
+    }
+
+    #[test]
+    fn merge_policies_read_by_their_names() {
+        assert_eq!(PatientMergePolicy::from_name("registry"), Some(PatientMergePolicy::Registry));
+        assert_eq!(PatientMergePolicy::from_name("republish"), Some(PatientMergePolicy::Republish));
+        assert_eq!(PatientMergePolicy::from_name("Republish"), None);
+        assert_eq!(PatientMergePolicy::default(), PatientMergePolicy::Registry);
     }
 
     #[test]

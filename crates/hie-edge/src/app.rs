@@ -75,12 +75,15 @@ impl App {
         let worker = OutboxWorker::new(store.clone(), deliverers, policy, config.node_name.clone());
         let outbox_waker = worker.waker();
 
+        // Without a profile nothing is published, so there is nothing a merge could resend.
+        let patient_merge = config.profile.as_ref().map(|profile| profile.patient_merge).unwrap_or_default();
         let adt_config = Arc::new(AdtConfig {
             domain: config.affinity_domain.clone(),
             application: config.hl7.application.clone(),
             facility: config.hl7.facility.clone(),
             answer_never_ack: config.hl7.answer_never_ack,
             max_batch: config.store.group_commit_max_batch,
+            patient_merge,
         });
         let (writer, writer_task) = AdtWriter::spawn(store.clone(), Arc::clone(&adt_config), Arc::clone(&outbox_waker));
 
@@ -88,6 +91,7 @@ impl App {
         let publish_hook = registry.as_ref().map(|_| hie_broker::studies::PublishHook {
             domain: config.affinity_domain.clone(),
             outbox_waker: Arc::clone(&outbox_waker),
+            patient_merge,
         });
         // One PACS adapter for manifests and retrievals alike (one pool of associations), and
         // one MoveRouter, which the DIMSE adapter registers its C-MOVEs in and the DICOM

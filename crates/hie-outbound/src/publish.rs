@@ -8,6 +8,15 @@
 //! a new original. A `deprecate` submission becomes ITI-57 (UpdateAvailabilityStatus to
 //! Deprecated) of the study's registered document.
 //!
+//! A previous version registered under another patient than the one this version goes under (the
+//! patient was merged into a survivor, and the registry did not move its documents): under the
+//! profile's `[patient_merge] published = "registry"` it is replaced by RPLC as usual, and a
+//! registry that did not apply the merge refuses that (XDSPatientIdDoesNotMatch), which stops the
+//! study, visibly. Under `"republish"` the entry is deprecated first (ITI-57, under its own
+//! patient) and this version registered as an original, since a replacement keeps its original's
+//! patientId (ITI TF-3 4.2.2.2.2); the submission's note says so. Every attempt records the
+//! affinity-domain patient ID it went under.
+//!
 //! Answers are read through [`hie_broker::publish::classify`]: transient errors are retried with
 //! the outbox's backoff; an unknown patient waits for the identity feed; a duplicate uniqueId is
 //! checked with ITI-18 (an earlier attempt whose answer was lost may have registered it: then the
@@ -24,7 +33,8 @@
 use std::sync::Arc;
 
 use hie_broker::publish::metadata::{self, Carrier, KosFacts, ManifestDocument, PatientIds, SubmissionIds};
-use hie_broker::publish::{Mode, PublishConfig, Verdict, classify, images_authority};
+use hie_broker::publish::{Mode, PublishConfig, Verdict, classify};
+use hie_core::profile::PatientMergePolicy;
 use hie_store::outbox::Claimed;
 use hie_store::submissions::{Attempt, Ended, PUBLISH_TOPIC, SubmissionRow};
 use hie_store::{Store, now_micros};
@@ -165,11 +175,34 @@ impl XdsPublisher {
         // The previous version's entry when the registry holds it deprecated: perhaps by our own
         // earlier attempt's RPLC, whose answer was lost.
         let mut deprecated_previous = None;
+        // Set when the previous version is registered under a patient merged away (republish).
+        let mut moved_note = None;
+        let republish = self.config.profile.patient_merge == PatientMergePolicy::Republish;
         if let Some(previous) = &previous {
             match self.registered(&previous.document_unique_id).await {
-                Ok(Some(registered)) if registered.status == STATUS_APPROVED => replaces = Some(registered),
+                Ok(Some(registered)) if registered.status == STATUS_APPROVED => {
+                    if republish && registered.patient_id != affinity {
+                        if let Err(outcome) = self.deprecate_moved(submission, &registered).await {
+                            return outcome;
+                        }
+                        moved_note = Some(format!(
+                            "the previous version ({}) was registered under another patient: deprecated (ITI-57); \
+                             this version registered as an original",
+                            previous.document_unique_id
+                        ));
+                    } else {
+                        replaces = Some(registered);
+                    }
+                }
                 // Deprecated or unknown there: nothing to replace; this version goes in as an original.
                 Ok(Some(registered)) if registered.status == STATUS_DEPRECATED => {
+                    if republish && registered.patient_id != affinity {
+                        moved_note = Some(format!(
+                            "the previous version ({}), registered under another patient, is deprecated; \
+                             this version registered as an original",
+                            previous.document_unique_id
+                        ));
+                    }
                     deprecated_previous = Some(registered);
                 }
                 Ok(_) => {}
@@ -218,41 +251,133 @@ impl XdsPublisher {
         };
         let replaced =
             previous.as_ref().filter(|_| replaces.is_some()).map(|previous| previous.document_unique_id.clone());
-        match answer {
+        let sent_under = Some(affinity.as_str());
+        let outcome = match answer {
             Err(error) => self.after_error(submission, error, exchange).await,
             Ok(response) => match classify(&response) {
                 Verdict::Accepted { warnings } => {
-                    self.record(submission, &exchange, None, codes(&response).as_deref()).await;
+                    self.record_under(submission, &exchange, None, codes(&response).as_deref(), sent_under).await;
                     let note =
                         (!warnings.is_empty()).then(|| format!("accepted with warnings: {}", warnings.join("; ")));
                     Outcome::Done { entry_uuid: Some(submission.document_entry_uuid.clone()), replaced, note }
                 }
                 Verdict::Verify(text) => {
-                    self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                    self.record_under(submission, &exchange, Some(&text), codes(&response).as_deref(), sent_under)
+                        .await;
                     self.verify(submission, &affinity, replaced, deprecated_previous.as_ref(), &text).await
                 }
                 Verdict::Retry(text) => {
-                    self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                    self.record_under(submission, &exchange, Some(&text), codes(&response).as_deref(), sent_under)
+                        .await;
                     Outcome::Retry(text)
                 }
                 Verdict::AwaitIdentity(text) => {
-                    self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                    self.record_under(submission, &exchange, Some(&text), codes(&response).as_deref(), sent_under)
+                        .await;
                     Outcome::AwaitIdentity(text)
                 }
                 // A resent submission is refused for its uniqueIds and for its entryUUIDs too
                 // (they are the ones drawn at enqueue): the duplicate decides, by ITI-18.
                 Verdict::Fatal(text) if reports_duplicate(&response) => {
-                    self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                    self.record_under(submission, &exchange, Some(&text), codes(&response).as_deref(), sent_under)
+                        .await;
                     let mut answered: Vec<&str> = response.errors.iter().map(|error| error.code.as_str()).collect();
                     answered.dedup();
                     let answer = format!("{} ({text})", answered.join(", "));
                     self.verify(submission, &affinity, replaced, deprecated_previous.as_ref(), &answer).await
                 }
                 Verdict::Fatal(text) => {
-                    self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                    self.record_under(submission, &exchange, Some(&text), codes(&response).as_deref(), sent_under)
+                        .await;
                     Outcome::Fatal(text)
                 }
             },
+        };
+        match (outcome, moved_note) {
+            (Outcome::Done { entry_uuid, replaced, note }, Some(moved)) => {
+                let note = Some(match note {
+                    Some(note) => format!("{moved}; {note}"),
+                    None => moved,
+                });
+                Outcome::Done { entry_uuid, replaced, note }
+            }
+            (outcome, _) => outcome,
+        }
+    }
+
+    /// Deprecates (ITI-57) a previous version's entry registered under another patient than the
+    /// one this submission goes under. `Err` is how the submission's delivery ends instead.
+    async fn deprecate_moved(&self, submission: &SubmissionRow, registered: &Registered) -> Result<(), Outcome> {
+        // Identifiers of its own: the submission's are the registration's. Drawn per attempt; a
+        // retry after a lost answer finds the entry deprecated and does not send this again.
+        let submission_set_uuid = hie_broker::publish::urn_uuid();
+        let submission_set_unique_id = hie_broker::publish::uuid_oid();
+        let request = self.status_change(&submission_set_uuid, &submission_set_unique_id, registered);
+        let (answer, exchange) = self.client.update(&self.endpoints.registry_url, &request).await;
+        let response = match answer {
+            Ok(response) => response,
+            Err(error) => return Err(self.after_error(submission, error, exchange).await),
+        };
+        let failed = |text: &str| format!("deprecating the previous version under another patient (ITI-57): {text}");
+        match classify(&response) {
+            Verdict::Accepted { .. } => Ok(()),
+            Verdict::Retry(text) => {
+                let text = failed(&text);
+                self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                Err(Outcome::Retry(text))
+            }
+            Verdict::AwaitIdentity(text) => {
+                let text = failed(&text);
+                self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                Err(Outcome::AwaitIdentity(text))
+            }
+            Verdict::Verify(text) | Verdict::Fatal(text) => {
+                let text = failed(&text);
+                self.record(submission, &exchange, Some(&text), codes(&response).as_deref()).await;
+                Err(Outcome::Fatal(text))
+            }
+        }
+    }
+
+    /// ITI-57: an UpdateAvailabilityStatus of `registered` from Approved to Deprecated, in a
+    /// SubmissionSet with these identifiers, under the entry's own patient.
+    fn status_change(
+        &self,
+        submission_set_uuid: &str,
+        submission_set_unique_id: &str,
+        registered: &Registered,
+    ) -> SubmitObjectsRequest {
+        let submission_set = SubmissionSet {
+            id: submission_set_uuid.to_owned(),
+            title: vec![hie_xds::ebrim::Localized::new("Imaging manifest deprecated")],
+            submission_time: Some(utc_now_dtm()),
+            content_type_code: self
+                .config
+                .profile
+                .codes
+                .resolve(
+                    hie_core::profile::CodedAttribute::ContentTypeCode,
+                    &self.config.profile.content_type_code,
+                    &self.config.profile.content_type_code.code,
+                )
+                .map(|code| hie_xds::ebrim::Code::new(&code.code, &code.scheme, &code.display)),
+            patient_id: Some(registered.patient_id.clone()),
+            source_id: Some(self.config.profile.source_id.to_string()),
+            unique_id: Some(submission_set_unique_id.to_owned()),
+            ..SubmissionSet::default()
+        };
+        let status_change = Association {
+            id: hie_broker::publish::urn_uuid(),
+            association_type: ASSOCIATION_UPDATE_AVAILABILITY_STATUS.to_owned(),
+            source_object: submission_set_uuid.to_owned(),
+            target_object: registered.entry_uuid.clone(),
+            original_status: Some(STATUS_APPROVED.to_owned()),
+            new_status: Some(STATUS_DEPRECATED.to_owned()),
+            ..Association::default()
+        };
+        SubmitObjectsRequest {
+            request_slots: Vec::new(),
+            objects: vec![RegistryObject::SubmissionSet(submission_set), RegistryObject::Association(status_change)],
         }
     }
 
@@ -322,38 +447,8 @@ impl XdsPublisher {
                 note: Some("already deprecated".to_owned()),
             };
         }
-        let submission_set = SubmissionSet {
-            id: submission.submission_set_uuid.clone(),
-            title: vec![hie_xds::ebrim::Localized::new("Imaging manifest deprecated")],
-            submission_time: Some(utc_now_dtm()),
-            content_type_code: self
-                .config
-                .profile
-                .codes
-                .resolve(
-                    hie_core::profile::CodedAttribute::ContentTypeCode,
-                    &self.config.profile.content_type_code,
-                    &self.config.profile.content_type_code.code,
-                )
-                .map(|code| hie_xds::ebrim::Code::new(&code.code, &code.scheme, &code.display)),
-            patient_id: Some(registered.patient_id.clone()),
-            source_id: Some(self.config.profile.source_id.to_string()),
-            unique_id: Some(submission.submission_set_unique_id.clone()),
-            ..SubmissionSet::default()
-        };
-        let status_change = Association {
-            id: hie_broker::publish::urn_uuid(),
-            association_type: ASSOCIATION_UPDATE_AVAILABILITY_STATUS.to_owned(),
-            source_object: submission.submission_set_uuid.clone(),
-            target_object: registered.entry_uuid.clone(),
-            original_status: Some(STATUS_APPROVED.to_owned()),
-            new_status: Some(STATUS_DEPRECATED.to_owned()),
-            ..Association::default()
-        };
-        let request = SubmitObjectsRequest {
-            request_slots: Vec::new(),
-            objects: vec![RegistryObject::SubmissionSet(submission_set), RegistryObject::Association(status_change)],
-        };
+        let request =
+            self.status_change(&submission.submission_set_uuid, &submission.submission_set_unique_id, &registered);
         let (answer, exchange) = self.client.update(&self.endpoints.registry_url, &request).await;
         match answer {
             Err(error) => self.after_error(submission, error, exchange).await,
@@ -441,34 +536,12 @@ impl XdsPublisher {
         }))
     }
 
-    /// The patient's affinity-domain CX, from the identity store; `None` when not linked (yet).
+    /// The patient's affinity-domain CX, from the identity store (a merged patient's survivor's);
+    /// `None` when not linked (yet).
     async fn affinity_id(&self, facts: &KosFacts) -> Result<Option<String>, String> {
-        let domain = &self.config.domain;
-        let key = domain.key(&images_authority(facts, domain));
-        let record = self
-            .store
-            .patient_by_identifier(key.as_str(), &facts.patient_id)
+        hie_broker::publish::affinity_patient_id(&self.store, &self.config.domain, facts)
             .await
-            .map_err(|error| format!("store: {error}"))?;
-        let Some(mut record) = record else { return Ok(None) };
-        // A merged patient is published under the survivor.
-        for _ in 0..16 {
-            let Some(survivor) = record.patient.merged_into else { break };
-            match self.store.patient_record(survivor).await.map_err(|error| format!("store: {error}"))? {
-                Some(next) => record = next,
-                None => break,
-            }
-        }
-        let affinity_key = domain.key(&hie_core::AssigningAuthority {
-            universal_id: domain.patient_id_authority().to_string(),
-            universal_id_type: "ISO".to_owned(),
-            ..Default::default()
-        });
-        Ok(record
-            .identifiers
-            .iter()
-            .find(|row| row.active && row.authority_key == affinity_key.as_str())
-            .map(|row| metadata::affinity_cx(&row.id_value, domain.patient_id_authority().as_str())))
+            .map_err(|error| format!("store: {error}"))
     }
 
     async fn after_error(&self, submission: &SubmissionRow, error: CallError, exchange: Exchange) -> Outcome {
@@ -483,11 +556,24 @@ impl XdsPublisher {
     }
 
     async fn record(&self, submission: &SubmissionRow, exchange: &Exchange, error: Option<&str>, codes: Option<&str>) {
+        self.record_under(submission, exchange, error, codes, None).await;
+    }
+
+    /// Records an attempt whose request went under `affinity` (the registry's patient).
+    async fn record_under(
+        &self,
+        submission: &SubmissionRow,
+        exchange: &Exchange,
+        error: Option<&str>,
+        codes: Option<&str>,
+        affinity: Option<&str>,
+    ) {
         let attempt = Attempt {
             request: (!exchange.request.is_empty()).then_some(exchange.request.as_str()),
             response: exchange.response.as_deref(),
             error,
             error_codes: codes,
+            affinity_patient_id: affinity,
         };
         if let Err(store_error) = self.store.submission_attempted(submission.id, &attempt, now_micros()).await {
             tracing::warn!(submission = submission.id, error = %store_error, "could not record a submission attempt");

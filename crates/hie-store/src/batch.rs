@@ -4,7 +4,7 @@
 //! ACKs recorded for their MSH-10s, the patients holding their identifiers (each with all its
 //! identifiers), patients asked for by id, and fresh patient ids. The broker decides in memory,
 //! then [`write_changes`] writes every outcome (patients, identifiers, history, identity feeds,
-//! ACK records) in one hand-off: on SQLite one multi-statement execution whose rows travel as
+//! ACK records, studies a merge makes due) in one hand-off: on SQLite one multi-statement execution whose rows travel as
 //! bound JSON arrays (`json_each`), on PostgreSQL one statement over `UNNEST` arrays whose
 //! sub-statements are data-modifying CTEs. The SQL text never depends on the batch, so each
 //! statement is prepared once per connection.
@@ -23,6 +23,7 @@
 //! Nothing here decides: the broker works out which rows change; this module only moves them.
 
 use std::future::Future;
+use std::sync::LazyLock;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection};
@@ -30,6 +31,7 @@ use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection};
 use crate::json::JsonArray;
 use crate::outbox::ENQUEUE_LOCK_CLASS;
 use crate::patients::{Demographics, IdentifierRow, PatientRow, RecordedAck};
+use crate::submissions::REGISTERED_PUBLICATION;
 use crate::{Backend, Store, StoreError, Tx};
 
 /// What to load for a batch. Every list may be empty.
@@ -87,6 +89,10 @@ pub struct Changes {
     pub outbox: Vec<NewOutboxItem>,
     /// Messages handled, with the ACK they got.
     pub acks: Vec<NewAck>,
+    /// Affinity-domain patient IDs (CX, as submissions record them): every study whose registered
+    /// version went under one of them is due now, as a change from source `merge` (the broker's
+    /// decision, on a merge, that those studies get a new version).
+    pub studies_registered_under: Vec<String>,
 }
 
 /// A patient to insert; `created_at` and `updated_at` are the batch's time.
@@ -276,6 +282,7 @@ impl Changes {
             && self.history.is_empty()
             && self.outbox.is_empty()
             && self.acks.is_empty()
+            && self.studies_registered_under.is_empty()
     }
 }
 
@@ -473,7 +480,7 @@ fn state_from_rows(rows: Vec<StateTuple>, count_up: impl Fn(i64, i64) -> Vec<i64
 // ---------------------------------------------------------------------------------------------
 // Writes.
 
-/// SQLite: `$1` now, then one JSON array per statement (`$2`-`$8`, in the order below).
+/// SQLite: `$1` now, then one JSON array per statement (`$2`-`$9`, in the order below).
 /// Statements run in order, each over its rows in array order (`ORDER BY key`), so history and
 /// outbox ids follow the batch's order. Only the statements that have rows are sent (each costs
 /// a few µs even with nothing to do, as much as a one-message batch's own work), so a batch's
@@ -504,6 +511,18 @@ const SQLITE_INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, key, payload, ide
 const SQLITE_INSERT_ACKS: &str = "INSERT INTO hl7_inbound (sender, control_id, received_at, ack_code, ack) \
      SELECT value->>0, value->>1, $1, value->>2, value->>3 FROM json_each($8)";
 
+/// `$9`: the studies registered under the listed patients are due now (as `studies::note_change`
+/// does for a known study).
+static SQLITE_STUDIES_DUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE studies SET state = 'pending', source = '{MERGE}', change_seq = change_seq + 1, \
+         last_change_at = $1, due_at = $1, attempts = 0, last_error = NULL, updated_at = $1 \
+         WHERE study_instance_uid IN (SELECT p.study_instance_uid FROM submissions p \
+             WHERE {REGISTERED_PUBLICATION} AND p.affinity_patient_id IN (SELECT value FROM json_each($9)))",
+        MERGE = crate::studies::ChangeSource::Merge.as_str(),
+    )
+});
+
 /// What surrounds a batch's write statements on SQLite.
 #[derive(Debug, Clone, Copy)]
 enum Framing {
@@ -525,6 +544,7 @@ fn sqlite_write_sql(changes: &Changes, framing: Framing) -> String {
         (!changes.history.is_empty(), SQLITE_INSERT_HISTORY),
         (!changes.outbox.is_empty(), SQLITE_INSERT_OUTBOX),
         (!changes.acks.is_empty(), SQLITE_INSERT_ACKS),
+        (!changes.studies_registered_under.is_empty(), SQLITE_STUDIES_DUE.as_str()),
     ];
     let mut parts: Vec<&str> = Vec::with_capacity(statements.len() + 2);
     if matches!(framing, Framing::BeginCommit) {
@@ -601,6 +621,7 @@ async fn sqlite_write(
     for ack in &changes.acks {
         acks.row().str(&ack.sender).str(&ack.control_id).str(&ack.recorded.ack_code).str(&ack.recorded.ack);
     }
+    let registered_under: Vec<&str> = changes.studies_registered_under.iter().map(String::as_str).collect();
     // Built only from the constants above: no value is spliced into the text.
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(now)
@@ -611,13 +632,14 @@ async fn sqlite_write(
         .bind(history.finish())
         .bind(outbox.finish())
         .bind(acks.finish())
+        .bind(crate::retrieval::json_array(&registered_under))
         .execute(connection)
         .await?;
     Ok(())
 }
 
 /// PostgreSQL: one statement; `$1` now, `$2` the outbox lock class, then one set of arrays per
-/// table.
+/// table, `$37` the patients whose registered studies are due (see [`Changes`]).
 ///
 /// Order inside the statement, which per-key outbox order relies on (see `outbox::enqueue`):
 /// the outbox rows are produced only after `gate` has been evaluated, a one-time filter that
@@ -627,7 +649,9 @@ async fn sqlite_write(
 /// come out of `unnest` in array order, so ids within the batch follow its order too. CTEs that
 /// nothing reads (identifiers, history, ACK records) still run to completion, and foreign keys
 /// are checked at the end of the statement, when every sub-statement's rows exist.
-const PG_WRITE: &str = "WITH \
+static PG_WRITE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH \
      new_patients AS ( \
          INSERT INTO patients (id, created_at, updated_at, merged_into, family_name, given_name, birth_date, sex) \
          OVERRIDING SYSTEM VALUE \
@@ -662,6 +686,12 @@ const PG_WRITE: &str = "WITH \
          SELECT h.patient_id, $1, h.event, h.control_id, h.detail \
          FROM unnest($26::bigint[], $27::text[], $28::text[], $29::text[]) AS h(patient_id, event, control_id, detail) \
          RETURNING 1), \
+     due_studies AS ( \
+         UPDATE studies SET state = 'pending', source = '{MERGE}', change_seq = change_seq + 1, \
+             last_change_at = $1, due_at = $1, attempts = 0, last_error = NULL, updated_at = $1 \
+         WHERE study_instance_uid IN (SELECT p.study_instance_uid FROM submissions p \
+             WHERE {REGISTERED_PUBLICATION} AND p.affinity_patient_id = ANY($37::text[])) \
+         RETURNING 1), \
      acks AS ( \
          INSERT INTO hl7_inbound (sender, control_id, received_at, ack_code, ack) \
          SELECT a.sender, a.control_id, $1, a.ack_code, a.ack \
@@ -676,7 +706,10 @@ const PG_WRITE: &str = "WITH \
      INSERT INTO outbox (topic, key, payload, idempotency_key, state, attempts, next_attempt_at, created_at, updated_at) \
      SELECT o.topic, o.key, o.payload, NULL, 'pending', 0, $1, $1, $1 \
      FROM unnest($34::text[], $35::text[], $36::text[]) AS o(topic, key, payload) \
-     WHERE (SELECT n FROM gate) >= 0";
+     WHERE (SELECT n FROM gate) >= 0",
+        MERGE = crate::studies::ChangeSource::Merge.as_str(),
+    )
+});
 
 async fn pg_write(connection: &mut PgConnection, changes: &Changes, now: i64) -> Result<(), StoreError> {
     let new_patients = &changes.new_patients;
@@ -693,7 +726,7 @@ async fn pg_write(connection: &mut PgConnection, changes: &Changes, now: i64) ->
     let history = &changes.history;
     let acks = &changes.acks;
     let outbox = &changes.outbox;
-    sqlx::query(PG_WRITE)
+    sqlx::query(PG_WRITE.as_str())
         .bind(now)
         .bind(ENQUEUE_LOCK_CLASS)
         .bind(new_patients.iter().map(|patient| patient.id).collect::<Vec<i64>>())
@@ -730,6 +763,7 @@ async fn pg_write(connection: &mut PgConnection, changes: &Changes, now: i64) ->
         .bind(outbox.iter().map(|item| item.topic.as_str()).collect::<Vec<&str>>())
         .bind(outbox.iter().map(|item| item.key.as_str()).collect::<Vec<&str>>())
         .bind(outbox.iter().map(|item| item.payload.as_str()).collect::<Vec<&str>>())
+        .bind(changes.studies_registered_under.iter().map(String::as_str).collect::<Vec<&str>>())
         // `execute` waits for ReadyForQuery, which follows the implicit transaction's commit.
         .execute(connection)
         .await?;

@@ -143,7 +143,7 @@ impl Store {
 }
 
 /// A subquery listing the strings of the JSON array bound as parameter `$n`.
-fn json_list(engine: Engine, n: usize) -> String {
+pub(crate) fn json_list(engine: Engine, n: usize) -> String {
     match engine {
         Engine::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
         Engine::Postgres => format!("(SELECT jsonb_array_elements_text(${n}::jsonb))"),
@@ -151,7 +151,7 @@ fn json_list(engine: Engine, n: usize) -> String {
 }
 
 /// `values` as a JSON array of strings (RFC 8259 section 7 escapes).
-fn json_array(values: &[&str]) -> String {
+pub(crate) fn json_array(values: &[&str]) -> String {
     let mut json = String::with_capacity(values.iter().map(|value| value.len() + 3).sum::<usize>() + 2);
     json.push('[');
     for (index, value) in values.iter().enumerate() {

@@ -27,6 +27,8 @@ pub enum ChangeSource {
     Poll,
     /// An operator or a command asked for it.
     Request,
+    /// A patient merge asked for a new version (profile `[patient_merge] published = "republish"`).
+    Merge,
 }
 
 impl ChangeSource {
@@ -35,6 +37,7 @@ impl ChangeSource {
             ChangeSource::CStore => "c-store",
             ChangeSource::Poll => "poll",
             ChangeSource::Request => "request",
+            ChangeSource::Merge => "merge",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! earlier attempt recognizes the retry instead of registering the manifest twice.
 
 use crate::outbox::{self, NewItem, truncate_error};
+use crate::retrieval::{json_array, json_list};
 use crate::{Store, StoreError, Tx, on_pool, on_tx};
 
 /// The outbox topic of registry submissions; the payload is `submission=<id>`.
@@ -103,6 +104,9 @@ pub struct SubmissionRow {
     pub updated_at: i64,
     /// The outbox key it was queued under (`None` for rows older than the column).
     pub outbox_key: Option<String>,
+    /// The affinity-domain patient ID (CX) its last request went under (`None` until sent, and
+    /// for rows older than the column).
+    pub affinity_patient_id: Option<String>,
 }
 
 /// What one attempt came to, for [`Store::submission_attempted`].
@@ -115,6 +119,8 @@ pub struct Attempt<'a> {
     pub error: Option<&'a str>,
     /// XDS error codes of the answer, space-separated.
     pub error_codes: Option<&'a str>,
+    /// The affinity-domain patient ID (CX) the request went under, when one was built.
+    pub affinity_patient_id: Option<&'a str>,
 }
 
 /// How a submission ended, for [`Store::submission_finished`].
@@ -134,7 +140,15 @@ const MAX_EXCHANGE_BYTES: usize = 256 * 1024;
 
 const COLUMNS: &str = "id, study_instance_uid, manifest_version, kind, document_unique_id, document_entry_uuid, \
      submission_set_unique_id, submission_set_uuid, state, attempts, last_error, error_codes, registry_entry_uuid, \
-     replaced_unique_id, note, request, response, created_at, updated_at, outbox_key";
+     replaced_unique_id, note, request, response, created_at, updated_at, outbox_key, affinity_patient_id";
+
+/// A study's registered publish submission `p`: its last done publish, with no done deprecation
+/// after it (as `retrieval` defines current).
+pub(crate) const REGISTERED_PUBLICATION: &str = "p.kind = 'publish' AND p.state = 'done' \
+     AND p.id = (SELECT MAX(q.id) FROM submissions q WHERE q.study_instance_uid = p.study_instance_uid \
+         AND q.kind = 'publish' AND q.state = 'done') \
+     AND NOT EXISTS (SELECT 1 FROM submissions d WHERE d.study_instance_uid = p.study_instance_uid \
+         AND d.kind = 'deprecate' AND d.state = 'done' AND d.id > p.id)";
 
 impl Store {
     pub async fn submission(&self, id: i64) -> Result<Option<SubmissionRow>, StoreError> {
@@ -186,6 +200,25 @@ impl Store {
                 .await?
         });
         Ok(row)
+    }
+
+    /// The registered publish submission of every study whose registered version went under one
+    /// of `affinity_patient_ids` (CX, as sent), by study: what a merge of that patient concerns.
+    /// One statement, however many IDs.
+    pub async fn registered_under(&self, affinity_patient_ids: &[&str]) -> Result<Vec<SubmissionRow>, StoreError> {
+        if affinity_patient_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM submissions p WHERE {REGISTERED_PUBLICATION} \
+             AND p.affinity_patient_id IN {ids} ORDER BY p.study_instance_uid",
+            ids = json_list(self.engine(), 1),
+        );
+        let ids = json_array(affinity_patient_ids);
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, SubmissionRow>(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(pool).await?
+        });
+        Ok(rows)
     }
 
     /// The latest `publish` submission of one manifest version, whatever its state.
@@ -246,7 +279,8 @@ impl Store {
         on_tx!(&mut tx, |conn| {
             sqlx::query(
                 "UPDATE submissions SET attempts = attempts + 1, request = COALESCE($2, request), \
-                 response = $3, last_error = $4, error_codes = $5, updated_at = $6 WHERE id = $1",
+                 response = $3, last_error = $4, error_codes = $5, updated_at = $6, \
+                 affinity_patient_id = COALESCE($7, affinity_patient_id) WHERE id = $1",
             )
             .bind(id)
             .bind(keep(attempt.request))
@@ -254,6 +288,7 @@ impl Store {
             .bind(attempt.error.map(|error| truncate_error(error).to_owned()))
             .bind(attempt.error_codes)
             .bind(now)
+            .bind(attempt.affinity_patient_id)
             .execute(conn)
             .await?;
         });

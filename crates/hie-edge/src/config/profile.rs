@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use hie_core::Oid;
-use hie_core::profile::{CodeRef, CodeSet, CodedAttribute, Profile};
+use hie_core::profile::{CodeRef, CodeSet, CodedAttribute, PatientMergePolicy, Profile};
 use quick_xml::events::Event;
 use serde::Deserialize;
 
@@ -38,6 +38,8 @@ struct RawProfile {
     type_codes: BTreeMap<String, String>,
     #[serde(default)]
     event_codes: RawEventCodes,
+    #[serde(default)]
+    patient_merge: RawPatientMerge,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +67,13 @@ struct RawEventCodes {
     ignored_modalities: Vec<String>,
     #[serde(default)]
     body_parts: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPatientMerge {
+    /// `registry` (the default) or `republish`.
+    published: Option<String>,
 }
 
 fn default_language() -> String {
@@ -119,6 +128,14 @@ pub fn load(path: &Path) -> Result<Profile, Vec<Problem>> {
         .type_code_default
         .as_deref()
         .and_then(|text| code("document.type_code_default", text, &mut problems));
+    let patient_merge = match raw.patient_merge.published.as_deref() {
+        None => PatientMergePolicy::default(),
+        Some(name) => PatientMergePolicy::from_name(name).unwrap_or_else(|| {
+            problems
+                .push(problem("patient_merge.published", format!("{name:?} must be \"registry\" or \"republish\"")));
+            PatientMergePolicy::default()
+        }),
+    };
     let content_type_code =
         code("submission_set.content_type_code", &raw.submission_set.content_type_code, &mut problems);
     let mut type_codes = BTreeMap::new();
@@ -186,6 +203,7 @@ pub fn load(path: &Path) -> Result<Profile, Vec<Problem>> {
         ignored_modalities: raw.event_codes.ignored_modalities,
         body_part_codes,
         codes,
+        patient_merge,
     };
     let unmapped = profile.check();
     if unmapped.is_empty() {
@@ -271,6 +289,9 @@ mod tests {
     #[test]
     fn the_ihe_default_profile_maps_a_pet_study() {
         let profile = load(&profiles_dir().join("ihe-default.toml")).unwrap();
+        assert_eq!(profile.patient_merge, PatientMergePolicy::Registry);
+        let regional = load(&profiles_dir().join("example-regional.toml")).unwrap();
+        assert_eq!(regional.patient_merge, PatientMergePolicy::Republish);
         let facts = hie_core::profile::StudyFacts {
             procedure_codes: vec![],
             modalities: vec!["PT".to_owned(), "KO".to_owned()],
@@ -319,6 +340,15 @@ content_type_code = "X^1"
         ] {
             assert!(problems.iter().any(|problem| problem.starts_with(expected)), "{expected}: {problems:#?}");
         }
+        // A merge policy that is neither of the two.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}[patient_merge]\npublished = \"resend\"\n")).unwrap();
+        let problems: Vec<String> = load(&path).unwrap_err().iter().map(ToString::to_string).collect();
+        assert!(
+            problems.iter().any(|problem| problem
+                .starts_with("profile.patient_merge.published: \"resend\" must be \"registry\" or \"republish\"")),
+            "{problems:#?}"
+        );
         // An unknown key is a problem too.
         std::fs::write(&path, "name = \"x\"\ncolour = \"blue\"\n").unwrap();
         let problems: Vec<String> = load(&path).unwrap_err().iter().map(ToString::to_string).collect();
