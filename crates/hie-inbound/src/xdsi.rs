@@ -28,10 +28,9 @@
 //! Memory per retrieval is bounded and independent of the study: a bounded channel of PACS
 //! chunks and the request (at most 1 MiB); ITI-43 reads one manifest from the store at a time.
 //!
-//! Submodules: [`plan`] (per-document decisions, no I/O), [`stream`] (the response bodies),
-//! [`file_meta`] (the Part 10 header written in front of DIMSE data sets).
+//! Submodules: [`plan`] (per-document decisions, no I/O), [`stream`] (the response bodies; DIMSE
+//! data sets get the Part 10 header of `hie_dicom_net::file_meta`).
 
-mod file_meta;
 pub mod plan;
 mod stream;
 

@@ -6,8 +6,8 @@
 //! instance in a requested transfer syntax: instances the PACS refuses or sends in another syntax
 //! before it are answered as errors in the root part instead of being promised. After the root
 //! part, each instance becomes a part as its events arrive (any order: parts are found by
-//! Content-ID, XOP 1.0 section 3), a DIMSE data set behind a File Meta Information group written
-//! here. Any failure after that (an instance lost or never sent, a transfer syntax that was not
+//! Content-ID, XOP 1.0 section 3), a DIMSE data set behind the File Meta Information group of
+//! `hie_dicom_net::file_meta`. Any failure after that (an instance lost or never sent, a transfer syntax that was not
 //! asked for) ends the body with an error, which makes hyper abort the response.
 //!
 //! Dropping the body (the client went away) drops the channel's receiver and aborts the task,
@@ -22,12 +22,13 @@ use std::time::Instant;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use hie_broker::ports::{InstanceKey, Pacs, PacsError, RetrieveEvent, RetrieveReport};
+use hie_dicom_net::MetaIdentity;
 use hie_store::Store;
 use hie_xds::mtom::MtomWriter;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{MIME_DICOM, XdsiStats, file_meta};
+use super::{MIME_DICOM, XdsiStats};
 
 /// Why an instance was not promised after all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,12 +313,15 @@ impl BodyState {
                     }
                     let mut chunk = BytesMut::from(&self.writer.part_header(&content_id, MIME_DICOM)[..]);
                     if !part10 {
-                        let meta = file_meta::FileMeta {
+                        // The PACS's AE title is not known here: Source Application Entity Title
+                        // (0002,0016, optional) is left out.
+                        let identity = MetaIdentity {
                             sop_class_uid: &sop_class_uid,
                             sop_instance_uid: &sop_instance_uid,
                             transfer_syntax_uid: &transfer_syntax_uid,
+                            source_ae_title: "",
                         };
-                        chunk.extend_from_slice(&file_meta::write(&meta));
+                        chunk.extend_from_slice(&hie_dicom_net::file_meta(&identity));
                     }
                     parts.current = Current::Forwarding(sop_instance_uid);
                     return Some(Ok(chunk.freeze()));
