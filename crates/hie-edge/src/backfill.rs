@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::cli::{EXIT_CONFIG, EXIT_RUNTIME, load_or_report};
+use crate::cli::{EXIT_CONFIG, EXIT_RUNTIME, load_or_report, one_shot_runtime};
 
 /// How often the store is read while following.
 const POLL: Duration = Duration::from_secs(1);
@@ -28,12 +28,9 @@ pub fn run(path: &Path, since: &str, stall_timeout: Duration) -> ExitCode {
         eprintln!("{}: backfill needs [pacs] and [registry]", path.display());
         return ExitCode::from(EXIT_CONFIG);
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match one_shot_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let pacs = crate::pacs::open(pacs_settings).await?;

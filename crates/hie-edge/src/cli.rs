@@ -192,12 +192,9 @@ fn kos_build(path: &Path, study: &str, out: &Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match one_shot_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     let evidence = runtime.block_on(async {
         let pacs = crate::pacs::open(pacs).await?;
@@ -252,12 +249,9 @@ pub(crate) fn study_refresh(path: &Path, study: &str) -> ExitCode {
         eprintln!("study refresh: {study:?} is not a Study Instance UID");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match one_shot_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let store = crate::app::open_store(&config).await?;
@@ -465,4 +459,12 @@ impl ShutdownSignals {
             () = next(self.interrupt.as_mut()) => {}
         }
     }
+}
+
+/// The single-threaded runtime a one-shot subcommand runs its store or PACS work on.
+pub(crate) fn one_shot_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|error| {
+        eprintln!("cannot start the runtime: {error}");
+        ExitCode::from(EXIT_RUNTIME)
+    })
 }

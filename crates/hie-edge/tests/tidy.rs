@@ -62,6 +62,19 @@ fn codecs_are_self_contained() {
 }
 
 #[test]
+fn the_mllp_server_builds_on_the_hl7_codec_only() {
+    let crates = dependencies();
+    let net = crates.get("hie-hl7-net").expect("hie-hl7-net exists");
+    for dep in net {
+        assert!(
+            !dep.starts_with("hie-") || dep == "hie-hl7",
+            "hie-hl7-net must depend on no hie-* crate but hie-hl7 (found {dep})"
+        );
+    }
+    assert!(!depends(&crates, "hie-broker", "hie-hl7-net"), "the broker opens no socket");
+}
+
+#[test]
 fn the_dicom_network_layer_builds_on_the_dimse_codec_only() {
     let crates = dependencies();
     let net = crates.get("hie-dicom-net").expect("hie-dicom-net exists");

@@ -1,23 +1,21 @@
-//! The MLLP listener: accepts HL7 v2 connections, frames messages, decodes them, and answers
-//! each with the frames the broker decides, in order.
+//! The HL7 listener: decodes each ADT frame the MLLP server ([`hie_hl7_net`]) hands it and
+//! answers with the frames the broker decides, in order.
 //!
-//! Limits keep a bad peer from hurting others: a frame cap (no byte beyond it is buffered), an
-//! idle timeout, and a connection cap (connections over it are closed at once). Message bodies
-//! are never logged: they are PHI.
+//! The server's limits keep a bad peer from hurting others: a frame cap (no byte beyond it is
+//! buffered), an idle timeout, and a connection cap (connections over it are closed at once).
+//! Message bodies are never logged: they are PHI.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use hie_broker::adt::{self, AdtConfig, Outcome};
 use hie_broker::commit::AdtWriter;
 use hie_hl7::adt::{parse_adt, parse_header};
-use hie_hl7::mllp::MllpDecoder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use hie_hl7_net::{Event, Handler, Limits};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// Listener settings (`[hl7]`).
 #[derive(Debug, Clone)]
@@ -41,10 +39,27 @@ pub struct MllpStats {
 /// What a connection needs, shared by all of them.
 #[derive(Debug)]
 struct Shared {
-    config: MllpConfig,
     adt_config: Arc<AdtConfig>,
     writer: AdtWriter,
     stats: Arc<MllpStats>,
+}
+
+impl Handler for Shared {
+    async fn answer(&self, frame: &[u8], peer: SocketAddr) -> Vec<String> {
+        let span = tracing::info_span!("hl7.message", %peer, bytes = frame.len());
+        tracing::Instrument::instrument(handle_frame(self, frame), span).await
+    }
+
+    fn event(&self, event: Event) {
+        let counter = match event {
+            Event::Accepted => &self.stats.connections_accepted,
+            Event::Refused => &self.stats.connections_refused,
+            Event::Frame => &self.stats.frames_received,
+            Event::BadFrame => &self.stats.frames_too_large,
+            Event::IdleTimeout => &self.stats.idle_timeouts,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Serves MLLP on `listener` until `shutdown` turns true.
@@ -54,91 +69,15 @@ pub async fn serve(
     adt_config: Arc<AdtConfig>,
     writer: AdtWriter,
     stats: Arc<MllpStats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let shared = Arc::new(Shared { config, adt_config, writer, stats });
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%error, "MLLP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            shared.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, "MLLP connection refused: connection cap reached");
-            drop(stream);
-            continue;
-        };
-        shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::clone(&shared);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection(stream, peer, &shared, shutdown).await {
-                tracing::debug!(%peer, %error, "MLLP connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
-}
-
-async fn connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Shared,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    // Small request/response frames: without this, Nagle and delayed ACKs add ~40 ms per message.
-    stream.set_nodelay(true)?;
-    let mut decoder = MllpDecoder::new(shared.config.max_frame_bytes);
-    let mut buffer = BytesMut::with_capacity(16 * 1024);
-    let mut out = Vec::with_capacity(1024);
-    loop {
-        loop {
-            match decoder.decode(&mut buffer) {
-                Ok(Some(frame)) => {
-                    shared.stats.frames_received.fetch_add(1, Ordering::Relaxed);
-                    out.clear();
-                    // Answers go back in the charset the sender declared in MSH-18.
-                    let charset = String::from_utf8_lossy(hie_hl7::charset::declared_charset(&frame)).into_owned();
-                    let span = tracing::info_span!("hl7.message", %peer, bytes = frame.len());
-                    for answer in tracing::Instrument::instrument(handle_frame(shared, &frame), span).await {
-                        let encoded = hie_hl7::charset::encode_from_utf8(&answer, &charset);
-                        hie_hl7::mllp::encode(&encoded, &mut out);
-                    }
-                    stream.write_all(&out).await?;
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    shared.stats.frames_too_large.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%peer, %error, "MLLP frame refused; closing the connection");
-                    return Ok(());
-                }
-            }
-        }
-        let read = tokio::select! {
-            read = tokio::time::timeout(shared.config.idle_timeout, stream.read_buf(&mut buffer)) => read,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        match read {
-            Ok(Ok(0)) => return Ok(()),
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(error),
-            Err(_) => {
-                shared.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%peer, "MLLP connection idle; closing");
-                return Ok(());
-            }
-        }
-    }
+    let limits = Limits {
+        max_connections: config.max_connections,
+        max_frame_bytes: config.max_frame_bytes,
+        idle_timeout: config.idle_timeout,
+    };
+    let shared = Arc::new(Shared { adt_config, writer, stats });
+    hie_hl7_net::serve(listener, limits, shared, "hl7", shutdown).await;
 }
 
 /// Decodes one frame and returns the frames to answer with. This is the HL7 rescue: every way a

@@ -23,98 +23,37 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::BytesMut;
 use hie_hl7::ack::{AckCode, build_ack, salvage_header};
 use hie_hl7::adt::{AdtEvent, AdtKind, AdtMessage, Cx, MessageHeader, parse_adt, parse_header};
-use hie_hl7::mllp::MllpDecoder;
 use hie_hl7::{ErrorCode, Hl7Error, Location};
+use hie_hl7_net::{Handler, Limits};
 use hie_store::StoreError;
 use hie_store::refregistry::{self, RecordedFeedAck};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::Inner;
 use crate::ids;
 use crate::metadata::patient_lock_key;
 
 /// Serves the feed on `listener` until `shutdown` turns true.
-pub(crate) async fn serve(registry: Arc<Inner>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(registry.config.feed.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%error, "registry feed accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, "registry feed connection refused: connection cap reached");
-            drop(stream);
-            continue;
-        };
-        let registry = Arc::clone(&registry);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection(&registry, stream, peer, shutdown).await {
-                tracing::debug!(%peer, %error, "registry feed connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
+pub(crate) async fn serve(registry: Arc<Inner>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    let feed = &registry.config.feed;
+    let limits = Limits {
+        max_connections: feed.max_connections,
+        max_frame_bytes: feed.max_frame_bytes,
+        idle_timeout: feed.idle_timeout,
+    };
+    hie_hl7_net::serve(listener, limits, Arc::new(Feed(registry)), "registry feed", shutdown).await;
 }
 
-async fn connection(
-    registry: &Inner,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    // Small request/response frames: without this, Nagle and delayed ACKs add ~40 ms per message.
-    stream.set_nodelay(true)?;
-    let feed = &registry.config.feed;
-    let mut decoder = MllpDecoder::new(feed.max_frame_bytes);
-    let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
-    let mut out = Vec::new();
-    loop {
-        loop {
-            match decoder.decode(&mut buffer) {
-                Ok(Some(frame)) => {
-                    let charset = String::from_utf8_lossy(hie_hl7::charset::declared_charset(&frame)).into_owned();
-                    let ack = handle_frame(registry, &frame).await;
-                    out.clear();
-                    hie_hl7::mllp::encode(&hie_hl7::charset::encode_from_utf8(&ack, &charset), &mut out);
-                    stream.write_all(&out).await?;
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::warn!(%peer, %error, "registry feed frame refused; closing the connection");
-                    return Ok(());
-                }
-            }
-        }
-        let read = tokio::select! {
-            read = tokio::time::timeout(feed.idle_timeout, stream.read_buf(&mut buffer)) => read,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        match read {
-            Ok(Ok(0)) => return Ok(()),
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(error),
-            Err(_) => {
-                tracing::info!(%peer, "registry feed connection idle; closing");
-                return Ok(());
-            }
-        }
+/// The registry as an MLLP frame handler.
+struct Feed(Arc<Inner>);
+
+impl Handler for Feed {
+    async fn answer(&self, frame: &[u8], _peer: SocketAddr) -> Vec<String> {
+        vec![handle_frame(&self.0, frame).await]
     }
 }
 
@@ -256,6 +195,4 @@ fn refusal_code(error: &Hl7Error) -> AckCode {
     }
 }
 
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-const READ_BUFFER_BYTES: usize = 16 * 1024;
 const MICROS_PER_SECOND: i64 = 1_000_000;

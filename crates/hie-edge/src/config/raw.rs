@@ -19,7 +19,7 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Value {
+pub(super) enum Value {
     String(String),
     Integer(i64),
     Boolean(bool),
@@ -57,21 +57,12 @@ impl RawConfig {
             if raw.values.contains_key(&slot) {
                 continue;
             }
-            let default = match key.default {
-                schema::DefaultValue::Required => {
-                    let path = format!("{}.{}", key.section, key.name);
-                    // A key given with the wrong type was reported already; don't add "required".
-                    if !problems.iter().any(|problem| problem.key.starts_with(&path)) {
-                        problems.push(Problem { key: path, message: "is required".to_owned() });
-                    }
-                    continue;
+            match key.default.value() {
+                Some(default) => {
+                    raw.values.insert(slot, default);
                 }
-                schema::DefaultValue::String(text) => Value::String(text.to_owned()),
-                schema::DefaultValue::Integer(number) => Value::Integer(number),
-                schema::DefaultValue::Boolean(flag) => Value::Boolean(flag),
-                schema::DefaultValue::EmptyList => Value::StringList(Vec::new()),
-            };
-            raw.values.insert(slot, default);
+                None => require(format!("{}.{}", key.section, key.name), &mut problems),
+            }
         }
         (raw, problems)
     }
@@ -103,20 +94,12 @@ impl RawConfig {
                 if entry.contains_key(key.name) {
                     continue;
                 }
-                let default = match key.default {
-                    schema::DefaultValue::Required => {
-                        let path = format!("partners[{index}].{}", key.name);
-                        if !problems.iter().any(|problem| problem.key.starts_with(&path)) {
-                            problems.push(Problem { key: path, message: "is required".to_owned() });
-                        }
-                        continue;
+                match key.default.value() {
+                    Some(default) => {
+                        entry.insert(key.name.to_owned(), default);
                     }
-                    schema::DefaultValue::String(text) => Value::String(text.to_owned()),
-                    schema::DefaultValue::Integer(number) => Value::Integer(number),
-                    schema::DefaultValue::Boolean(flag) => Value::Boolean(flag),
-                    schema::DefaultValue::EmptyList => Value::StringList(Vec::new()),
-                };
-                entry.insert(key.name.to_owned(), default);
+                    None => require(format!("partners[{index}].{}", key.name), problems),
+                }
             }
         }
     }
@@ -312,5 +295,13 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Integer => "an integer",
         Kind::Boolean => "true or false",
         Kind::StringList => "an array of strings",
+    }
+}
+
+/// Reports a required key as missing, unless a problem with it (a wrong type, say) was reported
+/// already: one key, one message.
+fn require(path: String, problems: &mut Vec<Problem>) {
+    if !problems.iter().any(|problem| problem.key.starts_with(&path)) {
+        problems.push(Problem { key: path, message: "is required".to_owned() });
     }
 }

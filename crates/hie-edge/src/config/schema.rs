@@ -23,6 +23,20 @@ pub enum DefaultValue {
     EmptyList,
 }
 
+impl DefaultValue {
+    /// The value an absent key takes; `None` for a required key.
+    pub(super) fn value(self) -> Option<super::raw::Value> {
+        use super::raw::Value;
+        Some(match self {
+            DefaultValue::Required => return None,
+            DefaultValue::String(text) => Value::String(text.to_owned()),
+            DefaultValue::Integer(number) => Value::Integer(number),
+            DefaultValue::Boolean(flag) => Value::Boolean(flag),
+            DefaultValue::EmptyList => Value::StringList(Vec::new()),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Key {
     pub section: &'static str,
