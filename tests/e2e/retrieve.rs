@@ -598,8 +598,8 @@ async fn streaming(via: Via) {
     println!("{via:?}: RAD-69 of 200 instances at 2 MB/s: broker peak above idle {slow_peak} KiB");
     assert!(slow_peak < 64 * 1024, "a slow client cost {slow_peak} KiB");
 
-    // A client that goes away halfway (after 20 MB of the 80): the broker drops the answer and
-    // ends the PACS side of the retrieval.
+    // A client that goes away halfway (DICOMweb: after 20 MB of the 80; DIMSE: in the middle of
+    // the second series): the broker drops the answer and ends the PACS side of the retrieval.
     let aborted_before = rig.metric("hie_retrieve_aborted_total");
     match via {
         Via::DicomWeb => leave_halfway_over_dicomweb(&rig, &big),
@@ -656,10 +656,20 @@ fn leave_halfway_over_dicomweb(rig: &Rig, big: &GeneratedStudy) {
 /// for the next retrieval). C-MOVE: Orthanc stops the move itself at the first sub-operation our
 /// listener refuses (0xA700, the receiver is gone), its final response comes, and the clean
 /// association goes back to the pool. No association is aborted either way.
+///
+/// The client leaves in the middle of the second series, not after 20 MB: the broker fetches
+/// series by series (one C-GET or C-MOVE of 500 instances each), and 20 MB is within a dozen
+/// instances of the first series' end, so the operation could be over by the time the broker
+/// saw the client go (it runs ahead by its channel and the sockets' buffers), leaving nothing to
+/// cancel (the association then goes back to the pool unused; no C-CANCEL, no release).
 async fn leave_halfway_over_dimse(rig: &Rig, big: &GeneratedStudy) {
+    let per_series = big.instances.len() / big.series_instance_uids.len();
+    let leave_at: u64 =
+        big.paths()[..per_series * 3 / 2].iter().map(|path| std::fs::metadata(path).unwrap().len()).sum();
+    let leave_at = usize::try_from(leave_at).unwrap();
     let log_before = rig.orthanc.log().len();
-    let taken = rig.read_then_leave(&whole_study_body(big), 20_000_000);
-    assert_eq!(taken, 20_000_000, "the client read 20 MB, then left");
+    let taken = rig.read_then_leave(&whole_study_body(big), leave_at);
+    assert_eq!(taken, leave_at, "the client read {leave_at} bytes (1.5 series), then left");
     rig.wait_for_pacs_retrievals_to_end().await;
     // (what Orthanc logs, in this order): its handler's lines may come a moment after the answer.
     let expected: &[&str] = match rig.via {
