@@ -5,8 +5,9 @@
 //! - direct: curl WADO-RS of the whole study (`/dicom-web/studies/{uid}`), dcmtk `getscu` (C-GET)
 //!   and `movescu` to a dcmtk `storescp` (C-MOVE);
 //! - through the release broker (`hie-edge-e2e` built by `cargo bench`): RAD-69 for every instance
-//!   over mutual TLS by curl (HTTP/1.1 and HTTP/2), the broker fetching by WADO-RS (and by C-GET /
-//!   C-MOVE once the DIMSE adapter is in the build: `RETRIEVE_BENCH_DIMSE=c-get|c-move`).
+//!   over mutual TLS by curl (HTTP/1.1 and HTTP/2), by three brokers in turn, fetching by WADO-RS,
+//!   by C-GET, and by C-MOVE to the broker's own DICOM listener (`RETRIEVE_BENCH_VIA=c-get,c-move`
+//!   picks some; the default is all three).
 //!
 //! Printed: MB/s, instances/s, time to first byte (curl's `time_starttransfer`; for dcmtk, until
 //! the first file lands in the output folder), the broker's CPU seconds per GB (utime + stime of
@@ -14,6 +15,7 @@
 //! `clear_refs` before each measure) for 4 concurrent retrievals and for single retrievals of 100
 //! and 2,000-instance studies. Asserts nothing about time; checks that every retrieval was whole.
 //! `RETRIEVE_BENCH_RUNS` sets the runs per path (default 3). Results go to docs/performance.md.
+//! The brokers record registrations themselves and publish nothing (`[registry] kind` cleared).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -32,20 +34,29 @@ const RAD69_ACTION: &str = "urn:ihe:rad:2009:RetrieveImagingDocumentSet";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const CT_INSTANCES: usize = 500;
 const CONCURRENT: usize = 4;
+/// The broker's AE title (`[dicom] ae_title`): the C-MOVE destination Orthanc knows.
+const BROKER_AE: &str = "HIE_EDGE";
 
 fn main() {
     hie_e2e::init!();
     let runs: usize = std::env::var("RETRIEVE_BENCH_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(3).max(1);
-    let dimse = std::env::var("RETRIEVE_BENCH_DIMSE").ok();
+    let vias = vias_wanted();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let work = tempfile::tempdir().unwrap();
     println!("bench: B-RAD69, {runs} run(s) per path, median kept; broker {}", hie_e2e::broker_exe().display());
-    println!("machine: {} CPUs, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), kernel());
+    println!(
+        "machine: {} CPUs, {}; {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        kernel(),
+        load()
+    );
 
-    // The PACS and its studies.
+    // The PACS and its studies. Orthanc knows both C-MOVE destinations: dcmtk's storescp, and the
+    // DICOM listener of the broker that retrieves by C-MOVE.
     let storescp_port = hie_testkit::free_port();
+    let move_listener = free_addr();
     let orthanc = Orthanc::start_with(OrthancOptions {
-        modalities: vec![Modality::local("STORESCP", storescp_port)],
+        modalities: vec![Modality::local("STORESCP", storescp_port), Modality::local(BROKER_AE, move_listener.port())],
         ..OrthancOptions::default()
     });
     let ct_template = ct_template(work.path());
@@ -66,45 +77,8 @@ fn main() {
         std::fs::metadata(&pet_template).unwrap().len() / 1000,
         loading.elapsed().as_secs_f64()
     );
-
-    // The broker, with Orthanc as its PACS.
     let pki = Pki::new(work.path());
-    let https = free_addr();
-    let mut options = BrokerOptions::new(Engine::Sqlite)
-        .env("HIE_EDGE__AFFINITY_DOMAIN__PROFILE", "")
-        .env("HIE_EDGE__NODE__REPOSITORY_UNIQUE_ID", REPOSITORY)
-        .env("HIE_EDGE__PACS__POLL_INTERVAL_SECS", "0")
-        .env("HIE_EDGE__DICOM__QUIET_PERIOD_SECS", "0")
-        .env("HIE_EDGE__TELEMETRY__LOG_LEVEL", "warn")
-        .env("HIE_EDGE__HTTPS__LISTEN", &https.to_string())
-        .env("HIE_EDGE__HTTPS__CERTIFICATE", &pki.server_certificate.display().to_string())
-        .env("HIE_EDGE__HTTPS__PRIVATE_KEY", &pki.server_key.display().to_string())
-        .env("HIE_EDGE__HTTPS__CLIENT_CA", &pki.ca.display().to_string())
-        .env("HIE_EDGE__PARTNERS__0__NAME", "bench")
-        .env("HIE_EDGE__PARTNERS__0__CERTIFICATE", &pki.client_certificate.display().to_string())
-        .env("HIE_EDGE__PARTNERS__0__TRANSACTIONS", "RAD-69");
-    let pacs_label = match dimse.as_deref() {
-        Some(retrieve @ ("c-get" | "c-move")) => {
-            options = options
-                .env("HIE_EDGE__PACS__KIND", "dimse")
-                .env("HIE_EDGE__PACS__AE_TITLE", orthanc.ae_title())
-                .env("HIE_EDGE__PACS__HOST", "127.0.0.1")
-                .env("HIE_EDGE__PACS__PORT", &orthanc.dicom_port().to_string())
-                .env("HIE_EDGE__PACS__RETRIEVE", retrieve);
-            retrieve.to_uppercase()
-        }
-        _ => {
-            options = options
-                .env("HIE_EDGE__PACS__KIND", "dicomweb")
-                .env("HIE_EDGE__PACS__URL", &format!("{}/dicom-web", orthanc.http_url()));
-            "WADO-RS".to_owned()
-        }
-    };
-    let broker = BrokerProc::start_with(options);
-    for study in [&ct, &pet_100, &pet_2000] {
-        runtime.block_on(publish(&broker, &study.study_instance_uid));
-    }
-    let rad69_ct = pki.request_file(work.path(), "ct", &rad69_body(&ct));
+    let studies = Studies { ct: &ct, pet_100: &pet_100, pet_2000: &pet_2000 };
 
     // Direct retrievals.
     let mut table: Vec<(String, Figures)> = Vec::new();
@@ -132,25 +106,34 @@ fn main() {
     table.push(("direct C-GET (getscu)".to_owned(), direct_cget));
     let direct_cmove = median(runs, || dcmtk_move(&orthanc, &ct, work.path(), storescp_port, ct_bytes));
     table.push(("direct C-MOVE (movescu to storescp)".to_owned(), direct_cmove));
+    // Small instances cost per instance what big ones cost per byte: the same direct paths on the
+    // 2,000 PET instances, beside which the brokers' 2,000-instance retrievals are printed.
+    let pet_bytes: u64 = pet_2000.paths().iter().map(|path| std::fs::metadata(path).unwrap().len()).sum();
+    let small_cget = median(runs, || dcmtk_get(&orthanc, &pet_2000, work.path(), pet_bytes));
+    table.push(("direct C-GET (getscu), PET 2,000".to_owned(), small_cget));
+    let small_cmove = median(runs, || dcmtk_move(&orthanc, &pet_2000, work.path(), storescp_port, pet_bytes));
+    table.push(("direct C-MOVE (movescu), PET 2,000".to_owned(), small_cmove));
 
-    // Through the broker.
-    let pid = broker.pid();
-    let mut broker_figures = Vec::new();
-    for http in ["--http1.1", "--http2"] {
-        let cpu_before = cpu_seconds(pid);
-        let mut bytes = 0;
-        let figures = median(runs, || {
-            let figures = pki.rad69(https, &rad69_ct, &work.path().join("rad69"), &[http], ct.instances.len());
-            bytes += figures.bytes;
-            figures
-        });
-        let cpu = cpu_seconds(pid) - cpu_before;
-        println!(
-            "figure broker_cpu_seconds_per_gb{{path=\"RAD-69 {http} via {pacs_label}\"}} {:.3}",
-            cpu / (bytes as f64 / 1e9)
-        );
-        table.push((format!("hie-edge RAD-69 {} via {pacs_label}", http.trim_start_matches("--")), figures));
-        broker_figures.push(figures);
+    // Through the broker: one broker per way in, in turn, each on its own store.
+    let mut ratios = Vec::new();
+    for via in vias {
+        let direct = match via {
+            Via::WadoRs => direct_wado,
+            Via::CGet => direct_cget,
+            Via::CMove => direct_cmove,
+        };
+        let options = via.broker_options(&orthanc, move_listener, &pki);
+        let broker = BrokerProc::start_with(options);
+        for study in [&ct, &pet_100, &pet_2000] {
+            runtime.block_on(publish(&broker, &study.study_instance_uid));
+        }
+        println!();
+        println!("{}: {}", via.label(), load());
+        let figures = through_broker(&broker, via, &pki, &studies, work.path(), runs);
+        for (http, figures) in ["http1.1", "http2"].iter().zip(&figures) {
+            table.push((format!("hie-edge RAD-69 {http} via {}", via.label()), *figures));
+            ratios.push((*http, via, figures.mb_per_s() / direct.mb_per_s(), (figures.ttfb - direct.ttfb) * 1000.0));
+        }
     }
 
     println!();
@@ -165,34 +148,148 @@ fn main() {
         );
     }
     println!();
-    let direct = match pacs_label.as_str() {
-        "C-GET" => (direct_cget, 0.90),
-        "C-MOVE" => (direct_cmove, 0.85),
-        _ => (direct_wado, 0.90),
-    };
-    for (figures, http) in broker_figures.iter().zip(["http1.1", "http2"]) {
+    for (http, via, ratio, ttfb_delta) in ratios {
+        let label = via.label();
         println!(
-            "ratio throughput{{path=\"RAD-69 {http} via {pacs_label}\",against=\"direct {pacs_label}\"}} {:.3} (goal >= {:.2})",
-            figures.mb_per_s() / direct.0.mb_per_s(),
-            direct.1
+            "ratio throughput{{path=\"RAD-69 {http} via {label}\",against=\"direct {label}\"}} {ratio:.3} (goal >= {:.2})",
+            via.goal()
         );
         // curl 7.88 sets time_starttransfer when an HTTP/2 request is sent, not at the first byte
         // of the answer: only the HTTP/1.1 figure is a time to first byte.
         if http == "http1.1" {
             println!(
-                "figure ttfb_delta_ms{{path=\"RAD-69 {http} via {pacs_label}\",against=\"direct {pacs_label}\"}} {:.1} (goal <= 10)",
-                (figures.ttfb - direct.0.ttfb) * 1000.0
+                "figure ttfb_delta_ms{{path=\"RAD-69 {http} via {label}\",against=\"direct {label}\"}} {ttfb_delta:.1} (goal <= 10)"
             );
         }
     }
+    println!("{}", load());
+}
 
-    // Memory: concurrent retrievals, then one retrieval of 100 and of 2,000 instances.
+/// The studies every broker retrieves.
+struct Studies<'a> {
+    ct: &'a GeneratedStudy,
+    pet_100: &'a GeneratedStudy,
+    pet_2000: &'a GeneratedStudy,
+}
+
+/// How a broker fetches from Orthanc (`[pacs] kind` and `retrieve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    WadoRs,
+    CGet,
+    /// To the broker's own DICOM listener, which Orthanc has among its modalities.
+    CMove,
+}
+
+impl Via {
+    const ALL: [Via; 3] = [Via::WadoRs, Via::CGet, Via::CMove];
+
+    fn label(self) -> &'static str {
+        match self {
+            Via::WadoRs => "WADO-RS",
+            Via::CGet => "C-GET",
+            Via::CMove => "C-MOVE",
+        }
+    }
+
+    /// B.3 B-RAD69: the throughput against the direct retrieval of the same kind.
+    fn goal(self) -> f64 {
+        match self {
+            Via::WadoRs | Via::CGet => 0.90,
+            Via::CMove => 0.85,
+        }
+    }
+
+    fn broker_options(self, orthanc: &Orthanc, move_listener: SocketAddr, pki: &Pki) -> BrokerOptions {
+        let mut options = BrokerOptions::new(Engine::Sqlite)
+            // The bench records registrations itself: nothing is published to a registry.
+            .env("HIE_EDGE__AFFINITY_DOMAIN__PROFILE", "")
+            .env("HIE_EDGE__REGISTRY__KIND", "")
+            .env("HIE_EDGE__NODE__REPOSITORY_UNIQUE_ID", REPOSITORY)
+            .env("HIE_EDGE__PACS__POLL_INTERVAL_SECS", "0")
+            .env("HIE_EDGE__DICOM__QUIET_PERIOD_SECS", "0")
+            .env("HIE_EDGE__TELEMETRY__LOG_LEVEL", "warn")
+            .env("HIE_EDGE__HTTPS__CERTIFICATE", &pki.server_certificate.display().to_string())
+            .env("HIE_EDGE__HTTPS__PRIVATE_KEY", &pki.server_key.display().to_string())
+            .env("HIE_EDGE__HTTPS__CLIENT_CA", &pki.ca.display().to_string())
+            .env("HIE_EDGE__PARTNERS__0__NAME", "bench")
+            .env("HIE_EDGE__PARTNERS__0__CERTIFICATE", &pki.client_certificate.display().to_string())
+            .env("HIE_EDGE__PARTNERS__0__TRANSACTIONS", "RAD-69");
+        match self {
+            Via::WadoRs => {
+                options = options
+                    .env("HIE_EDGE__PACS__KIND", "dicomweb")
+                    .env("HIE_EDGE__PACS__URL", &format!("{}/dicom-web", orthanc.http_url()));
+            }
+            Via::CGet | Via::CMove => {
+                let retrieve = if self == Via::CGet { "c-get" } else { "c-move" };
+                options = options
+                    .env("HIE_EDGE__DICOM__AE_TITLE", BROKER_AE)
+                    .env("HIE_EDGE__PACS__KIND", "dimse")
+                    .env("HIE_EDGE__PACS__AE_TITLE", orthanc.ae_title())
+                    .env("HIE_EDGE__PACS__HOST", "127.0.0.1")
+                    .env("HIE_EDGE__PACS__PORT", &orthanc.dicom_port().to_string())
+                    .env("HIE_EDGE__PACS__RETRIEVE", retrieve);
+                if self == Via::CMove {
+                    options = options.env("HIE_EDGE__DICOM__LISTEN", &move_listener.to_string());
+                }
+            }
+        }
+        options
+    }
+}
+
+/// `RETRIEVE_BENCH_VIA` (a comma-separated list of wado-rs, c-get, c-move), or all three.
+fn vias_wanted() -> Vec<Via> {
+    let Ok(list) = std::env::var("RETRIEVE_BENCH_VIA") else { return Via::ALL.to_vec() };
+    list.split(',')
+        .map(|name| {
+            Via::ALL
+                .into_iter()
+                .find(|via| via.label().eq_ignore_ascii_case(name.trim()))
+                .unwrap_or_else(|| panic!("RETRIEVE_BENCH_VIA: {name:?} is none of wado-rs, c-get, c-move"))
+        })
+        .collect()
+}
+
+/// RAD-69 of the CT study by HTTP/1.1 and HTTP/2 (its CPU per GB printed), then the memory
+/// figures: concurrent retrievals, and one retrieval of 100 and of 2,000 instances.
+fn through_broker(
+    broker: &BrokerProc,
+    via: Via,
+    pki: &Pki,
+    studies: &Studies,
+    work: &Path,
+    runs: usize,
+) -> Vec<Figures> {
+    let label = via.label();
+    let https = broker.https_addr;
+    let ct = studies.ct;
+    let rad69_ct = pki.request_file(work, "ct", &rad69_body(ct));
+    let pid = broker.pid();
+    let mut broker_figures = Vec::new();
+    for http in ["--http1.1", "--http2"] {
+        let cpu_before = cpu_seconds(pid);
+        let mut bytes = 0;
+        let figures = median(runs, || {
+            let figures = pki.rad69(https, &rad69_ct, &work.join("rad69"), &[http], ct.instances.len());
+            bytes += figures.bytes;
+            figures
+        });
+        let cpu = cpu_seconds(pid) - cpu_before;
+        println!(
+            "figure broker_cpu_seconds_per_gb{{path=\"RAD-69 {http} via {label}\"}} {:.3}",
+            cpu / (bytes as f64 / 1e9)
+        );
+        broker_figures.push(figures);
+    }
+
     let base = reset_peak(pid);
     let threads: Vec<_> = (0..CONCURRENT)
         .map(|index| {
             let pki = pki.clone();
             let request = rad69_ct.clone();
-            let output = work.path().join(format!("concurrent-{index}"));
+            let output = work.join(format!("concurrent-{index}"));
             let n = ct.instances.len();
             std::thread::spawn(move || pki.rad69(https, &request, &output, &["--http2"], n))
         })
@@ -203,28 +300,38 @@ fn main() {
         / concurrent.iter().map(|figures| figures.total).fold(0.0, f64::max)
         / 1e6;
     println!(
-        "figure broker_peak_kib_per_retrieval{{concurrent=\"{CONCURRENT}\",study=\"CT {CT_INSTANCES}\"}} {} (goal <= 16384); aggregate {aggregate:.1} MB/s",
+        "figure broker_peak_kib_per_retrieval{{via=\"{label}\",concurrent=\"{CONCURRENT}\",study=\"CT {CT_INSTANCES}\"}} {} (goal <= 16384); aggregate {aggregate:.1} MB/s",
         peak / CONCURRENT as u64
     );
     let mut per_size = Vec::new();
-    for study in [&pet_100, &pet_2000] {
-        let request = pki.request_file(work.path(), &format!("pet{}", study.instances.len()), &rad69_body(study));
+    for study in [studies.pet_100, studies.pet_2000] {
+        let request = pki.request_file(work, &format!("pet{}", study.instances.len()), &rad69_body(study));
         let base = reset_peak(pid);
-        let figures = pki.rad69(https, &request, &work.path().join("pet"), &[], study.instances.len());
+        let figures = pki.rad69(https, &request, &work.join("pet"), &[], study.instances.len());
         let peak = hie_e2e::vm_hwm_kib(pid).saturating_sub(base);
         println!(
-            "figure broker_peak_kib{{instances=\"{}\"}} {peak} ({:.1} MB at {:.1} MB/s)",
+            "figure broker_peak_kib{{via=\"{label}\",instances=\"{}\"}} {peak} ({:.1} MB at {:.1} MB/s, {:.0} instances/s, TTFB {:.1} ms)",
             study.instances.len(),
             mb(figures.bytes),
-            figures.mb_per_s()
+            figures.mb_per_s(),
+            figures.instances_per_s(),
+            figures.ttfb * 1000.0
         );
         per_size.push(peak);
     }
     println!(
-        "figure broker_peak_kib_difference{{2000_minus_100}} {} (goal: unchanged; VmHWM moves in allocator-sized steps)",
+        "figure broker_peak_kib_difference{{via=\"{label}\",2000_minus_100}} {} (goal: unchanged; VmHWM moves in allocator-sized steps)",
         per_size[1] as i64 - per_size[0] as i64
     );
     println!("broker idle RSS {} KiB", rss_kib(pid));
+    broker_figures
+}
+
+/// The load average, since other work on the machine moves every figure.
+fn load() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    format!("load average {}", fields.join(" "))
 }
 
 /// What one retrieval took.

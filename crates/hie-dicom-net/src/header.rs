@@ -2,7 +2,8 @@
 //! its top-level Pixel Data (7FE0,0010), scanning the elements as the fragments arrive, so that
 //! what a manifest needs (UIDs, patient and study attributes) is kept and the pixel data never
 //! is; [`part10_header`] puts File Meta Information (PS3.10 7.1) in front of that prefix, so it
-//! reads back as an ordinary Part 10 object.
+//! reads back as an ordinary Part 10 object. [`file_meta`] is that File Meta alone, for a data
+//! set that streams behind it (RAD-69 parts of DIMSE retrievals).
 //!
 //! The scan walks element headers only (PS3.5 7.1): defined-length values, sequences and items
 //! are skipped whole; undefined-length sequences and items are entered (their elements are not
@@ -280,12 +281,31 @@ pub struct MetaIdentity<'a> {
     pub source_ae_title: &'a str,
 }
 
-/// A DICOM Part 10 object (PS3.10 7.1): 128-byte preamble, "DICM", File Meta Information in
-/// Explicit VR Little Endian with our implementation identity, then `data_set` unchanged.
+/// The 128-byte preamble, `DICM` and the File Meta Information (PS3.10 7.1) in Explicit VR
+/// Little Endian with our implementation identity: what goes in front of a data set to make it a
+/// Part 10 object. A data set that streams (a RAD-69 part) follows it unchanged; one in memory is
+/// joined to it by [`part10_header`]. The one writer of File Meta in hie-edge.
+pub fn file_meta(identity: &MetaIdentity<'_>) -> Vec<u8> {
+    write_file_meta(identity, 0)
+}
+
+/// A DICOM Part 10 object (PS3.10 7.1): [`file_meta`], then `data_set` unchanged.
 pub fn part10_header(identity: &MetaIdentity<'_>, data_set: &[u8]) -> Vec<u8> {
+    let mut out = write_file_meta(identity, data_set.len());
+    out.extend_from_slice(data_set);
+    out
+}
+
+/// [`file_meta`] in a buffer with room for `room` more bytes.
+fn write_file_meta(identity: &MetaIdentity<'_>, room: usize) -> Vec<u8> {
     let mut meta = Vec::with_capacity(META_CAPACITY);
-    // PS3.10 Table 7.1-1.
-    meta.extend_from_slice(&[0x02, 0x00, 0x01, 0x00, b'O', b'B', 0, 0, 2, 0, 0, 0, 0x00, 0x01]);
+    // PS3.10 Table 7.1-1: File Meta Information Version (0002,0001), OB (two reserved bytes and
+    // a 32-bit length, PS3.5 7.1.2), value 00 01.
+    meta.extend_from_slice(&META_GROUP.to_le_bytes());
+    meta.extend_from_slice(&META_FILE_META_INFORMATION_VERSION.to_le_bytes());
+    meta.extend_from_slice(b"OB\0\0");
+    meta.extend_from_slice(&(META_VERSION.len() as u32).to_le_bytes());
+    meta.extend_from_slice(&META_VERSION);
     put_text(&mut meta, META_MEDIA_STORAGE_SOP_CLASS_UID, *b"UI", identity.sop_class_uid, 0);
     put_text(&mut meta, META_MEDIA_STORAGE_SOP_INSTANCE_UID, *b"UI", identity.sop_instance_uid, 0);
     put_text(&mut meta, META_TRANSFER_SYNTAX_UID, *b"UI", identity.transfer_syntax_uid, 0);
@@ -295,15 +315,17 @@ pub fn part10_header(identity: &MetaIdentity<'_>, data_set: &[u8]) -> Vec<u8> {
     if crate::client::check_ae_title("source", source).is_ok() {
         put_text(&mut meta, META_SOURCE_APPLICATION_ENTITY_TITLE, *b"AE", source, b' ');
     }
-    let mut out =
-        Vec::with_capacity(PREAMBLE_LEN + MAGIC.len() + GROUP_LENGTH_ELEMENT_LEN + meta.len() + data_set.len());
+    let mut out = Vec::with_capacity(PREAMBLE_LEN + MAGIC.len() + GROUP_LENGTH_ELEMENT_LEN + meta.len() + room);
     out.resize(PREAMBLE_LEN, 0);
     out.extend_from_slice(MAGIC);
     // (0002,0000) File Meta Information Group Length, UL: the bytes of the elements after it.
-    out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    out.extend_from_slice(&META_GROUP.to_le_bytes());
+    out.extend_from_slice(&META_GROUP_LENGTH.to_le_bytes());
+    out.extend_from_slice(b"UL");
+    out.extend_from_slice(&4_u16.to_le_bytes());
+    // Six short elements of at most 64 bytes each: far below u32::MAX.
     out.extend_from_slice(&u32::try_from(meta.len()).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&meta);
-    out.extend_from_slice(data_set);
     out
 }
 
@@ -362,6 +384,10 @@ const MAGIC: &[u8] = b"DICM";
 /// (0002,0000) UL: tag, VR, length, 4-byte value.
 const GROUP_LENGTH_ELEMENT_LEN: usize = 12;
 const META_GROUP: u16 = 0x0002;
+const META_GROUP_LENGTH: u16 = 0x0000;
+const META_FILE_META_INFORMATION_VERSION: u16 = 0x0001;
+/// File Meta Information Version value (PS3.10 7.1): version 1 as the bit in the second byte.
+const META_VERSION: [u8; 2] = [0x00, 0x01];
 const META_MEDIA_STORAGE_SOP_CLASS_UID: u16 = 0x0002;
 const META_MEDIA_STORAGE_SOP_INSTANCE_UID: u16 = 0x0003;
 const META_TRANSFER_SYNTAX_UID: u16 = 0x0010;

@@ -20,7 +20,8 @@
 //! - [`scu`]: typed C-ECHO, C-FIND, C-GET, C-MOVE, C-STORE and C-CANCEL operations.
 //! - [`sink`]: [`sink::StoreSink`], where a received instance's data set streams to.
 //! - [`header`]: [`header::HeaderCollector`], the prefix of a streamed data set before its
-//!   Pixel Data, and [`header::part10_header`], File Meta Information in front of it.
+//!   Pixel Data; [`header::file_meta`], the one File Meta Information writer (PS3.10 7.1), and
+//!   [`header::part10_header`], which puts it in front of a data set.
 //! - [`server`]: the storage and verification SCP ([`server::serve`]), with the acceptor side of
 //!   negotiation and its rejections.
 //! - [`moves`]: [`moves::MoveRouter`], correlating C-MOVE sub-operations that arrive at our SCP
@@ -47,7 +48,7 @@ mod dataset;
 pub use association::{AbortedBy, Association, Incoming, PresentationContext};
 pub use client::{ClientOptions, ProposedContext, Timeouts, connect};
 pub use error::{NetError, TimeoutKind, Violation};
-pub use header::{HeaderCollector, HeaderError, MetaIdentity, part10_header};
+pub use header::{HeaderCollector, HeaderError, MetaIdentity, file_meta, part10_header};
 pub use moves::{MoveEvent, MoveRegistration, MoveRouter, MoveSink};
 pub use pool::{AssociationPool, PoolOptions, PooledAssociation};
 pub use scu::{FindLimits, FindOutcome, FindStop, RetrieveFailure, RetrieveOptions, RetrieveOutcome};

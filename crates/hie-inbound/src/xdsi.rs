@@ -28,10 +28,9 @@
 //! Memory per retrieval is bounded and independent of the study: a bounded channel of PACS
 //! chunks and the request (at most 1 MiB); ITI-43 reads one manifest from the store at a time.
 //!
-//! Submodules: [`plan`] (per-document decisions, no I/O), [`stream`] (the response bodies),
-//! [`file_meta`] (the Part 10 header written in front of DIMSE data sets).
+//! Submodules: [`plan`] (per-document decisions, no I/O), [`stream`] (the response bodies; DIMSE
+//! data sets get the Part 10 header of `hie_dicom_net::file_meta`).
 
-mod file_meta;
 pub mod plan;
 mod stream;
 
@@ -107,6 +106,8 @@ pub struct XdsiStats {
     pacs_lookups: AtomicU64,
     pacs_retrievals: AtomicU64,
     in_flight: AtomicU64,
+    /// PACS retrieval tasks not yet ended (a cancelled one ends after its C-CANCEL or close).
+    pacs_in_flight: AtomicU64,
 }
 
 /// How a request ended, for the counters.
@@ -200,6 +201,11 @@ impl XdsiStats {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// PACS retrievals still running, those whose answer was dropped included.
+    pub fn pacs_in_flight(&self) -> u64 {
+        self.pacs_in_flight.load(Ordering::Relaxed)
+    }
+
     /// Writes the counters into a `/metrics` answer.
     pub fn render(&self, text: &mut MetricsText) {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
@@ -252,11 +258,12 @@ impl XdsiStats {
                 (&[("kind", "retrieve")], load(&self.pacs_retrievals)),
             ],
         )
+        .single("hie_retrieve_in_flight", "Retrieval answers being streamed", Kind::Gauge, load(&self.in_flight))
         .single(
-            "hie_retrieve_in_flight",
-            "Retrieval answers being streamed",
+            "hie_retrieve_pacs_in_flight",
+            "PACS retrievals running, including those still cancelling after their client left",
             Kind::Gauge,
-            load(&self.in_flight),
+            load(&self.pacs_in_flight),
         );
     }
 }
@@ -529,7 +536,13 @@ async fn rad69(
     // The retrieval starts; the answer's status waits for its first instance.
     state.stats.pacs_retrievals.fetch_add(1, Ordering::Relaxed);
     let keys: Vec<InstanceKey> = to_fetch.iter().map(|index| key(&docs[*index])).collect();
-    let retrieval = stream::Retrieval::start(pacs, keys, syntaxes.clone(), state.settings.retrieve_buffer);
+    let retrieval = stream::Retrieval::start(
+        pacs,
+        keys,
+        syntaxes.clone(),
+        state.settings.retrieve_buffer,
+        Arc::clone(&state.stats),
+    );
     let gate = retrieval.first_instance().await;
     let mut promised = Vec::new();
     for index in to_fetch {

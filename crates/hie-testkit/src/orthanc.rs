@@ -11,15 +11,20 @@
 //! Orthanc runs with `TCP_NODELAY=1` in its environment (its DICOM sockets are dcmtk's; see the
 //! Nagle note in real-peers.md).
 //!
+//! [`Orthanc::data_sets_by_getscu`] and [`Orthanc::data_sets_by_movescu`] give what dcmtk's SCUs
+//! receive from it: the byte references for C-GET and C-MOVE retrievals.
+//!
 //! [`Orthanc::start`] returns once HTTP `/system` answers and a C-ECHO succeeds. Dropping it
 //! kills the process and WAITS for it: a new Orthanc started before the old PID is gone would
 //! fail to bind (real-peers.md).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::part10::{self, Part10};
 use crate::{dcmtk, free_port, http};
 
 /// A DICOM peer Orthanc may send to (C-MOVE destination, or C-STORE via REST).
@@ -232,6 +237,73 @@ impl Orthanc {
         }
     }
 
+    /// The data sets dcmtk's `getscu +B` receives for a study (C-GET, Study level, calling
+    /// `our_ae`), by SOP Instance UID: the byte reference for what a C-GET SCU must get. dcmtk
+    /// 3.6.7's getscu proposes only Explicit VR Little Endian for storage, so Orthanc transcodes
+    /// instances it stores otherwise. Files go to `dir`.
+    pub fn data_sets_by_getscu(&self, study: &str, our_ae: &str, dir: &Path) -> BTreeMap<String, Part10> {
+        std::fs::create_dir_all(dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
+        let port = self.dicom_port.to_string();
+        let query = format!("StudyInstanceUID={study}");
+        let out = dir.to_str().unwrap_or_else(|| panic!("{} is not UTF-8", dir.display()));
+        let args = ["-S", "+B", "-aet", our_ae, "-aec", &self.ae_title, "-od", out, "-k", "QueryRetrieveLevel=STUDY"];
+        let mut args = args.to_vec();
+        args.extend(["-k", &query, "127.0.0.1", &port]);
+        let output = dcmtk::dcmtk("getscu", &args);
+        assert!(output.success(), "getscu: {}", output.combined());
+        read_folder(dir)
+    }
+
+    /// The data sets dcmtk's `storescp +B` receives when this Orthanc C-MOVEs a study to it
+    /// (`movescu`, Study level): the byte reference for a C-MOVE destination, as Orthanc
+    /// re-encodes what it sends that way (padding normalised), so the uploaded file is not one.
+    /// Orthanc must have `storescp` among its modalities (AE title and port). Files go to `dir`.
+    pub fn data_sets_by_movescu(&self, study: &str, storescp: &Modality, dir: &Path) -> BTreeMap<String, Part10> {
+        std::fs::create_dir_all(dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
+        let out = dir.to_str().unwrap_or_else(|| panic!("{} is not UTF-8", dir.display()));
+        let mut child = Command::new("storescp")
+            .args(["-aet", &storescp.ae_title, "+B", "-od", out, &storescp.port.to_string()])
+            .env("TCP_NODELAY", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("storescp is not runnable ({error}): install Debian's dcmtk"));
+        let port = self.dicom_port.to_string();
+        let query = format!("StudyInstanceUID={study}");
+        let args = [
+            "-S",
+            "-aet",
+            "HIETESTKIT",
+            "-aec",
+            &self.ae_title,
+            "-aem",
+            &storescp.ae_title,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &query,
+            "127.0.0.1",
+            &port,
+        ];
+        // storescp needs a moment to listen; movescu fails fast until it does.
+        let mut last = None;
+        for _ in 0..STORESCP_ATTEMPTS {
+            let output = dcmtk::dcmtk("movescu", &args);
+            if output.success() {
+                last = None;
+                break;
+            }
+            last = Some(output.combined());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(log) = last {
+            panic!("movescu to storescp never succeeded: {log}");
+        }
+        read_folder(dir)
+    }
+
     /// Orthanc's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("orthanc.log")).unwrap_or_default()
@@ -243,6 +315,18 @@ impl Drop for Orthanc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every Part 10 file of `dir`, by SOP Instance UID.
+fn read_folder(dir: &Path) -> BTreeMap<String, Part10> {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
+    let mut sets = BTreeMap::new();
+    for entry in entries {
+        let path = entry.unwrap_or_else(|error| panic!("{}: {error}", dir.display())).path();
+        let part = part10::read(&path);
+        sets.insert(part.sop_instance_uid.clone(), part);
+    }
+    sets
 }
 
 fn config_json(options: &OrthancOptions, http_port: u16, dicom_port: u16) -> String {
@@ -282,6 +366,8 @@ fn config_json(options: &OrthancOptions, http_port: u16, dicom_port: u16) -> Str
 const ORTHANC_BINARY: &str = "/usr/sbin/Orthanc";
 const DICOMWEB_PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
 const START_ATTEMPTS: usize = 5;
+/// movescu attempts while storescp starts listening (100 ms apart).
+const STORESCP_ATTEMPTS: usize = 50;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const REST_TIMEOUT: Duration = Duration::from_secs(60);

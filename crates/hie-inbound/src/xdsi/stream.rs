@@ -6,28 +6,30 @@
 //! instance in a requested transfer syntax: instances the PACS refuses or sends in another syntax
 //! before it are answered as errors in the root part instead of being promised. After the root
 //! part, each instance becomes a part as its events arrive (any order: parts are found by
-//! Content-ID, XOP 1.0 section 3), a DIMSE data set behind a File Meta Information group written
-//! here. Any failure after that (an instance lost or never sent, a transfer syntax that was not
+//! Content-ID, XOP 1.0 section 3), a DIMSE data set behind the File Meta Information group of
+//! `hie_dicom_net::file_meta`. Any failure after that (an instance lost or never sent, a transfer syntax that was not
 //! asked for) ends the body with an error, which makes hyper abort the response.
 //!
-//! Dropping the body (the client went away) drops the channel's receiver and aborts the task,
-//! which cancels the PACS retrieval (the port's contract: the association is released or aborted).
+//! Dropping the body (the client went away) drops the channel's receiver, which cancels the PACS
+//! retrieval (the port's contract: the adapter stops, its association is released or aborted);
+//! the task is left to do that and aborted only if it has not ended after a grace period.
 //!
 //! ITI-43: one manifest is read from the store per part, as the part is written.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use hie_broker::ports::{InstanceKey, Pacs, PacsError, RetrieveEvent, RetrieveReport};
+use hie_dicom_net::MetaIdentity;
 use hie_store::Store;
 use hie_xds::mtom::MtomWriter;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{MIME_DICOM, XdsiStats, file_meta};
+use super::{MIME_DICOM, XdsiStats};
 
 /// Why an instance was not promised after all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +43,12 @@ pub enum Refusal {
 /// What a retrieval task ends with: its report, and the error that stopped it early, if any.
 type TaskOutcome = (RetrieveReport, Option<PacsError>);
 
-/// The PACS retrieval task; aborted when dropped.
+/// The PACS retrieval task. Dropped with its channel's receiver (declared before it, so dropped
+/// first), it is left to end on its own: the adapter sees its sink closed and cancels the way its
+/// protocol wants (C-GET: C-CANCEL, the sub-operations in flight refused, the final response,
+/// A-RELEASE; DICOMweb: the connection closed). Aborting it instead would drop the association
+/// in the middle of an operation (Orthanc logs "Store Request Failed: DUL Peer Requested
+/// Release"). It is aborted only if it has not ended after [`CANCEL_GRACE`].
 struct TaskGuard {
     handle: Option<JoinHandle<TaskOutcome>>,
 }
@@ -56,11 +63,43 @@ impl TaskGuard {
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            handle.abort();
+        let Some(mut handle) = self.handle.take() else { return };
+        if handle.is_finished() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if tokio::time::timeout(CANCEL_GRACE, &mut handle).await.is_err() {
+                        tracing::warn!(grace = ?CANCEL_GRACE, "A cancelled PACS retrieval did not end; aborting it.");
+                        handle.abort();
+                    }
+                });
+            }
+            Err(_) => handle.abort(),
         }
     }
 }
+
+/// One running PACS retrieval in `hie_retrieve_pacs_in_flight`.
+struct PacsInFlight(Arc<XdsiStats>);
+
+impl PacsInFlight {
+    fn new(stats: Arc<XdsiStats>) -> PacsInFlight {
+        stats.pacs_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PacsInFlight(stats)
+    }
+}
+
+impl Drop for PacsInFlight {
+    fn drop(&mut self) {
+        self.0.pacs_in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How long a cancelled PACS retrieval may take to end on its own: beyond the adapters' own
+/// bounds (a DIMSE timeout for the final response after C-CANCEL, then the release).
+const CANCEL_GRACE: Duration = Duration::from_secs(120);
 
 /// A retrieval that has been started and not yet committed to.
 pub struct Retrieval {
@@ -88,11 +127,21 @@ pub struct Started {
 impl Retrieval {
     /// Starts fetching `keys` (any studies) in one of `syntaxes`: one `Pacs::retrieve` per study,
     /// in turn, into one channel of `buffer` events.
-    pub fn start(pacs: Arc<dyn Pacs>, keys: Vec<InstanceKey>, syntaxes: Vec<String>, buffer: usize) -> Retrieval {
+    pub fn start(
+        pacs: Arc<dyn Pacs>,
+        keys: Vec<InstanceKey>,
+        syntaxes: Vec<String>,
+        buffer: usize,
+        stats: Arc<XdsiStats>,
+    ) -> Retrieval {
         let (sink, events) = mpsc::channel(buffer.max(1));
         let wanted = keys.iter().map(|key| key.sop_instance_uid.clone()).collect();
         let task_syntaxes = syntaxes.clone();
+        // Counted before the spawn and uncounted when the task's future is dropped (it ended or
+        // was aborted), so the gauge never misses a task.
+        let running = PacsInFlight::new(stats);
         let handle = tokio::spawn(async move {
+            let _running = running;
             let mut studies: Vec<&str> = Vec::new();
             for key in &keys {
                 if !studies.contains(&key.study_instance_uid.as_str()) {
@@ -312,12 +361,15 @@ impl BodyState {
                     }
                     let mut chunk = BytesMut::from(&self.writer.part_header(&content_id, MIME_DICOM)[..]);
                     if !part10 {
-                        let meta = file_meta::FileMeta {
+                        // The PACS's AE title is not known here: Source Application Entity Title
+                        // (0002,0016, optional) is left out.
+                        let identity = MetaIdentity {
                             sop_class_uid: &sop_class_uid,
                             sop_instance_uid: &sop_instance_uid,
                             transfer_syntax_uid: &transfer_syntax_uid,
+                            source_ae_title: "",
                         };
-                        chunk.extend_from_slice(&file_meta::write(&meta));
+                        chunk.extend_from_slice(&hie_dicom_net::file_meta(&identity));
                     }
                     parts.current = Current::Forwarding(sop_instance_uid);
                     return Some(Ok(chunk.freeze()));

@@ -380,7 +380,12 @@ impl DicomWebPacs {
                 retrieval.fail_requested(request, &format!("cannot form a request for {url}"));
                 return Flow::Continue;
             };
-            let response = match tokio::time::timeout(self.settings.timeout, self.client.request(built)).await {
+            // A consumer that goes away while the PACS prepares its answer ends the wait.
+            let answered = tokio::select! {
+                answered = tokio::time::timeout(self.settings.timeout, self.client.request(built)) => answered,
+                () = retrieval.sink.closed() => return Flow::Cancelled,
+            };
+            let response = match answered {
                 Ok(Ok(response)) => response,
                 Ok(Err(error)) => {
                     retrieval.fail_requested(request, &format!("{url}: {error}"));
@@ -415,7 +420,12 @@ impl DicomWebPacs {
         let mut body = response.into_body();
         let mut part = PartState::Between;
         loop {
-            let frame = match tokio::time::timeout(self.settings.timeout, body.frame()).await {
+            // Also between frames: the connection is dropped (closed) as soon as the consumer goes.
+            let next = tokio::select! {
+                next = tokio::time::timeout(self.settings.timeout, body.frame()) => next,
+                () = retrieval.sink.closed() => return Flow::Cancelled,
+            };
+            let frame = match next {
                 Ok(Some(Ok(frame))) => frame,
                 Ok(None) => break,
                 Ok(Some(Err(error))) => {
