@@ -52,6 +52,10 @@ fn with_bad_address(t: &mut toml::Table) {
     section(t, "api").insert("listen".into(), "not-an-address".into());
 }
 
+fn with_linger_too_long(t: &mut toml::Table) {
+    section(t, "store").insert("outbox_linger_ms".into(), toml::Value::Integer(5_000));
+}
+
 fn without_authority(t: &mut toml::Table) {
     section(t, "affinity_domain").remove("patient_id_authority");
 }
@@ -65,9 +69,10 @@ fn quickstart_config_is_valid() {
 #[test]
 fn each_problem_alone_is_reported_with_its_key_path() {
     type Break = fn(&mut toml::Table);
-    let cases: [(&str, Break); 3] = [
+    let cases: [(&str, Break); 4] = [
         ("hl7.no_such_key", with_unknown_key),
         ("api.listen", with_bad_address),
+        ("store.outbox_linger_ms", with_linger_too_long),
         ("affinity_domain.patient_id_authority", without_authority),
     ];
     for (key, breaks) in cases {

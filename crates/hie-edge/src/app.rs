@@ -72,7 +72,8 @@ impl App {
             registry
         });
         let deliverers = deliverers(&config, registry.as_ref(), &store)?;
-        let worker = OutboxWorker::new(store.clone(), deliverers, policy, config.node_name.clone());
+        let worker = OutboxWorker::new(store.clone(), deliverers, policy, config.node_name.clone())
+            .with_linger(config.store.outbox_linger);
         let outbox_waker = worker.waker();
 
         // Without a profile nothing is published, so there is nothing a merge could resend.

@@ -91,6 +91,9 @@ pub enum PartnerIdentityConfig {
 /// The transactions a partner may be allowed.
 pub const PARTNER_TRANSACTIONS: &[&str] = &["RAD-69", "ITI-43", "ITI-18", "ITI-41", "ITI-42", "ITI-57"];
 
+/// `[store] outbox_linger_ms` at most: beyond a second the wait is a delay, not batching.
+const MAX_OUTBOX_LINGER_MS: i64 = 1_000;
+
 /// `[registry]`: where manifests are published.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -162,6 +165,7 @@ pub struct StoreConfig {
     pub outbox_backoff_base: Duration,
     pub outbox_backoff_max: Duration,
     pub outbox_max_attempts: u32,
+    pub outbox_linger: Duration,
     pub retention: Duration,
 }
 
@@ -305,6 +309,10 @@ impl Config {
         let outbox_backoff_max_secs = positive("store", "outbox_backoff_max_secs", &mut problem);
         let outbox_max_attempts = positive("store", "outbox_max_attempts", &mut problem);
         let retention_days = positive("store", "retention_days", &mut problem);
+        let outbox_linger_ms = raw.integer("store", "outbox_linger_ms");
+        if !(0..=MAX_OUTBOX_LINGER_MS).contains(&outbox_linger_ms) {
+            problem("store.outbox_linger_ms", format!("must be 0 to {MAX_OUTBOX_LINGER_MS}, got {outbox_linger_ms}"));
+        }
         if outbox_backoff_base_ms > outbox_backoff_max_secs.saturating_mul(1_000) {
             problem("store.outbox_backoff_base_ms", "must not exceed store.outbox_backoff_max_secs".to_owned());
         }
@@ -447,6 +455,9 @@ impl Config {
                     outbox_backoff_base: Duration::from_millis(outbox_backoff_base_ms),
                     outbox_backoff_max: Duration::from_secs(outbox_backoff_max_secs),
                     outbox_max_attempts: u32::try_from(outbox_max_attempts).unwrap_or(u32::MAX),
+                    outbox_linger: Duration::from_millis(
+                        outbox_linger_ms.clamp(0, MAX_OUTBOX_LINGER_MS).unsigned_abs(),
+                    ),
                     retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
                 },
                 hl7: Hl7Config {

@@ -60,8 +60,10 @@ impl OutboxWorker {
     }
 
     /// How long to wait after a poke, or after a round of deliveries, before claiming (default
-    /// 50 ms): one claim and one report transaction then cover everything enqueued meanwhile,
-    /// instead of costing the writer two commits per item.
+    /// 10 ms): one claim and one report transaction then cover everything enqueued meanwhile,
+    /// instead of costing the writer two commits per item. Every item waits it once per round, so
+    /// it adds to each delivery's latency (50 ms cost a closed loop of 8 publications a third of
+    /// its throughput).
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
@@ -257,4 +259,4 @@ fn settle(
 
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_CONCURRENCY: usize = 16;
-const DEFAULT_LINGER: Duration = Duration::from_millis(50);
+const DEFAULT_LINGER: Duration = Duration::from_millis(10);

@@ -121,6 +121,13 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "store",
+        "outbox_linger_ms",
+        K::Integer,
+        D::Integer(10),
+        "How long the outbox worker waits after a wake-up or a round of deliveries before it claims, so one claim and one report cover what arrives meanwhile (0 to 1000; 0: claim at once).",
+    ),
+    key(
+        "store",
         "outbox_max_attempts",
         K::Integer,
         D::Integer(20),
