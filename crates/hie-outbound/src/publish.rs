@@ -160,7 +160,7 @@ impl XdsPublisher {
             Ok(Some(affinity)) => affinity,
             Ok(None) => {
                 return self
-                    .retry(submission, "waiting for the patient's affinity-domain ID (no ADT linked it yet)")
+                    .await_identity(submission, "waiting for the patient's affinity-domain ID (no ADT linked it yet)")
                     .await;
             }
             Err(error) => return Outcome::Retry(error),
@@ -550,9 +550,10 @@ impl XdsPublisher {
         if error.is_retryable() { Outcome::Retry(text) } else { Outcome::Fatal(text) }
     }
 
-    async fn retry(&self, submission: &SubmissionRow, why: &str) -> Outcome {
+    /// Parks the submission until its patient is known: an ADT may come hours after the images.
+    async fn await_identity(&self, submission: &SubmissionRow, why: &str) -> Outcome {
         self.record(submission, &Exchange::default(), Some(why), None).await;
-        Outcome::Retry(why.to_owned())
+        Outcome::AwaitIdentity(why.to_owned())
     }
 
     async fn record(&self, submission: &SubmissionRow, exchange: &Exchange, error: Option<&str>, codes: Option<&str>) {
@@ -601,7 +602,8 @@ enum Outcome {
     },
     Superseded,
     Retry(String),
-    /// The registry does not know the patient yet (XDSUnknownPatientId): wait for the feed.
+    /// The patient is not known yet: not linked to the affinity domain by an ADT, or unknown to
+    /// the registry (XDSUnknownPatientId). Parked: it waits for the ADT or the feed.
     AwaitIdentity(String),
     Fatal(String),
 }

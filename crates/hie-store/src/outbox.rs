@@ -8,9 +8,9 @@
 //! `failed` once the attempts are used up) or [`Store::outbox_fail`] (`failed`, permanent). A
 //! `failed` item stays visible and blocks its key until [`Store::outbox_retry_failed`] puts it back.
 //! [`Report::Park`] puts an item aside until another item of its key is delivered (a submission
-//! waiting for its patient's identity feed): `pending`, its attempt given back, due after the
-//! longest backoff or as soon as an item of its key is delivered, and meanwhile it holds back only
-//! the items of its own topic.
+//! waiting for its patient's identity feed): `pending`, its attempt given back, due after a quarter
+//! of the time it has waited (within the backoff bounds) or as soon as an item of its key is
+//! delivered, and meanwhile it holds back only the items of its own topic.
 //!
 //! Guarantees:
 //! - Per-key order: only the head of a key (its earliest item not `done`) can be claimed, so items
@@ -52,6 +52,8 @@ pub struct Claimed {
     /// Attempts so far, this one included.
     pub attempts: u32,
     pub lease_token: i64,
+    /// When it was enqueued (microseconds since the Unix epoch): how long a parked item has waited.
+    pub created_at: i64,
 }
 
 /// How long leases last and how failures are retried.
@@ -127,13 +129,18 @@ impl OutboxPolicy {
         jitter(self.nominal_backoff(attempts))
     }
 
-    /// How long a parked item waits if no item of its key is delivered meanwhile: the longest
-    /// backoff, jittered. What it waits for is someone else's work (a feed, an operator), which
-    /// retrying sooner does not hasten.
-    pub fn park_delay(&self) -> Duration {
-        jitter(self.backoff_max)
+    /// How long a parked item waits if no item of its key is delivered meanwhile, having waited
+    /// `waited` since it was enqueued: a quarter of that, between `backoff_base` and
+    /// `backoff_max`, jittered. What it waits for is someone else's work (an ADT, a feed, an
+    /// operator): soon after a near miss (images a moment before their ADT), then ever more
+    /// patiently, without an attempt count to run out.
+    pub fn park_delay(&self, waited: Duration) -> Duration {
+        jitter((waited / PARK_DELAY_DIVISOR).clamp(self.backoff_base, self.backoff_max.max(self.backoff_base)))
     }
 }
+
+/// [`OutboxPolicy::park_delay`]: the next look after a quarter of the time waited so far.
+const PARK_DELAY_DIVISOR: u32 = 4;
 
 /// `nominal` spread by a random factor in `1 ± BACKOFF_JITTER`.
 fn jitter(nominal: Duration) -> Duration {
@@ -429,8 +436,8 @@ pub enum Report<'a> {
     RetryLater {
         error: &'a str,
     },
-    /// Waits for another item of its key (see the module doc): no attempt counted, due after the
-    /// policy's longest backoff or when an item of its key is delivered.
+    /// Waits for another item of its key (see the module doc): no attempt counted, due after
+    /// [`OutboxPolicy::park_delay`] or when an item of its key is delivered.
     Park {
         error: &'a str,
     },
@@ -545,7 +552,10 @@ fn report_statement<'a>(
         Report::RetryLater { error } => {
             (RETRY_LATER, Some(error), now.saturating_add(micros(policy.backoff(item.attempts))))
         }
-        Report::Park { error } => (PARK, Some(error), now.saturating_add(micros(policy.park_delay()))),
+        Report::Park { error } => {
+            let waited = Duration::from_micros(u64::try_from(now.saturating_sub(item.created_at)).unwrap_or(0));
+            (PARK, Some(error), now.saturating_add(micros(policy.park_delay(waited))))
+        }
         Report::Failed { error } => (FAILED, Some(error), now),
     }
 }
@@ -610,7 +620,7 @@ fn claim_sql(engine: Engine, n_topics: usize) -> String {
          UPDATE outbox SET attempts = attempts + 1, lease_owner = $3, lease_token = $4, \
              lease_until = $5, updated_at = $1 \
          WHERE id IN (SELECT id FROM candidates) \
-         RETURNING id, topic, key, payload, attempts, lease_token"
+         RETURNING id, topic, key, payload, attempts, lease_token, created_at"
     )
 }
 
@@ -622,6 +632,7 @@ struct ClaimedRow {
     payload: String,
     attempts: i64,
     lease_token: i64,
+    created_at: i64,
 }
 
 impl ClaimedRow {
@@ -635,6 +646,7 @@ impl ClaimedRow {
             payload: self.payload,
             attempts,
             lease_token: self.lease_token,
+            created_at: self.created_at,
         })
     }
 }

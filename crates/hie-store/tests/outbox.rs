@@ -140,6 +140,21 @@ async fn park(store: &Store, item: &Claimed, now: i64, policy: &OutboxPolicy) ->
     store.outbox_report_all(&reports, now, policy).await.unwrap()[0]
 }
 
+#[test]
+fn a_parked_item_looks_again_after_a_quarter_of_its_wait_within_the_backoff_bounds() {
+    let policy = OutboxPolicy::default();
+    let within = |delay: Duration, nominal: Duration| delay >= nominal.mul_f64(0.8) && delay <= nominal.mul_f64(1.2);
+    for (waited, nominal) in [
+        (Duration::ZERO, policy.backoff_base),
+        (Duration::from_secs(2), policy.backoff_base),
+        (Duration::from_secs(40), Duration::from_secs(10)),
+        (Duration::from_secs(3_600), policy.backoff_max),
+    ] {
+        let delay = policy.park_delay(waited);
+        assert!(within(delay, nominal), "after {waited:?}: {delay:?}, expected about {nominal:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_parked_head_holds_back_its_topic_only_and_wakes_when_its_key_moves() {
     const SUBMISSION: &str = "test.submission";
@@ -159,11 +174,23 @@ async fn a_parked_head_holds_back_its_topic_only_and_wakes_when_its_key_moves() 
         assert_eq!(row.attempts, 0, "waiting is not failing: the attempt is given back ({engine:?})");
         assert_eq!(row.last_error.as_deref(), Some("XDSUnknownPatientId"), "{engine:?}");
         assert_eq!(row.state, "pending", "{engine:?}");
+        // Parked right after it was enqueued: it looks again soon (the shortest backoff).
         let due_in = row.next_attempt_at - now;
+        let shortest = i64::try_from(policy.backoff_base.as_micros()).unwrap();
         let longest = i64::try_from(policy.backoff_max.as_micros()).unwrap();
+        assert!(due_in >= shortest * 4 / 5 && due_in <= shortest * 6 / 5, "parked for {due_in} µs ({engine:?})");
+
+        // After waiting 20 minutes it looks again after the longest backoff, not a quarter of that.
+        let much_later = now + 1_200 * SECOND;
+        let again = claim_both(much_later).await.unwrap();
+        assert_eq!(payloads(&again), ["S1"], "{engine:?}");
+        assert!(park(&store, &again[0], much_later, &policy).await, "{engine:?}");
+        let row = store.outbox_list(None, 10).await.unwrap().remove(0);
+        let due_in = row.next_attempt_at - much_later;
         assert!(due_in >= longest * 4 / 5 && due_in <= longest * 6 / 5, "parked for {due_in} µs ({engine:?})");
 
         // The feed queued after it passes it; the submission behind it does not.
+        let now = much_later;
         enqueue_on(&store, TOPIC, "patient:A", "F1", now).await;
         let passing = claim_both(now + SECOND).await.unwrap();
         assert_eq!(payloads(&passing), ["F1"], "{engine:?}");

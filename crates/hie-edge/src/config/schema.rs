@@ -117,7 +117,7 @@ pub const KEYS: &[Key] = &[
         "outbox_backoff_max_secs",
         K::Integer,
         D::Integer(60),
-        "Cap of the retry delay; also how long a parked item (a submission whose patient the registry does not know yet) waits before it is tried again, unless an item of its key is delivered first.",
+        "Cap of the retry delay, and of the wait of a parked item (a submission whose patient is not known yet), which looks again after a quarter of the time it has waited, unless an item of its key is delivered first.",
     ),
     key(
         "store",
