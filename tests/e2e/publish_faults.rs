@@ -234,8 +234,9 @@ fn an_answer_lost_after_the_registry_committed_registers_once() {
 #[test]
 fn an_unknown_patient_waits_for_the_identity_feed() {
     let orthanc = Orthanc::start();
-    // A parked submission asks again after the longest backoff unless an item of its own key moves;
-    // this one is keyed by its study (queued before the ADT), so the feed does not wake it.
+    // A parked submission asks again after a quarter of its wait, at most the longest backoff,
+    // unless an item of its own key moves; this one is keyed by its study (queued before the ADT),
+    // so the feed does not wake it.
     let pair = Pair::start(&orthanc, &[("HIE_EDGE__STORE__OUTBOX_BACKOFF_MAX_SECS", "4")]);
     let dir = tempfile::tempdir().expect("temp dir");
     let patient = Patient::new("UNKNOWN");
