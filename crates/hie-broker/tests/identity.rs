@@ -1,6 +1,8 @@
 //! Identity rules applied to real stores on both engines: creation, linking to the affinity
 //! domain, merges and their refusals, identifier changes, idempotent repeats, group commit.
 
+mod common;
+use common::{AFFINITY_OID, domain};
 #[path = "../../hie-store/tests/support/mod.rs"]
 mod support;
 
@@ -8,45 +10,17 @@ use std::sync::Arc;
 
 use hie_broker::adt::AdtConfig;
 use hie_broker::commit::AdtWriter;
-use hie_broker::patients::{ApplyError, apply_adt};
+use hie_broker::patients::ApplyError;
 use hie_core::profile::PatientMergePolicy;
-use hie_core::{AffinityDomain, AssigningAuthority, Oid};
 use hie_hl7::adt::{AdtMessage, ErrorCode, parse_adt};
-use hie_store::{Store, now_micros};
+use hie_store::Store;
 
-const AFFINITY_OID: &str = "1.3.6.1.4.1.21367.13.20.1000";
-
-fn domain() -> AffinityDomain {
-    AffinityDomain::new(
-        Oid::parse(AFFINITY_OID).unwrap(),
-        AssigningAuthority {
-            namespace_id: "HOSP".to_owned(),
-            universal_id: "1.2.840.99999.1.1".to_owned(),
-            universal_id_type: "ISO".to_owned(),
-        },
-    )
-}
-
-/// An ADT message; `pid3` and `mrg1` are raw field text.
 fn adt(event: &str, control_id: &str, pid3: &str, mrg1: Option<&str>) -> AdtMessage {
-    let mut text = format!(
-        "MSH|^~\\&|ADT|HOSP|HIE|HIE|20261128120000||ADT^{event}|{control_id}|P|2.5\rEVN|{event}|20261128120000\r\
-         PID|1||{pid3}||Doe^Ann||19800101|F\r"
-    );
-    if let Some(mrg1) = mrg1 {
-        text.push_str(&format!("MRG|{mrg1}\r"));
-    }
-    parse_adt(&text).unwrap_or_else(|error| panic!("test message does not parse: {error:?}"))
+    common::adt_message(event, control_id, pid3, mrg1)
 }
 
 async fn apply(store: &Store, message: &AdtMessage) -> Result<(), ApplyError> {
-    let mut tx = store.begin().await.unwrap();
-    let result = apply_adt(&mut tx, &domain(), PatientMergePolicy::Registry, message, now_micros()).await.map(|_| ());
-    match result {
-        Ok(()) => tx.commit().await.unwrap(),
-        Err(_) => tx.rollback().await.unwrap(),
-    }
-    result
+    common::apply(store, PatientMergePolicy::Registry, message).await
 }
 
 fn refusal(result: Result<(), ApplyError>) -> (ErrorCode, String) {

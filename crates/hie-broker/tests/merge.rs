@@ -6,6 +6,7 @@
 //! study is not versioned again. Under `registry` (XDS.b: the registry moves the documents) the
 //! merge makes nothing due and an unchanged study stays at its version.
 
+mod common;
 #[path = "../../hie-store/tests/support/mod.rs"]
 mod support;
 
@@ -13,37 +14,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hie_broker::patients::apply_adt;
 use hie_broker::ports::{FoundInstance, InstanceKey, Pacs, PacsFuture, RetrieveEvent, RetrieveReport, StudySummary};
 use hie_broker::publish::metadata::affinity_cx;
 use hie_broker::studies::{
     self, BuildOutcome, EvidenceSource, ManifestSettings, PublishHook, StudyConfig, StudyScheduler,
 };
 use hie_core::profile::PatientMergePolicy;
-use hie_core::{AffinityDomain, AssigningAuthority, Oid};
-use hie_hl7::adt::parse_adt;
 use hie_kos::{StudyEvidence, StudyEvidenceBuilder};
 use hie_store::outbox::OutboxPolicy;
 use hie_store::submissions::{Attempt, Ended};
 use hie_store::{Store, now_micros};
 
-const AFFINITY_OID: &str = "1.3.6.1.4.1.21367.13.20.1000";
+use common::{AFFINITY_OID, domain};
 const STUDY_024: &str = "1.3.6.1.4.1.21367.201599.1.201604020956016";
 /// The fixture images' Patient ID (no issuer: the hospital's MRN).
 const PRIOR_MRN: &str = "IDS-DEPT024-a";
 const QUIET: Duration = Duration::from_secs(10);
 const SECOND: i64 = 1_000_000;
-
-fn domain() -> AffinityDomain {
-    AffinityDomain::new(
-        Oid::parse(AFFINITY_OID).unwrap(),
-        AssigningAuthority {
-            namespace_id: "HOSP".to_owned(),
-            universal_id: "1.2.840.99999.1.1".to_owned(),
-            universal_id_type: "ISO".to_owned(),
-        },
-    )
-}
 
 /// The PACS holds the fixture study, always the same.
 struct FixturePacs;
@@ -106,18 +93,7 @@ fn scheduler(store: &Store, patient_merge: PatientMergePolicy) -> StudyScheduler
 }
 
 async fn adt(store: &Store, merge: PatientMergePolicy, event: &str, control_id: &str, pid3: &str, mrg1: Option<&str>) {
-    let structure = if event == "A40" { "ADT_A39" } else { "ADT_A01" };
-    let mut text = format!(
-        "MSH|^~\\&|ADT|HOSP|HIE|HIE|20261128120000||ADT^{event}^{structure}|{control_id}|P|2.5\rEVN|{event}|20261128120000\r\
-         PID|1||{pid3}||Doe^Ann||19800101|F\r"
-    );
-    if let Some(mrg1) = mrg1 {
-        text.push_str(&format!("MRG|{mrg1}\r"));
-    }
-    let message = parse_adt(&text).unwrap_or_else(|error| panic!("test message does not parse: {error:?}"));
-    let mut tx = store.begin().await.unwrap();
-    apply_adt(&mut tx, &domain(), merge, &message, now_micros()).await.unwrap();
-    tx.commit().await.unwrap();
+    common::adt(store, merge, event, control_id, pid3, mrg1).await;
 }
 
 fn pid3(mrn: &str, ad_id: &str) -> String {

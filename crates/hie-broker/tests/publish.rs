@@ -5,43 +5,18 @@
 //! waiting for the registry to know the patient), and the key of the study's queued submission
 //! while it has one (a study's submissions leave in order).
 
+mod common;
+use common::{AFFINITY_OID, domain};
 #[path = "../../hie-store/tests/support/mod.rs"]
 mod support;
 
-use hie_broker::patients::apply_adt;
 use hie_broker::publish::metadata::KosFacts;
 use hie_broker::publish::{enqueue_publication, ordering_key};
 use hie_core::profile::PatientMergePolicy;
-use hie_core::{AffinityDomain, AssigningAuthority, Oid};
-use hie_hl7::adt::parse_adt;
 use hie_store::{Store, now_micros};
 
-const AFFINITY_OID: &str = "1.3.6.1.4.1.21367.13.20.1000";
-
-fn domain() -> AffinityDomain {
-    AffinityDomain::new(
-        Oid::parse(AFFINITY_OID).unwrap(),
-        AssigningAuthority {
-            namespace_id: "HOSP".to_owned(),
-            universal_id: "1.2.840.99999.1.1".to_owned(),
-            universal_id_type: "ISO".to_owned(),
-        },
-    )
-}
-
 async fn adt(store: &Store, event: &str, control_id: &str, pid3: &str, mrg1: Option<&str>) {
-    let structure = if event == "A40" { "ADT_A39" } else { "ADT_A01" };
-    let mut text = format!(
-        "MSH|^~\\&|ADT|HOSP|HIE|HIE|20261128120000||ADT^{event}^{structure}|{control_id}|P|2.5\rEVN|{event}|20261128120000\r\
-         PID|1||{pid3}||Doe^Ann||19800101|F\r"
-    );
-    if let Some(mrg1) = mrg1 {
-        text.push_str(&format!("MRG|{mrg1}\r"));
-    }
-    let message = parse_adt(&text).unwrap_or_else(|error| panic!("test message does not parse: {error:?}"));
-    let mut tx = store.begin().await.unwrap();
-    apply_adt(&mut tx, &domain(), PatientMergePolicy::Registry, &message, now_micros()).await.unwrap();
-    tx.commit().await.unwrap();
+    common::adt(store, PatientMergePolicy::Registry, event, control_id, pid3, mrg1).await;
 }
 
 fn facts(mrn: &str) -> KosFacts {
