@@ -40,9 +40,9 @@ pub struct PoolOptions {
     pub idle_timeout: Duration,
     /// Most idle associations kept; one given back beyond them is released. Idle associations
     /// are not free for the peer: Orthanc 1.10 steps every open association on a few worker
-    /// threads ("DicomThreadsCount", 4), each idle one holding a thread for a 1-second wait for
-    /// its next command, so with more associations open than threads every command on the
-    /// busy one waited up to a second (measured: 5 ms per instance on a 2,000-instance C-GET,
+    /// threads (`DicomThreadsCount`, 4), an idle one holding a thread for a 1-second wait for
+    /// its next command, so with more associations open than threads each command on the busy
+    /// one waited up to a second (seen as 5 ms per instance on a 2,000-instance C-GET, see
     /// docs/performance.md).
     pub max_idle: usize,
     /// How long [`AssociationPool::acquire`] waits for a free slot.
