@@ -38,6 +38,13 @@ pub struct PoolOptions {
     pub max_open: usize,
     /// An idle association older than this is released instead of reused.
     pub idle_timeout: Duration,
+    /// Most idle associations kept; one given back beyond them is released. Idle associations
+    /// are not free for the peer: Orthanc 1.10 steps every open association on a few worker
+    /// threads (`DicomThreadsCount`, 4), an idle one holding a thread for a 1-second wait for
+    /// its next command, so with more associations open than threads each command on the busy
+    /// one waited up to a second (seen as 5 ms per instance on a 2,000-instance C-GET, see
+    /// docs/performance.md).
+    pub max_idle: usize,
     /// How long [`AssociationPool::acquire`] waits for a free slot.
     pub acquire_timeout: Duration,
 }
@@ -47,6 +54,7 @@ impl Default for PoolOptions {
         PoolOptions {
             max_open: DEFAULT_MAX_OPEN,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_idle: DEFAULT_MAX_IDLE,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
         }
     }
@@ -303,7 +311,16 @@ impl PooledAssociation {
         if !association.is_open() {
             return;
         }
-        self.pool.lock_idle().push(Idle { association, permit, since: Instant::now() });
+        let mut idle = self.pool.lock_idle();
+        if idle.len() >= self.pool.options.max_idle {
+            drop(idle);
+            close_in_background(association);
+            // The slot frees up with the permit, which wakes an acquire waiting for one.
+            drop(permit);
+            return;
+        }
+        idle.push(Idle { association, permit, since: Instant::now() });
+        drop(idle);
         self.pool.returned.notify_one();
     }
 
@@ -365,4 +382,5 @@ fn close_in_background(association: Association) {
 
 const DEFAULT_MAX_OPEN: usize = 4;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_IDLE: usize = 1;
 const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -85,6 +85,36 @@ async fn the_pool_opens_at_most_max_open_associations() {
 }
 
 #[tokio::test]
+async fn associations_beyond_max_idle_are_released_not_kept() {
+    let dir = temp_dir("pool-idle");
+    let (addr, _stop, _task) = scp_on(None, FileHandler::new(dir.path())).await;
+    let pool = AssociationPool::new(
+        addr,
+        options(OUR_AE),
+        vec![ProposedContext::verification()],
+        PoolOptions { max_open: 3, max_idle: 1, ..PoolOptions::default() },
+    );
+    let mut first = pool.acquire().await.unwrap();
+    let mut second = pool.acquire().await.unwrap();
+    assert_eq!(scu::echo(&mut first).await.unwrap(), Status::SUCCESS);
+    assert_eq!(scu::echo(&mut second).await.unwrap(), Status::SUCCESS);
+    let first_port = first.local_addr().unwrap().port();
+    first.give_back();
+    second.give_back();
+    // The second one was released (its slot freed), the first kept for reuse.
+    assert_eq!(pool.idle_count(), 1);
+    let mut again = pool.acquire().await.unwrap();
+    assert!(again.was_reused());
+    assert_eq!(again.local_addr().unwrap().port(), first_port);
+    let mut fresh = pool.acquire().await.unwrap();
+    let mut third = pool.acquire().await.unwrap();
+    assert!(!fresh.was_reused() && !third.was_reused(), "the released slot opens a new association");
+    for association in [&mut again, &mut fresh, &mut third] {
+        assert_eq!(scu::echo(association).await.unwrap(), Status::SUCCESS);
+    }
+}
+
+#[tokio::test]
 async fn a_pacs_that_sends_pending_forever_is_cancelled_then_cut_off() {
     for honours_cancel in [true, false] {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

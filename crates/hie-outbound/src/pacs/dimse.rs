@@ -17,12 +17,16 @@
 //!   each instance's class.
 //! - A poll's listing is a STUDY-level C-FIND by Study Date range with Number of Study Related
 //!   Instances (0020,1208).
-//! - Which instances exist: IMAGE-level C-FINDs with a list of SOP Instance UIDs (list matching,
-//!   PS3.4 C.2.2.2.2; Orthanc and dcmqrscp do it). Instances a list query did not return are
-//!   looked up again series by series (every instance of the series), so a PACS without list
-//!   matching gives the right answer, only more slowly.
-//! - Retrieval is one IMAGE-level C-GET (or C-MOVE to our own listener, through the
-//!   `MoveRouter` it shares) per series with the list of the requested SOP Instance UIDs. Each
+//! - Which instances exist: a series asked for whole (as many distinct instances as its Number
+//!   of Series Related Instances, from one SERIES-level C-FIND per study) is found by that count
+//!   and one probe instance, which gives its SOP Class UID. The rest by IMAGE-level C-FINDs with
+//!   a list of SOP Instance UIDs (list matching, PS3.4 C.2.2.2.2; Orthanc and dcmqrscp do it).
+//!   Instances a list query did not return are looked up again series by series (every
+//!   instance of the series), so a PACS without list matching gives the right answer, only
+//!   more slowly.
+//! - Retrieval is one C-GET (or C-MOVE to our own listener, through the `MoveRouter` it shares)
+//!   per series: at SERIES level for a whole series, else at IMAGE level with the list of the
+//!   requested SOP Instance UIDs (a PACS resolves a long list slowly). Each
 //!   C-STORE sub-operation's fragments go into the caller's bounded channel as they arrive, so
 //!   memory stays at the channel's capacity times one PDU, whatever the study's size. Dropping
 //!   the receiver cancels: C-CANCEL, the sub-operations in flight refused, the final response
@@ -63,6 +67,12 @@ pub const MAX_LISTED_STUDIES: usize = 100_000;
 /// SOP Instance UIDs per list in one identifier: at most 65 bytes each, this stays under the
 /// 64 KiB a UI value can hold in Explicit VR (PS3.5 7.1.2, a 16-bit length).
 pub const MAX_UIDS_PER_REQUEST: usize = 500;
+
+/// Most series a study's count query takes (more: every series is listed instead).
+pub const MAX_STUDY_SERIES: usize = 10_000;
+/// Fewest instances asked of one series for its count to be checked first: below it one list
+/// query is as cheap as the count query and the probe.
+const MIN_COUNTED_SERIES: usize = 2;
 
 /// A DIMSE PACS.
 pub struct DimsePacs {
@@ -165,15 +175,30 @@ impl DimsePacs {
     ) -> Result<BTreeMap<String, String>, PacsError> {
         let mut failures = BTreeMap::new();
         let mut first_error = None;
+        let mut counts: Option<(&str, HashMap<String, usize>)> = None;
         for ((study, series), sops) in by_series(instances) {
-            for chunk in sops.chunks(MAX_UIDS_PER_REQUEST) {
+            if sops.len() >= MIN_COUNTED_SERIES && counts.as_ref().is_none_or(|(of, _)| *of != study) {
+                counts = Some((study, self.series_counts(study).await));
+            }
+            let whole = sops.len() >= MIN_COUNTED_SERIES
+                && counts.as_ref().is_some_and(|(of, counts)| *of == study && counts.get(series) == Some(&sops.len()));
+            // A whole series is asked for at SERIES level, without a list: a PACS resolves a
+            // long SOP Instance UID list more slowly than a series (Orthanc 1.10, 500 UIDs: the
+            // first sub-operation came 0.4-0.5 s later than for the series, docs/performance.md).
+            let chunks: Vec<&[&str]> =
+                if whole { vec![sops.as_slice()] } else { sops.chunks(MAX_UIDS_PER_REQUEST).collect() };
+            for chunk in chunks {
                 if sink.is_cancelled() {
                     for sop in chunk {
                         failures.insert((*sop).to_owned(), "cancelled: the receiver went away".to_owned());
                     }
                     continue;
                 }
-                let identifier = image_identifier(study, Some(series), chunk, &[]);
+                let identifier = if whole {
+                    series_identifier(study, series)
+                } else {
+                    image_identifier(study, Some(series), chunk, &[])
+                };
                 let result = self.fetch_chunk(&identifier, chunk.len(), transfer_syntaxes, sink).await;
                 let answered = result.as_ref().is_ok_and(|outcome| !outcome.cancelled) && !sink.is_cancelled();
                 let reason = self.failure_reason(&result);
@@ -207,6 +232,34 @@ impl DimsePacs {
         match first_error {
             Some(error) if sink.taken().is_empty() && !sink.is_cancelled() => Err(error),
             _ => Ok(failures),
+        }
+    }
+
+    /// Number of Series Related Instances (0020,1209) of each series of `study`, by one
+    /// SERIES-level C-FIND (PS3.4 C.6.2.1.2); empty when the query fails or the PACS leaves the
+    /// count out, so that every series is then listed instance by instance.
+    async fn series_counts(&self, study: &str) -> HashMap<String, usize> {
+        let mut identifier = InMemDicomObject::new_empty();
+        put(&mut identifier, tags::QUERY_RETRIEVE_LEVEL, PrimitiveValue::from("SERIES"));
+        put(&mut identifier, tags::STUDY_INSTANCE_UID, PrimitiveValue::from(study));
+        put(&mut identifier, tags::SERIES_INSTANCE_UID, PrimitiveValue::Empty);
+        put(&mut identifier, tags::NUMBER_OF_SERIES_RELATED_INSTANCES, PrimitiveValue::Empty);
+        let limits = FindLimits { max_matches: MAX_STUDY_SERIES, max_bytes: MAX_QUERY_BYTES, timeout: None };
+        match self.find(&identifier, &limits).await {
+            Ok(outcome) if outcome.stopped.is_none() => outcome
+                .matches
+                .iter()
+                .filter_map(|series| {
+                    let uid = text(series, tags::SERIES_INSTANCE_UID)?;
+                    let n = text(series, tags::NUMBER_OF_SERIES_RELATED_INSTANCES)?.parse().ok()?;
+                    Some((uid, n))
+                })
+                .collect(),
+            Ok(_) => HashMap::new(),
+            Err(error) => {
+                tracing::debug!(pacs = %self.describe(), %error, "series counts unavailable");
+                HashMap::new()
+            }
         }
     }
 
@@ -327,6 +380,54 @@ impl DimsePacs {
         }
     }
 
+    /// Takes out of `wanted` the series asked for whole (as many distinct instances asked as
+    /// the PACS counts in the series), found by their count and one instance each (which also
+    /// gives the series' SOP Class UID), rather than by a list of every SOP Instance UID: a
+    /// PACS matches a long list slowly (Orthanc 1.10: 0.7-1.3 s more for 500 UIDs than for one
+    /// command without a list). The same judgement as
+    /// the `dicomweb` PACS's; a series whose probe finds nothing is left to the list.
+    async fn find_whole_series<'k>(
+        &self,
+        study: &str,
+        wanted: &mut HashMap<&'k str, &'k InstanceKey>,
+        found: &mut Vec<FoundInstance>,
+    ) -> Result<(), PacsError> {
+        let mut asked: BTreeMap<&str, Vec<&'k InstanceKey>> = BTreeMap::new();
+        for &key in wanted.values() {
+            asked.entry(key.series_instance_uid.as_str()).or_default().push(key);
+        }
+        if asked.values().all(|keys| keys.len() < MIN_COUNTED_SERIES) {
+            return Ok(());
+        }
+        let counts = self.series_counts(study).await;
+        let limits = FindLimits::default();
+        for (series, keys) in asked {
+            if keys.len() < MIN_COUNTED_SERIES || counts.get(series) != Some(&keys.len()) {
+                continue;
+            }
+            let Some(probe) = keys.iter().map(|key| key.sop_instance_uid.as_str()).min() else { continue };
+            let identifier = image_identifier(study, Some(series), &[probe], &[tags::SOP_CLASS_UID]);
+            let outcome = self.find(&identifier, &limits).await?;
+            let Some(sop_class_uid) = outcome
+                .matches
+                .iter()
+                .find(|instance| text(instance, tags::SOP_INSTANCE_UID).as_deref() == Some(probe))
+                .and_then(|instance| text(instance, tags::SOP_CLASS_UID))
+            else {
+                continue;
+            };
+            for key in keys {
+                wanted.remove(key.sop_instance_uid.as_str());
+                found.push(FoundInstance {
+                    key: key.clone(),
+                    sop_class_uid: sop_class_uid.clone(),
+                    stored_transfer_syntax_uid: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn pacs_error(&self, error: NetError) -> PacsError {
         let text = format!("{}: {error}", self.describe());
         match error {
@@ -443,6 +544,7 @@ impl Pacs for DimsePacs {
             for (study, keys) in by_study {
                 let mut wanted: HashMap<&str, &InstanceKey> =
                     keys.iter().map(|key| (key.sop_instance_uid.as_str(), *key)).collect();
+                self.find_whole_series(study, &mut wanted, &mut found).await?;
                 let sops: Vec<&str> = wanted.keys().copied().collect::<BTreeSet<_>>().into_iter().collect();
                 for chunk in sops.chunks(MAX_UIDS_PER_REQUEST) {
                     let identifier =
@@ -560,6 +662,16 @@ fn image_identifier(study: &str, series: Option<&str>, sops: &[&str], returns: &
             put_return_key(&mut identifier, tag);
         }
     }
+    identifier
+}
+
+/// A SERIES-level identifier (Study Root, PS3.4 C.6.2.1): the study and the series, for a C-GET
+/// or C-MOVE of the whole series.
+fn series_identifier(study: &str, series: &str) -> InMemDicomObject {
+    let mut identifier = InMemDicomObject::new_empty();
+    put(&mut identifier, tags::QUERY_RETRIEVE_LEVEL, PrimitiveValue::from("SERIES"));
+    put(&mut identifier, tags::STUDY_INSTANCE_UID, PrimitiveValue::from(study));
+    put(&mut identifier, tags::SERIES_INSTANCE_UID, PrimitiveValue::from(series));
     identifier
 }
 
