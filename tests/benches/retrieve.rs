@@ -17,6 +17,9 @@
 //! `RETRIEVE_BENCH_RUNS` sets the runs per path (default 3). Results go to docs/performance.md.
 //! The brokers record registrations themselves and publish nothing (`[registry] kind` cleared).
 
+#[path = "../support/registered.rs"]
+mod registered;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -24,8 +27,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hie_e2e::{BrokerOptions, BrokerProc, Engine, free_addr};
-use hie_store::submissions::{Ended, NewSubmission, SubmissionKind};
-use hie_store::{Store, StoreOptions, now_micros};
+use hie_store::{Store, StoreOptions};
 use hie_testkit::{GeneratedStudy, Modality, Orthanc, OrthancOptions, generate_study};
 use hie_tls::pki::test_pki::{LeafSpec, TestCa};
 
@@ -574,43 +576,7 @@ async fn publish(broker: &BrokerProc, study: &str) {
     .await
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
-    let manifest = loop {
-        if let Some(row) = store.study(study).await.unwrap()
-            && row.state == "current"
-            && let Some((manifest, _)) = store.latest_manifest(study).await.unwrap()
-        {
-            break manifest;
-        }
-        assert!(Instant::now() < deadline, "no manifest for {study}: {}", broker.stderr_tail(20));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let unique = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
-    let mut tx = store.begin().await.unwrap();
-    let id = hie_store::submissions::enqueue(
-        &mut tx,
-        &NewSubmission {
-            study_instance_uid: study,
-            manifest_version: manifest.version,
-            kind: SubmissionKind::Publish,
-            document_unique_id: &manifest.sop_instance_uid,
-            document_entry_uuid: &format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-            submission_set_unique_id: &unique,
-            submission_set_uuid: &format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-            key: &format!("study:{study}"),
-        },
-        now_micros(),
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    store
-        .submission_finished(
-            id,
-            Ended::Done { registry_entry_uuid: None, replaced_unique_id: None, note: None },
-            now_micros(),
-        )
-        .await
-        .unwrap();
+    registered::record_registered(&store, study, deadline, || broker.stderr_tail(20)).await;
     store.close().await;
 }
 

@@ -11,6 +11,8 @@
 
 #[path = "../../crates/hie-outbound/tests/support/http_proxy.rs"]
 mod http_proxy;
+#[path = "../support/registered.rs"]
+mod registered;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -20,8 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hie_e2e::{BrokerOptions, BrokerProc, Engine, free_addr};
-use hie_store::submissions::{Ended, NewSubmission, SubmissionKind};
-use hie_store::{Store, StoreOptions, now_micros};
+use hie_store::{Store, StoreOptions};
 use hie_testkit::fixtures::{IDS_DEPT002_A, IDS_DEPT024_A};
 use hie_testkit::part10::Part10;
 use hie_testkit::{GeneratedStudy, Modality, Orthanc, OrthancOptions, generate_study};
@@ -161,45 +162,9 @@ impl Rig {
         assert_eq!(status, 202, "{body}");
         let deadline = Instant::now() + Duration::from_secs(120);
         let store = self.store().await;
-        let manifest = loop {
-            if let Some(row) = store.study(study).await.unwrap()
-                && row.state == "current"
-                && let Some((manifest, _)) = store.latest_manifest(study).await.unwrap()
-            {
-                break manifest;
-            }
-            assert!(Instant::now() < deadline, "no manifest for {study}; broker log:\n{}", self.broker.stderr_tail(40));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let unique = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
-        let mut tx = store.begin().await.unwrap();
-        let id = hie_store::submissions::enqueue(
-            &mut tx,
-            &NewSubmission {
-                study_instance_uid: study,
-                manifest_version: manifest.version,
-                kind: SubmissionKind::Publish,
-                document_unique_id: &manifest.sop_instance_uid,
-                document_entry_uuid: &format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-                submission_set_unique_id: &unique,
-                submission_set_uuid: &format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-                key: &format!("study:{study}"),
-            },
-            now_micros(),
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
-        store
-            .submission_finished(
-                id,
-                Ended::Done { registry_entry_uuid: None, replaced_unique_id: None, note: None },
-                now_micros(),
-            )
-            .await
-            .unwrap();
+        let unique_id = registered::record_registered(&store, study, deadline, || self.broker.stderr_tail(40)).await;
         store.close().await;
-        manifest.sop_instance_uid
+        unique_id
     }
 
     /// POSTs a SOAP request with curl as the partner; `extra` are more curl arguments.
