@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-
 use common::*;
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
@@ -27,39 +25,7 @@ async fn echo_and_find_at_study_series_and_image_level() {
         hie_dicom_net::connect(orthanc.dicom_addr(), &options(orthanc.ae_title()), &query_contexts()).await.unwrap();
     assert_eq!(scu::echo(&mut association).await.unwrap(), Status::SUCCESS);
 
-    let limits = FindLimits::default();
-    let study = identifier(
-        "STUDY",
-        &[(tags::PATIENT_ID, VR::LO, IDS_DEPT002_A.patient_id), (tags::STUDY_INSTANCE_UID, VR::UI, "")],
-    );
-    let found = scu::find(&mut association, uids::STUDY_ROOT_FIND, &study, &limits).await.unwrap();
-    assert_eq!(found.status, Status::SUCCESS);
-    assert_eq!(found.matches.len(), 1);
-    assert_eq!(text(&found.matches[0], tags::STUDY_INSTANCE_UID), IDS_DEPT002_A.study_instance_uid);
-
-    let loaded = instance_uids(&IDS_DEPT002_A.images());
-    let series = identifier(
-        "SERIES",
-        &[
-            (tags::STUDY_INSTANCE_UID, VR::UI, IDS_DEPT002_A.study_instance_uid),
-            (tags::SERIES_INSTANCE_UID, VR::UI, ""),
-        ],
-    );
-    let found = scu::find(&mut association, uids::STUDY_ROOT_FIND, &series, &limits).await.unwrap();
-    let found_series: BTreeSet<String> = found.matches.iter().map(|m| text(m, tags::SERIES_INSTANCE_UID)).collect();
-    let loaded_series: BTreeSet<String> = loaded.iter().map(|(series, _)| series.clone()).collect();
-    assert_eq!(found_series.len(), IDS_DEPT002_A.n_series);
-    assert_eq!(found_series, loaded_series);
-
-    let image = identifier(
-        "IMAGE",
-        &[(tags::STUDY_INSTANCE_UID, VR::UI, IDS_DEPT002_A.study_instance_uid), (tags::SOP_INSTANCE_UID, VR::UI, "")],
-    );
-    let found = scu::find(&mut association, uids::STUDY_ROOT_FIND, &image, &limits).await.unwrap();
-    let found_images: BTreeSet<String> = found.matches.iter().map(|m| text(m, tags::SOP_INSTANCE_UID)).collect();
-    let loaded_images: BTreeSet<String> = loaded.iter().map(|(_, sop)| sop.clone()).collect();
-    assert_eq!(found.matches.len(), IDS_DEPT002_A.n_images);
-    assert_eq!(found_images, loaded_images);
+    let image = assert_finds_ids_dept002_a(&mut association, &FindLimits::default(), false).await;
 
     // A cap below the number of matches: C-CANCEL, and the matches kept are reported truncated.
     let capped = FindLimits { max_matches: 5, ..FindLimits::default() };

@@ -255,3 +255,54 @@ pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
     panic!("not reached within 10 s: {what}");
 }
+
+/// C-FIND of IDS-DEPT002-a, loaded into the peer of `association`, at study, series and image
+/// level: one study, and the series and images its files hold. `series_key_at_image_level`: the
+/// IMAGE identifier names the Series Instance UID as well (a strictly hierarchical SCP such as
+/// dcmqrscp needs it). Returns the IMAGE identifier for further queries.
+pub async fn assert_finds_ids_dept002_a(
+    association: &mut hie_dicom_net::Association,
+    limits: &hie_dicom_net::FindLimits,
+    series_key_at_image_level: bool,
+) -> InMemDicomObject {
+    use std::collections::BTreeSet;
+
+    use hie_dicom_net::scu;
+    use hie_testkit::fixtures::IDS_DEPT002_A;
+
+    let study = identifier(
+        "STUDY",
+        &[(tags::PATIENT_ID, VR::LO, IDS_DEPT002_A.patient_id), (tags::STUDY_INSTANCE_UID, VR::UI, "")],
+    );
+    let found = scu::find(association, uids::STUDY_ROOT_FIND, &study, limits).await.unwrap();
+    assert_eq!(found.status, Status::SUCCESS);
+    assert_eq!(found.matches.len(), 1);
+    assert_eq!(text(&found.matches[0], tags::STUDY_INSTANCE_UID), IDS_DEPT002_A.study_instance_uid);
+
+    let loaded = instance_uids(&IDS_DEPT002_A.images());
+    let series = identifier(
+        "SERIES",
+        &[
+            (tags::STUDY_INSTANCE_UID, VR::UI, IDS_DEPT002_A.study_instance_uid),
+            (tags::SERIES_INSTANCE_UID, VR::UI, ""),
+        ],
+    );
+    let found = scu::find(association, uids::STUDY_ROOT_FIND, &series, limits).await.unwrap();
+    let found_series: BTreeSet<String> = found.matches.iter().map(|m| text(m, tags::SERIES_INSTANCE_UID)).collect();
+    let loaded_series: BTreeSet<String> = loaded.iter().map(|(series, _)| series.clone()).collect();
+    assert_eq!(found_series.len(), IDS_DEPT002_A.n_series);
+    assert_eq!(found_series, loaded_series);
+
+    let mut image_keys = vec![(tags::STUDY_INSTANCE_UID, VR::UI, IDS_DEPT002_A.study_instance_uid)];
+    if series_key_at_image_level {
+        image_keys.push((tags::SERIES_INSTANCE_UID, VR::UI, ""));
+    }
+    image_keys.push((tags::SOP_INSTANCE_UID, VR::UI, ""));
+    let image = identifier("IMAGE", &image_keys);
+    let found = scu::find(association, uids::STUDY_ROOT_FIND, &image, limits).await.unwrap();
+    let found_images: BTreeSet<String> = found.matches.iter().map(|m| text(m, tags::SOP_INSTANCE_UID)).collect();
+    let loaded_images: BTreeSet<String> = loaded.iter().map(|(_, sop)| sop.clone()).collect();
+    assert_eq!(found.matches.len(), IDS_DEPT002_A.n_images);
+    assert_eq!(found_images, loaded_images);
+    image
+}
