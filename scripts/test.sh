@@ -21,6 +21,7 @@ APT_PACKAGES=(
   libxml2-utils          # xmllint: every SOAP message we send or answer is validated against the XDS schemas
   curl                   # an HTTPS client nobody here wrote (mTLS tests)
   sslscan                # scans the HTTPS listener's protocols and cipher suites
+  stunnel4               # B-RAD69: a TLS terminator in front of Orthanc, the floor of what TLS costs
 )
 # Python peers (real clients nobody here wrote), pinned to the versions checked in real-peers.md.
 PIP_PACKAGES=(hl7==0.4.5 hl7apy==1.3.5 zeep==4.3.3 pydicom==3.0.2 pynetdicom==3.0.4)

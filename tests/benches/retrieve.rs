@@ -14,7 +14,9 @@
 //! `/proc/<pid>/stat`), and its peak memory per concurrent retrieval (VmHWM, reset with
 //! `clear_refs` before each measure) for 4 concurrent retrievals and for single retrievals of 100
 //! and 2,000-instance studies. Asserts nothing about time; checks that every retrieval was whole.
-//! `RETRIEVE_BENCH_RUNS` sets the runs per path (default 3). Results go to docs/performance.md.
+//! `RETRIEVE_BENCH_RUNS` sets the runs per path (default 3); `RETRIEVE_BENCH_PROFILE_SECS=N` first
+//! repeats the CT retrieval through each broker for N seconds, for a profiler attached to it.
+//! Results go to docs/performance.md.
 //! The brokers record registrations themselves and publish nothing (`[registry] kind` cleared).
 
 #[path = "../support/registered.rs"]
@@ -81,32 +83,29 @@ fn main() {
     );
     let pki = Pki::new(work.path());
     let studies = Studies { ct: &ct, pet_100: &pet_100, pet_2000: &pet_2000 };
+    let cpu = CpuMeter { orthanc: orthanc.pid(), middle: None };
 
     // Direct retrievals.
     let mut table: Vec<(String, Figures)> = Vec::new();
-    let direct_wado = median(runs, || {
-        let output = work.path().join("direct-wado");
-        let figures = curl_figures(
-            Command::new("curl")
-                .args([
-                    "--silent",
-                    "--show-error",
-                    "-H",
-                    "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1",
-                ])
-                .args(["--output"])
-                .arg(&output)
-                .args(["--write-out", "%{http_code} %{time_starttransfer} %{time_total} %{size_download}"])
-                .arg(format!("{}/dicom-web/studies/{}", orthanc.http_url(), ct.study_instance_uid)),
-            ct.instances.len(),
-        );
-        assert_eq!(count_parts(&output), ct.instances.len(), "direct WADO-RS whole");
-        figures
+    let study_url = format!("{}/dicom-web/studies/{}", orthanc.http_url(), ct.study_instance_uid);
+    let direct_wado = cpu.median(runs, "direct WADO-RS", || {
+        direct_wado_rs(&study_url, &[], &work.path().join("direct-wado"), ct.instances.len())
     });
     table.push(("direct WADO-RS (curl)".to_owned(), direct_wado));
-    let direct_cget = median(runs, || dcmtk_get(&orthanc, &ct, work.path(), ct_bytes));
+    // What TLS alone costs on these cores: the same WADO-RS through stunnel, a TLS terminator
+    // that does nothing but copy, with the broker's certificates and the same mutual TLS.
+    let stunnel = Stunnel::start(&pki, work.path(), orthanc.http_port());
+    let tls_url = format!("https://localhost:{}/dicom-web/studies/{}", stunnel.port, ct.study_instance_uid);
+    let floor = CpuMeter { middle: Some(stunnel.child.id()), ..cpu };
+    let direct_tls = floor.median(runs, "direct WADO-RS over TLS (stunnel)", || {
+        direct_wado_rs(&tls_url, &pki.curl_tls(), &work.path().join("direct-wado-tls"), ct.instances.len())
+    });
+    drop(stunnel);
+    table.push(("direct WADO-RS over mTLS (curl, stunnel)".to_owned(), direct_tls));
+    let direct_cget = cpu.median(runs, "direct C-GET", || dcmtk_get(&orthanc, &ct, work.path(), ct_bytes));
     table.push(("direct C-GET (getscu)".to_owned(), direct_cget));
-    let direct_cmove = median(runs, || dcmtk_move(&orthanc, &ct, work.path(), storescp_port, ct_bytes));
+    let direct_cmove =
+        cpu.median(runs, "direct C-MOVE", || dcmtk_move(&orthanc, &ct, work.path(), storescp_port, ct_bytes));
     table.push(("direct C-MOVE (movescu to storescp)".to_owned(), direct_cmove));
     // Small instances cost per instance what big ones cost per byte: the same direct paths on the
     // 2,000 PET instances, beside which the brokers' 2,000-instance retrievals are printed.
@@ -131,10 +130,17 @@ fn main() {
         }
         println!();
         println!("{}: {}", via.label(), load());
-        let figures = through_broker(&broker, via, &pki, &studies, work.path(), runs);
+        let meter = CpuMeter { middle: Some(broker.pid()), ..cpu };
+        let figures = through_broker(&broker, via, &pki, &studies, work.path(), runs, &meter);
         for (http, figures) in ["http1.1", "http2"].iter().zip(&figures) {
             table.push((format!("hie-edge RAD-69 {http} via {}", via.label()), *figures));
             ratios.push((*http, via, figures.mb_per_s() / direct.mb_per_s(), (figures.ttfb - direct.ttfb) * 1000.0));
+            if via == Via::WadoRs {
+                println!(
+                    "ratio throughput{{path=\"RAD-69 {http} via WADO-RS\",against=\"direct WADO-RS over mTLS (stunnel)\"}} {:.3} (no goal: what the broker adds to TLS)",
+                    figures.mb_per_s() / direct_tls.mb_per_s()
+                );
+            }
         }
     }
 
@@ -263,26 +269,27 @@ fn through_broker(
     studies: &Studies,
     work: &Path,
     runs: usize,
+    cpu: &CpuMeter,
 ) -> Vec<Figures> {
     let label = via.label();
     let https = broker.https_addr;
     let ct = studies.ct;
     let rad69_ct = pki.request_file(work, "ct", &rad69_body(ct));
     let pid = broker.pid();
+    // For a profiler attached to the broker (`perf record -p`): the CT retrieval over and over.
+    if let Some(secs) = std::env::var("RETRIEVE_BENCH_PROFILE_SECS").ok().and_then(|secs| secs.parse().ok()) {
+        println!("profiling: broker pid {pid}, RAD-69 of the CT study by HTTP/1.1 for {secs} s");
+        let until = Instant::now() + std::time::Duration::from_secs(secs);
+        while Instant::now() < until {
+            let figures = pki.rad69(https, &rad69_ct, &work.join("rad69"), &["--http1.1"], ct.instances.len());
+            println!("  {:.1} MB/s", figures.mb_per_s());
+        }
+    }
     let mut broker_figures = Vec::new();
     for http in ["--http1.1", "--http2"] {
-        let cpu_before = cpu_seconds(pid);
-        let mut bytes = 0;
-        let figures = median(runs, || {
-            let figures = pki.rad69(https, &rad69_ct, &work.join("rad69"), &[http], ct.instances.len());
-            bytes += figures.bytes;
-            figures
-        });
-        let cpu = cpu_seconds(pid) - cpu_before;
-        println!(
-            "figure broker_cpu_seconds_per_gb{{path=\"RAD-69 {http} via {label}\"}} {:.3}",
-            cpu / (bytes as f64 / 1e9)
-        );
+        let path = format!("RAD-69 {http} via {label}");
+        let figures =
+            cpu.median(runs, &path, || pki.rad69(https, &rad69_ct, &work.join("rad69"), &[http], ct.instances.len()));
         broker_figures.push(figures);
     }
 
@@ -503,6 +510,19 @@ impl Pki {
         Pki { ca, server_certificate, server_key, client_certificate, client_key }
     }
 
+    /// curl's options for mutual TLS as the partner.
+    fn curl_tls(&self) -> Vec<String> {
+        let path = |path: &PathBuf| path.display().to_string();
+        vec![
+            "--cacert".to_owned(),
+            path(&self.ca),
+            "--cert".to_owned(),
+            path(&self.client_certificate),
+            "--key".to_owned(),
+            path(&self.client_key),
+        ]
+    }
+
     fn request_file(&self, dir: &Path, name: &str, body_xml: &str) -> PathBuf {
         let path = dir.join(format!("{name}.request.xml"));
         std::fs::write(&path, envelope(body_xml)).unwrap();
@@ -514,12 +534,8 @@ impl Pki {
         let figures = curl_figures(
             Command::new("curl")
                 // No `Expect: 100-continue` round trip before the request body.
-                .args(["--silent", "--show-error", "-H", "Expect:", "--cacert"])
-                .arg(&self.ca)
-                .arg("--cert")
-                .arg(&self.client_certificate)
-                .arg("--key")
-                .arg(&self.client_key)
+                .args(["--silent", "--show-error", "-H", "Expect:"])
+                .args(self.curl_tls())
                 .args(extra)
                 .args([
                     "-H",
@@ -642,21 +658,136 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// utime + stime of the process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which is in parentheses and may hold spaces).
+/// Read once: a `getconf` run later would count among the clients' CPU time.
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let output = Command::new("getconf").arg("CLK_TCK").output().ok();
+        output
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Fields of `/proc/<pid>/stat` after the command name (which is in parentheses and may hold
+/// spaces), as seconds: `index` 11 utime, 12 stime, 13 cutime, 14 cstime.
+fn stat_seconds(pid: &str, indexes: &[usize]) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+    let ticks: f64 =
+        indexes.iter().map(|index| fields.get(*index).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0)).sum();
     ticks / clock_ticks()
 }
 
-fn clock_ticks() -> f64 {
-    let output = Command::new("getconf").arg("CLK_TCK").output().ok();
-    output
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
+/// The CPU time of every process in a retrieval: Orthanc, the clients this bench ran and waited
+/// for (curl, getscu, movescu and storescp: the children's times of `/proc/self/stat`), and
+/// the process in the middle (a broker, stunnel), if any. On two shared cores the sum bounds the
+/// throughput: at best 2 / (core-seconds per GB) GB/s.
+#[derive(Debug, Clone, Copy)]
+struct CpuMeter {
+    orthanc: u32,
+    middle: Option<u32>,
+}
+
+impl CpuMeter {
+    fn now(&self) -> [f64; 3] {
+        [
+            stat_seconds(&self.orthanc.to_string(), &[11, 12]),
+            stat_seconds("self", &[13, 14]),
+            self.middle.map_or(0.0, |pid| stat_seconds(&pid.to_string(), &[11, 12])),
+        ]
+    }
+
+    /// [`median`], printing the core-seconds per GB of each process over all the runs. The
+    /// broker's figure keeps its name of earlier runs (`broker_cpu_seconds_per_gb`).
+    fn median(&self, runs: usize, path: &str, mut measure: impl FnMut() -> Figures) -> Figures {
+        let before = self.now();
+        let mut bytes = 0;
+        let figures = median(runs, || {
+            let figures = measure();
+            bytes += figures.bytes;
+            figures
+        });
+        let after = self.now();
+        let gb = bytes as f64 / 1e9;
+        let [orthanc, clients, middle] = [0, 1, 2].map(|index| (after[index] - before[index]) / gb);
+        if path.starts_with("RAD-69") {
+            println!("figure broker_cpu_seconds_per_gb{{path=\"{path}\"}} {middle:.3}");
+        }
+        println!(
+            "figure cpu_seconds_per_gb{{path=\"{path}\"}} orthanc {orthanc:.2}, clients {clients:.2}, middle {middle:.2}, all {:.2}",
+            orthanc + clients + middle
+        );
+        figures
+    }
+}
+
+/// WADO-RS of a whole study by curl (`extra`: TLS options); checks that every instance came.
+fn direct_wado_rs(url: &str, extra: &[String], output: &Path, instances: usize) -> Figures {
+    let figures = curl_figures(
+        Command::new("curl")
+            .args([
+                "--silent",
+                "--show-error",
+                "-H",
+                "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1",
+            ])
+            .args(extra)
+            .args(["--output"])
+            .arg(output)
+            .args(["--write-out", "%{http_code} %{time_starttransfer} %{time_total} %{size_download}"])
+            .arg(url),
+        instances,
+    );
+    assert_eq!(count_parts(output), instances, "direct WADO-RS whole");
+    figures
+}
+
+/// stunnel (Debian `stunnel4`) in front of Orthanc's HTTP port: TLS 1.3 with the broker's server
+/// certificate, the partner's client certificate required, nothing else.
+struct Stunnel {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Stunnel {
+    fn start(pki: &Pki, dir: &Path, orthanc_http: u16) -> Stunnel {
+        let port = hie_testkit::free_port();
+        let config = dir.join("stunnel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "foreground = yes\npid =\n[wado]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{orthanc_http}\n\
+                 cert = {}\nkey = {}\nCAfile = {}\nverifyChain = yes\nrequireCert = yes\n\
+                 sslVersionMin = TLSv1.3\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n",
+                pki.server_certificate.display(),
+                pki.server_key.display(),
+                pki.ca.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("stunnel")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("stunnel must be installed (apt-get install stunnel4)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "stunnel did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Stunnel { child, port }
+    }
+}
+
+impl Drop for Stunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn kernel() -> String {

@@ -164,6 +164,11 @@ impl Orthanc {
         self.http_port
     }
 
+    /// The Orthanc process, for benches that read its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn http_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.http_port))
     }

@@ -232,6 +232,9 @@ pub async fn serve_https(
     }
 }
 
+/// Most bytes of TLS records rustls holds for the socket (its default is 64 KiB).
+const TLS_SEND_BUFFER: usize = 512 * 1024;
+
 /// What one connection task needs.
 struct Connection {
     acceptor: TlsAcceptor,
@@ -248,7 +251,7 @@ impl Connection {
             tracing::debug!(%peer, %error, "TCP_NODELAY could not be set.");
         }
         let handshake = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream));
-        let tls_stream = tokio::select! {
+        let mut tls_stream = tokio::select! {
             result = handshake => match result {
                 Ok(Ok(tls_stream)) => tls_stream,
                 Ok(Err(error)) => {
@@ -264,6 +267,10 @@ impl Connection {
             },
             _ = shutdown.changed() => return,
         };
+        // rustls buffers 64 KiB of records by default, so a streamed answer was written to the
+        // socket in pieces of about 45 KB, one system call each; hyper hands over up to its own
+        // write buffer (about 400 KiB) at a time.
+        tls_stream.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
         let (_, session) = tls_stream.get_ref();
         let chain: Arc<[CertificateDer<'static>]> = session
             .peer_certificates()

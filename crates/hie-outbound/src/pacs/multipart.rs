@@ -13,6 +13,7 @@
 //! epilogue are ignored.
 
 use bytes::{Buf, Bytes, BytesMut};
+use memchr::memmem::Finder;
 
 /// Most header bytes of one part (reliability-security 6: 16 KiB per part).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -73,6 +74,8 @@ enum State {
 #[derive(Debug)]
 pub struct Splitter {
     delimiter: Vec<u8>,
+    /// Built once: building a searcher costs about as much as searching a small chunk.
+    finder: Finder<'static>,
     buffer: BytesMut,
     state: State,
     skipped: usize,
@@ -88,15 +91,21 @@ impl Splitter {
         }
         let mut delimiter = b"\r\n--".to_vec();
         delimiter.extend_from_slice(boundary.as_bytes());
+        let finder = Finder::new(&delimiter).into_owned();
         let mut buffer = BytesMut::with_capacity(delimiter.len() * 2);
         buffer.extend_from_slice(b"\r\n");
-        Ok(Splitter { delimiter, buffer, state: State::Preamble, skipped: 0, scanned: 0 })
+        Ok(Splitter { delimiter, finder, buffer, state: State::Preamble, skipped: 0, scanned: 0 })
     }
 
     /// Adds the next bytes of the body.
     pub fn push(&mut self, chunk: &[u8]) {
         if self.state == State::Closed {
             return;
+        }
+        // Room for a whole data chunk at once: growing by doubling would copy what is held
+        // again at each step.
+        if self.buffer.capacity() - self.buffer.len() < chunk.len() {
+            self.buffer.reserve(chunk.len().max(MIN_DATA_CHUNK) + self.delimiter.len());
         }
         self.buffer.extend_from_slice(chunk);
     }
@@ -109,7 +118,7 @@ impl Splitter {
                     self.buffer.clear();
                     return Ok(None);
                 }
-                State::Preamble => match find(&self.buffer, &self.delimiter) {
+                State::Preamble => match self.finder.find(&self.buffer) {
                     Some(at) => {
                         self.buffer.advance(at + self.delimiter.len());
                         self.state = State::AfterDelimiter;
@@ -171,7 +180,7 @@ impl Splitter {
                 }
                 State::Body => {
                     let from = self.scanned.min(self.buffer.len());
-                    if let Some(at) = find(&self.buffer[from..], &self.delimiter).map(|at| at + from) {
+                    if let Some(at) = self.finder.find(&self.buffer[from..]).map(|at| at + from) {
                         self.scanned = 0;
                         if at > 0 {
                             return Ok(Some(Event::Data(self.buffer.split_to(at).freeze())));
