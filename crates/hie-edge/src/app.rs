@@ -41,6 +41,8 @@ pub struct App {
     /// The DICOM listener's address, when `[dicom] listen` is set.
     pub dicom_addr: Option<SocketAddr>,
     store: Store,
+    /// The built-in registry's own database, when it is not `store`.
+    registry_store: Option<Store>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     writer_task: JoinHandle<()>,
@@ -106,7 +108,8 @@ impl App {
         };
         let study_waker =
             start_manifests(&config, &store, pacs.clone(), publish_hook, &shutdown_rx, &mut tasks).await?;
-        let builtin = builtin_registry(&config, registry.as_ref(), &store)?;
+        let registry_store = open_registry_store(&config, registry.as_ref()).await?;
+        let builtin = builtin_registry(&config, registry.as_ref(), registry_store.as_ref().unwrap_or(&store))?;
         if let (Some(builtin), Some(registry)) = (&builtin, &registry)
             && let Some(feed) = &registry.feed
         {
@@ -212,7 +215,7 @@ impl App {
             version = env!("CARGO_PKG_VERSION"),
             "hie-edge accepting work"
         );
-        Ok(App { hl7_addr, api_addr, https_addr, dicom_addr, store, shutdown, tasks, writer_task })
+        Ok(App { hl7_addr, api_addr, https_addr, dicom_addr, store, registry_store, shutdown, tasks, writer_task })
     }
 
     /// Stops listeners and workers, waits for them, then closes the store.
@@ -224,6 +227,9 @@ impl App {
         // The writer ends once every connection (and so every sender handle) is gone.
         let _ = self.writer_task.await;
         self.store.close().await;
+        if let Some(registry_store) = self.registry_store {
+            registry_store.close().await;
+        }
     }
 }
 
@@ -237,6 +243,28 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     })
     .await
     .context("opening the store")
+}
+
+/// The built-in registry's database (`[registry] builtin_store`), when it is not the broker's.
+async fn open_registry_store(
+    config: &Config,
+    registry: Option<&crate::config::RegistryConfig>,
+) -> anyhow::Result<Option<Store>> {
+    let Some(url) =
+        registry.and_then(|registry| registry.builtin_store.as_deref()).filter(|url| *url != config.store.url)
+    else {
+        return Ok(None);
+    };
+    prepare_sqlite_directory(url)?;
+    let store = Store::connect(&StoreOptions {
+        url: url.to_owned(),
+        max_connections: config.store.max_connections,
+        acquire_timeout: config.store.acquire_timeout,
+    })
+    .await
+    .context("opening the built-in registry's store")?;
+    tracing::info!(engine = ?store.engine(), "built-in registry store ready");
+    Ok(Some(store))
 }
 
 /// Opens the PACS and starts the study scheduler (and the poller when `[pacs] poll_interval_secs`
@@ -401,7 +429,8 @@ fn partner_directory(partners: &[crate::config::PartnerConfig]) -> anyhow::Resul
     hie_tls::PartnerDirectory::new(entries).context("[[partners]]")
 }
 
-/// `[registry] kind = "builtin"`: the reference registry and repository, on the broker's store.
+/// `[registry] kind = "builtin"`: the reference registry and repository, on `store` (its own,
+/// or the broker's: `[registry] builtin_store`).
 fn builtin_registry(
     config: &Config,
     registry: Option<&crate::config::RegistryConfig>,

@@ -112,6 +112,9 @@ pub struct RegistryConfig {
     pub timeout: Duration,
     /// The built-in repository's repositoryUniqueId (builtin, mode provide).
     pub builtin_repository_unique_id: Option<Oid>,
+    /// The built-in registry's database URL (builtin only): `builtin_store`, or
+    /// [`registry_store_beside`] the broker's store.
+    pub builtin_store: Option<String>,
 }
 
 /// `[registry] kind`.
@@ -747,6 +750,16 @@ fn registry_config(
         }
         _ => None,
     };
+    let builtin_store = (kind == RegistryKind::Builtin).then(|| {
+        let given = raw.string("registry", "builtin_store");
+        if given.is_empty() {
+            return registry_store_beside(&raw.string("store", "url"));
+        }
+        if !(given.starts_with("sqlite:") || given.starts_with("postgres://") || given.starts_with("postgresql://")) {
+            problem("registry.builtin_store", format!("{given:?} is neither sqlite://… nor postgres://…"));
+        }
+        given
+    });
     Some(RegistryConfig {
         kind,
         mode,
@@ -758,7 +771,36 @@ fn registry_config(
         client_tls,
         timeout: Duration::from_secs(timeout_secs.max(1).unsigned_abs()),
         builtin_repository_unique_id,
+        builtin_store,
     })
+}
+
+/// The built-in registry's database when `[registry] builtin_store` is empty. Beside a SQLite
+/// store, in a file of its own (`var/hie-edge.db`: `var/hie-edge-registry.db`): the reference
+/// registry commits each feed message and submission on its own, and on the broker's database
+/// those commits would queue for the one SQLite writer with the ADT group commits. A PostgreSQL
+/// store (no such lock), or an in-memory one, is shared.
+pub fn registry_store_beside(store_url: &str) -> String {
+    let Some((scheme, rest)) =
+        ["sqlite://", "sqlite:"].iter().find_map(|scheme| store_url.strip_prefix(scheme).map(|rest| (*scheme, rest)))
+    else {
+        return store_url.to_owned();
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path.starts_with(":memory:") || path.contains("mode=memory") {
+        return store_url.to_owned();
+    }
+    let beside = match path.strip_suffix(".db") {
+        Some(stem) => format!("{stem}-registry.db"),
+        None => format!("{path}-registry"),
+    };
+    match query {
+        Some(query) => format!("{scheme}{beside}?{query}"),
+        None => format!("{scheme}{beside}"),
+    }
 }
 
 /// An address that may be left empty (the listener is then off).

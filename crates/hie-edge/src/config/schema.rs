@@ -380,6 +380,13 @@ pub const KEYS: &[Key] = &[
         "For builtin with mode provide: the built-in repository's repositoryUniqueId (an OID other than node.repository_unique_id).",
     ),
     key(
+        "registry",
+        "builtin_store",
+        K::String,
+        D::String(""),
+        "For builtin: the built-in registry's database (sqlite://… or postgres://…). Empty: beside a SQLite store (var/hie-edge.db: var/hie-edge-registry.db), so its writes do not wait for the broker's single SQLite writer; a PostgreSQL store is shared.",
+    ),
+    key(
         "affinity_domain",
         "patient_id_authority",
         K::String,

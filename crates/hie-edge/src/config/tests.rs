@@ -389,6 +389,7 @@ fn https_registry_and_partners_parse_with_paths_relative_to_the_file() {
     assert_eq!((registry.kind, registry.mode), (RegistryKind::Builtin, hie_broker::publish::Mode::Register));
     assert_eq!(registry.feed.as_deref(), Some("127.0.0.1:2576"));
     assert_eq!(registry.client_tls.as_ref().unwrap().server_ca_bundle, Path::new("/etc/hie/pki/ca.pem"));
+    assert_eq!(registry.builtin_store.as_deref(), Some("sqlite://var/test-registry.db"));
     assert_eq!(config.partners.len(), 2);
     assert_eq!(config.partners[0].identity, PartnerIdentityConfig::Subject("CN=viewer,O=Other Hospital".to_owned()));
     assert_eq!(config.partners[1].identity, PartnerIdentityConfig::Certificate("/etc/hie/partners/pinned.pem".into()));
@@ -464,4 +465,14 @@ transactions = ["RAD-69", "ITI-99"]
         problems.iter().any(|problem| problem.starts_with("partners[0].transactions: \"ITI-99\" is not one of")),
         "{problems:#?}"
     );
+}
+
+#[test]
+fn the_builtin_registry_gets_its_own_sqlite_file_beside_the_store() {
+    assert_eq!(registry_store_beside("sqlite://var/hie-edge.db"), "sqlite://var/hie-edge-registry.db");
+    assert_eq!(registry_store_beside("sqlite:/tmp/x.db?mode=rwc"), "sqlite:/tmp/x-registry.db?mode=rwc");
+    assert_eq!(registry_store_beside("sqlite://var/store"), "sqlite://var/store-registry");
+    for shared in ["sqlite::memory:", "postgres://hie:hie@127.0.0.1/hie", "postgresql://db/hie"] {
+        assert_eq!(registry_store_beside(shared), shared);
+    }
 }
