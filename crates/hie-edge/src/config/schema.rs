@@ -384,7 +384,7 @@ pub const KEYS: &[Key] = &[
         "builtin_store",
         K::String,
         D::String(""),
-        "For builtin: the built-in registry's database (sqlite://… or postgres://…). Empty: beside a SQLite store (var/hie-edge.db: var/hie-edge-registry.db), so its writes do not wait for the broker's single SQLite writer; a PostgreSQL store is shared.",
+        "For builtin: the built-in registry's database (sqlite://… or postgres://…). Empty: beside a SQLite store (var/hie-edge.db: var/hie-edge-registry.db), so its writes do not wait for the broker's single SQLite writer; a PostgreSQL store is shared. A registry kept in the broker's database by an earlier version stays there: set this to the store's url to keep using it.",
     ),
     key(
         "affinity_domain",
