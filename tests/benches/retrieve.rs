@@ -2,16 +2,17 @@
 //!
 //! Orthanc (Debian) holds a generated CT study (500 instances of about 0.5 MB, written by pydicom
 //! from the test venv and cloned with new UIDs). Measured, each a few times, the median kept:
-//! - direct: curl WADO-RS of the whole study (`/dicom-web/studies/{uid}`), dcmtk `getscu` (C-GET)
-//!   and `movescu` to a dcmtk `storescp` (C-MOVE);
+//! - direct: curl WADO-RS of the whole study (`/dicom-web/studies/{uid}`), the same through
+//!   stunnel with mutual TLS (the floor of what TLS costs a proxy), dcmtk `getscu` (C-GET) and
+//!   `movescu` to a dcmtk `storescp` (C-MOVE);
 //! - through the release broker (`hie-edge-e2e` built by `cargo bench`): RAD-69 for every instance
 //!   over mutual TLS by curl (HTTP/1.1 and HTTP/2), by three brokers in turn, fetching by WADO-RS,
 //!   by C-GET, and by C-MOVE to the broker's own DICOM listener (`RETRIEVE_BENCH_VIA=c-get,c-move`
 //!   picks some; the default is all three).
 //!
 //! Printed: MB/s, instances/s, time to first byte (curl's `time_starttransfer`; for dcmtk, until
-//! the first file lands in the output folder), the broker's CPU seconds per GB (utime + stime of
-//! `/proc/<pid>/stat`), and its peak memory per concurrent retrieval (VmHWM, reset with
+//! the first file lands in the output folder), the CPU seconds per GB of Orthanc, the clients and
+//! the broker or stunnel (utime + stime of `/proc/<pid>/stat`), and the broker's peak memory per concurrent retrieval (VmHWM, reset with
 //! `clear_refs` before each measure) for 4 concurrent retrievals and for single retrievals of 100
 //! and 2,000-instance studies. Asserts nothing about time; checks that every retrieval was whole.
 //! `RETRIEVE_BENCH_RUNS` sets the runs per path (default 3); `RETRIEVE_BENCH_PROFILE_SECS=N` first
@@ -279,7 +280,7 @@ fn through_broker(
     // For a profiler attached to the broker (`perf record -p`): the CT retrieval over and over.
     if let Some(secs) = std::env::var("RETRIEVE_BENCH_PROFILE_SECS").ok().and_then(|secs| secs.parse().ok()) {
         println!("profiling: broker pid {pid}, RAD-69 of the CT study by HTTP/1.1 for {secs} s");
-        let until = Instant::now() + std::time::Duration::from_secs(secs);
+        let until = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < until {
             let figures = pki.rad69(https, &rad69_ct, &work.join("rad69"), &["--http1.1"], ct.instances.len());
             println!("  {:.1} MB/s", figures.mb_per_s());
@@ -657,7 +658,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// utime + stime of the process, in seconds.
 /// Read once: a `getconf` run later would count among the clients' CPU time.
 fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();

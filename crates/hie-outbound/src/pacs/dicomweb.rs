@@ -41,7 +41,7 @@ use hyper_util::rt::TokioExecutor;
 use super::DicomWebSettings;
 use super::file_meta;
 use super::multipart::{Event, Splitter, boundary_of};
-use super::query::{EVIDENCE_TAGS, clean_query_result};
+use super::query::{EVIDENCE_TAGS, clean_query_result, counts_by_series, text};
 
 /// Results asked for per QIDO request; later pages follow with `offset`.
 const PAGE: usize = 1_000;
@@ -277,14 +277,7 @@ impl DicomWebPacs {
     /// not say.
     async fn series_counts(&self, study: &str) -> HashMap<String, usize> {
         match self.qido_all(&format!("/studies/{study}/series?includefield=00201209")).await {
-            Ok(series) => series
-                .iter()
-                .filter_map(|answer| {
-                    let uid = text(answer, tags::SERIES_INSTANCE_UID)?;
-                    let n = text(answer, tags::NUMBER_OF_SERIES_RELATED_INSTANCES)?.parse().ok()?;
-                    Some((uid, n))
-                })
-                .collect(),
+            Ok(series) => counts_by_series(&series),
             Err(error) => {
                 tracing::debug!(%error, "series counts unavailable");
                 HashMap::new()
@@ -774,12 +767,6 @@ fn drop_bulk_data(value: &mut serde_json::Value) {
             }
         }
     }
-}
-
-fn text(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    let value = object.get(tag)?.to_str().ok()?;
-    let value = value.trim_matches(|c: char| c == '\0' || c.is_whitespace());
-    (!value.is_empty()).then(|| value.to_owned())
 }
 
 /// Reads a response body up to [`MAX_RESPONSE_BYTES`], with `timeout` per frame (a stalled server

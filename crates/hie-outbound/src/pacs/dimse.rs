@@ -54,7 +54,7 @@ use hie_dimse::{Status, uids};
 use hie_kos::{StudyEvidence, StudyEvidenceBuilder};
 use tokio::sync::mpsc;
 
-use super::query::{EVIDENCE_TAGS, clean_query_result};
+use super::query::{EVIDENCE_TAGS, clean_query_result, counts_by_series, text};
 use super::{DimseSettings, Retrieve};
 
 /// Most instances a study's evidence query takes (more: the study is refused, not truncated).
@@ -246,15 +246,7 @@ impl DimsePacs {
         put(&mut identifier, tags::NUMBER_OF_SERIES_RELATED_INSTANCES, PrimitiveValue::Empty);
         let limits = FindLimits { max_matches: MAX_STUDY_SERIES, max_bytes: MAX_QUERY_BYTES, timeout: None };
         match self.find(&identifier, &limits).await {
-            Ok(outcome) if outcome.stopped.is_none() => outcome
-                .matches
-                .iter()
-                .filter_map(|series| {
-                    let uid = text(series, tags::SERIES_INSTANCE_UID)?;
-                    let n = text(series, tags::NUMBER_OF_SERIES_RELATED_INSTANCES)?.parse().ok()?;
-                    Some((uid, n))
-                })
-                .collect(),
+            Ok(outcome) if outcome.stopped.is_none() => counts_by_series(&outcome.matches),
             Ok(_) => HashMap::new(),
             Err(error) => {
                 tracing::debug!(pacs = %self.describe(), %error, "series counts unavailable");
@@ -689,12 +681,6 @@ fn put_return_key(identifier: &mut InMemDicomObject, tag: Tag) {
 
 fn vr_of(tag: Tag) -> VR {
     StandardDataDictionary.by_tag(tag).map_or(VR::UN, |entry| entry.vr.relaxed())
-}
-
-fn text(object: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let value = object.get(tag)?.to_str().ok()?;
-    let value = value.trim_matches(|c: char| c == '\0' || c.is_whitespace());
-    (!value.is_empty()).then(|| value.to_owned())
 }
 
 /// A sink that also says what it took, for the retrieval loop.

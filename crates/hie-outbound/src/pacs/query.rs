@@ -1,6 +1,8 @@
 //! What the query adapters (DIMSE C-FIND, QIDO-RS) ask a PACS for, and how its answers are
 //! cleaned before they become evidence.
 
+use std::collections::HashMap;
+
 use dicom_core::Tag;
 use dicom_core::header::HasLength;
 use dicom_dictionary_std::tags;
@@ -67,6 +69,26 @@ pub fn clean_query_result(object: &mut InMemDicomObject) {
     }
 }
 
+/// An attribute's value as text, trimmed of padding; `None` when absent or empty.
+pub fn text(object: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let value = object.get(tag)?.to_str().ok()?;
+    let value = value.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// Number of Series Related Instances (0020,1209) by Series Instance UID, from SERIES-level
+/// answers (C-FIND or QIDO-RS); series without a readable count are left out.
+pub fn counts_by_series(answers: &[InMemDicomObject]) -> HashMap<String, usize> {
+    answers
+        .iter()
+        .filter_map(|series| {
+            let uid = text(series, tags::SERIES_INSTANCE_UID)?;
+            let n = text(series, tags::NUMBER_OF_SERIES_RELATED_INSTANCES)?.parse().ok()?;
+            Some((uid, n))
+        })
+        .collect()
+}
+
 fn is_empty_value(value: &dicom_core::value::Value<InMemDicomObject>) -> bool {
     match value {
         dicom_core::value::Value::Primitive(primitive) => primitive.is_empty(),
@@ -92,6 +114,28 @@ mod tests {
         clean_query_result(&mut object);
         let kept: Vec<Tag> = object.iter().map(|element| element.header().tag).collect();
         assert_eq!(kept, [tags::REFERRING_PHYSICIAN_NAME, tags::STUDY_DESCRIPTION, tags::PATIENT_ID]);
+    }
+
+    #[test]
+    fn series_counts_are_read_trimmed_and_series_without_one_left_out() {
+        let series = |uid: &str, count: Option<&str>| {
+            let mut object = InMemDicomObject::from_element_iter([DataElement::new(
+                tags::SERIES_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(uid),
+            )]);
+            if let Some(count) = count {
+                object.put(DataElement::new(
+                    tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
+                    VR::IS,
+                    PrimitiveValue::from(count),
+                ));
+            }
+            object
+        };
+        let counts =
+            counts_by_series(&[series("1.2.3\0", Some(" 500 ")), series("1.2.4", None), series("1.2.5", Some("x"))]);
+        assert_eq!(counts, HashMap::from([("1.2.3".to_owned(), 500)]));
     }
 
     #[test]
