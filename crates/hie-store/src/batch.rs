@@ -157,6 +157,11 @@ enum Session {
         connection: Option<PoolConnection<Sqlite>>,
         /// `BEGIN IMMEDIATE` has been sent and neither COMMIT nor ROLLBACK has completed.
         in_transaction: bool,
+        /// The session commits at synchronous=NORMAL ([`Store::write_session_unsynced`]).
+        unsynced: bool,
+        /// `PRAGMA synchronous = NORMAL` may have run and FULL has not been restored: the
+        /// connection must not serve anyone else like this.
+        at_normal: bool,
     },
     Postgres {
         connection: PoolConnection<Postgres>,
@@ -166,10 +171,28 @@ enum Session {
 impl Store {
     /// Takes the writer connection (SQLite) or a pool connection (PostgreSQL) for one batch.
     pub async fn write_session(&self) -> Result<WriteSession, StoreError> {
+        self.session(false).await
+    }
+
+    /// As [`Store::write_session`], for a batch whose commit does not wait for the disk: on
+    /// SQLite this one transaction runs at synchronous=NORMAL (set before it opens, since SQLite
+    /// refuses the change inside a transaction, and set back to FULL after it), so its commit is
+    /// visible to every reader at once and on disk with the next fsync of the WAL (any later
+    /// synchronous commit, or a checkpoint). A crash of the machine may lose it, and with it
+    /// every later unsynchronised commit, never an earlier one. The caller keeps what it needs to
+    /// redo it (`journal`). On PostgreSQL the commit is synchronous as ever.
+    pub async fn write_session_unsynced(&self) -> Result<WriteSession, StoreError> {
+        self.session(true).await
+    }
+
+    async fn session(&self, unsynced: bool) -> Result<WriteSession, StoreError> {
         let inner = match &self.backend {
-            Backend::Sqlite { writer, .. } => {
-                Session::Sqlite { connection: Some(writer.acquire().await?), in_transaction: false }
-            }
+            Backend::Sqlite { writer, .. } => Session::Sqlite {
+                connection: Some(writer.acquire().await?),
+                in_transaction: false,
+                unsynced,
+                at_normal: false,
+            },
             Backend::Postgres { batch_writer, .. } => Session::Postgres { connection: batch_writer.acquire().await? },
         };
         Ok(WriteSession { inner })
@@ -181,28 +204,39 @@ impl WriteSession {
     /// transaction, so everything read stays true until the commit.
     pub async fn read_state(&mut self, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
         match &mut self.inner {
-            Session::Sqlite { connection, in_transaction } => {
+            Session::Sqlite { connection, in_transaction, unsynced, at_normal } => {
                 let connection = sqlite_connection(connection)?;
                 if *in_transaction {
                     return sqlite_read(connection, SQLITE_READ, request).await;
                 }
                 *in_transaction = true;
+                if *unsynced {
+                    *at_normal = true;
+                    return sqlite_read(connection, SQLITE_UNSYNCED_BEGIN_READ, request).await;
+                }
                 sqlite_read(connection, SQLITE_BEGIN_READ, request).await
             }
             Session::Postgres { connection } => pg_read(connection, request).await,
         }
     }
 
-    /// Writes `changes` and commits; when this returns `Ok`, they are durable. On an error
-    /// nothing of them is stored.
+    /// Writes `changes` and commits; when this returns `Ok`, they are durable (or, for a session
+    /// from [`Store::write_session_unsynced`], committed). On an error nothing of them is stored.
     pub async fn commit(mut self, changes: &Changes, now: i64) -> Result<(), StoreError> {
         let result = match &mut self.inner {
-            Session::Sqlite { connection, in_transaction } => {
-                let framing = if *in_transaction { Framing::Commit } else { Framing::BeginCommit };
+            Session::Sqlite { connection, in_transaction, unsynced, at_normal } => {
+                let framing = match (*in_transaction, *unsynced) {
+                    (true, false) => Framing::Commit,
+                    (false, false) => Framing::BeginCommit,
+                    (true, true) => Framing::CommitUnsynced,
+                    (false, true) => Framing::BeginCommitUnsynced,
+                };
                 *in_transaction = true;
+                *at_normal |= *unsynced;
                 let result = sqlite_write(sqlite_connection(connection)?, framing, changes, now).await;
                 if result.is_ok() {
                     *in_transaction = false;
+                    *at_normal = false;
                 }
                 result
             }
@@ -223,11 +257,16 @@ impl WriteSession {
     }
 
     async fn roll_back(&mut self) -> Result<(), StoreError> {
-        if let Session::Sqlite { connection, in_transaction } = &mut self.inner
-            && *in_transaction
-        {
-            sqlx::query("ROLLBACK").execute(sqlite_connection(connection)?).await?;
+        if let Session::Sqlite { connection, in_transaction, at_normal, .. } = &mut self.inner {
+            let sql = match (*in_transaction, *at_normal) {
+                (false, false) => return Ok(()),
+                (true, false) => "ROLLBACK",
+                (true, true) => "ROLLBACK; PRAGMA synchronous = FULL",
+                (false, true) => "PRAGMA synchronous = FULL",
+            };
+            sqlx::query(sql).execute(sqlite_connection(connection)?).await?;
             *in_transaction = false;
+            *at_normal = false;
         }
         Ok(())
     }
@@ -247,11 +286,13 @@ impl ReadState for Tx<'_> {
 
 impl Drop for WriteSession {
     fn drop(&mut self) {
-        if let Session::Sqlite { connection, in_transaction: true } = &mut self.inner
+        if let Session::Sqlite { connection, in_transaction, at_normal, .. } = &mut self.inner
+            && (*in_transaction || *at_normal)
             && let Some(connection) = connection.take()
         {
-            // Cancelled or failed between BEGIN and the end of the transaction. Closing the
-            // connection rolls it back; the pool opens a fresh one when next asked.
+            // Cancelled or failed between BEGIN and the end of the transaction (or before FULL
+            // was restored). Closing the connection rolls it back; the pool opens a fresh one,
+            // at FULL, when next asked.
             drop(connection.detach());
         }
     }
@@ -363,6 +404,8 @@ macro_rules! sqlite_read_sql {
 
 const SQLITE_READ: &str = sqlite_read_sql!();
 const SQLITE_BEGIN_READ: &str = concat!("BEGIN IMMEDIATE; ", sqlite_read_sql!());
+/// SQLite takes the setting only outside a transaction; `Framing::CommitUnsynced` restores it.
+const SQLITE_UNSYNCED_BEGIN_READ: &str = concat!("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE; ", sqlite_read_sql!());
 
 /// PostgreSQL: `$1`/`$2` ack senders and control ids, `$3`/`$4` identifier keys and values, `$5`
 /// patient ids, `$6` how many fresh ids (taken from the identity's sequence).
@@ -532,6 +575,11 @@ enum Framing {
     Commit,
     /// Nothing is open yet: the writes open and end it.
     BeginCommit,
+    /// As `Commit`, for a session at synchronous=NORMAL (see
+    /// [`Store::write_session_unsynced`]): FULL is restored after the COMMIT.
+    CommitUnsynced,
+    /// As `BeginCommit`, unsynced: NORMAL is set before the BEGIN.
+    BeginCommitUnsynced,
 }
 
 /// The SQL text for `changes`: only the statements that have rows, in the fixed order.
@@ -547,12 +595,16 @@ fn sqlite_write_sql(changes: &Changes, framing: Framing) -> String {
         (!changes.studies_registered_under.is_empty(), SQLITE_STUDIES_DUE.as_str()),
     ];
     let mut parts: Vec<&str> = Vec::with_capacity(statements.len() + 2);
-    if matches!(framing, Framing::BeginCommit) {
-        parts.push("BEGIN IMMEDIATE");
+    match framing {
+        Framing::BeginCommit => parts.push("BEGIN IMMEDIATE"),
+        Framing::BeginCommitUnsynced => parts.extend(["PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE"]),
+        Framing::Within | Framing::Commit | Framing::CommitUnsynced => {}
     }
     parts.extend(statements.iter().filter(|(needed, _)| *needed).map(|(_, sql)| *sql));
-    if matches!(framing, Framing::Commit | Framing::BeginCommit) {
-        parts.push("COMMIT");
+    match framing {
+        Framing::Within => {}
+        Framing::Commit | Framing::BeginCommit => parts.push("COMMIT"),
+        Framing::CommitUnsynced | Framing::BeginCommitUnsynced => parts.extend(["COMMIT", "PRAGMA synchronous = FULL"]),
     }
     parts.join("; ")
 }

@@ -20,6 +20,7 @@
 //!   hand-off, and the [`batch::WriteSession`] that runs a batch with the fewest round trips.
 
 pub mod batch;
+pub mod journal;
 mod json;
 pub mod outbox;
 pub mod patients;
@@ -262,10 +263,13 @@ async fn connect_sqlite(options: &StoreOptions) -> Result<Backend, StoreError> {
         // writer own the lock without contention.
         .max_connections(1)
         .min_connections(1)
-        // sqlx pings a connection before handing it out (and again when it comes back). Without
-        // the first ping the writer measured slower at one sender (medians 639 vs 1,083 msgs/s,
-        // writer alone, six alternating runs), although it saves a hand-off to the connection's
-        // thread: the ping seems to have that thread awake when the batch's statements arrive.
+        // sqlx would ping a connection before handing it out: a round trip to the connection's
+        // thread on every batch, and an in-process SQLite connection does not go stale. Without
+        // it the journaled ADT writer went from 1,395-1,406 to 1,557-1,565 msgs/s at one sender
+        // and stayed at 4,400-5,000 at 16 (`writer_alone`, two alternating runs each). (Before
+        // the journal, with the fsync in the store's commit, the ping had measured faster at one
+        // sender; that path is now only for `[store] adt_journal = false`.)
+        .test_before_acquire(false)
         .acquire_timeout(options.acquire_timeout)
         .connect_with(base.clone().create_if_missing(true))
         .await?;

@@ -251,3 +251,62 @@ async fn the_postgres_writer_looks_rows_up_by_key_on_a_new_database_too() {
     assert!(scans.iter().any(|(relname, _, inserted)| relname == "hl7_inbound" && *inserted >= 20), "{scans:?}");
     assert!(scans.iter().all(|(_, seq_scans, _)| *seq_scans == 0), "seq scans beyond index builds: {scans:?}");
 }
+
+/// The writer connection's `PRAGMA synchronous` (2 = FULL).
+async fn writer_synchronous(store: &Store) -> i64 {
+    let mut tx = store.begin().await.unwrap();
+    let setting = match &mut tx {
+        hie_store::Tx::Sqlite(transaction) => {
+            sqlx::query_scalar::<_, i64>("PRAGMA synchronous").fetch_one(&mut **transaction).await.unwrap()
+        }
+        hie_store::Tx::Postgres(_) => unreachable!("a SQLite store"),
+    };
+    tx.rollback().await.unwrap();
+    setting
+}
+
+#[tokio::test]
+async fn an_unsynced_commit_is_visible_at_once_and_leaves_the_writer_at_full() {
+    for (engine, store) in support::each_engine().await {
+        let mut session = store.write_session_unsynced().await.unwrap();
+        let state = session.read_state(&StateRequest { new_ids: 1, ..StateRequest::default() }).await.unwrap();
+        let id = state.new_ids[0];
+        let changes = Changes {
+            new_patients: vec![NewPatient { id, merged_into: None, demographics: demographics("Unsynced") }],
+            identifiers: vec![identifier(id, "ns:HOSP", "U1", 0)],
+            acks: vec![ack("APP|FAC", "U1")],
+            ..Changes::default()
+        };
+        session.commit(&changes, now_micros()).await.unwrap();
+        let record = store.patient_by_identifier("ns:HOSP", "U1").await.unwrap().expect("visible to readers");
+        assert_eq!(record.patient.demographics.family_name, "Unsynced", "{engine:?}");
+        if engine == hie_store::Engine::Sqlite {
+            // Every other transaction on the one writer connection is still durable at commit.
+            assert_eq!(writer_synchronous(&store).await, 2);
+        }
+
+        // A failed unsynced commit stores nothing and leaves the writer at FULL; so does a
+        // session dropped half-way, and one that only read.
+        let mut session = store.write_session_unsynced().await.unwrap();
+        let state = session.read_state(&StateRequest { new_ids: 1, ..StateRequest::default() }).await.unwrap();
+        let changes = Changes {
+            new_patients: vec![NewPatient { id: state.new_ids[0], merged_into: None, demographics: demographics("X") }],
+            acks: vec![ack("APP|FAC", "U1")],
+            ..Changes::default()
+        };
+        assert!(session.commit(&changes, now_micros()).await.is_err(), "{engine:?}");
+        assert!(store.patient_by_identifier("ns:HOSP", "U1").await.unwrap().is_some());
+        if engine == hie_store::Engine::Sqlite {
+            assert_eq!(writer_synchronous(&store).await, 2);
+        }
+        let mut session = store.write_session_unsynced().await.unwrap();
+        session.read_state(&StateRequest::default()).await.unwrap();
+        drop(session);
+        let mut session = store.write_session_unsynced().await.unwrap();
+        session.read_state(&StateRequest::default()).await.unwrap();
+        session.rollback().await.unwrap();
+        if engine == hie_store::Engine::Sqlite {
+            assert_eq!(writer_synchronous(&store).await, 2);
+        }
+    }
+}
