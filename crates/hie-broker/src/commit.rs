@@ -115,6 +115,17 @@ struct Journal {
     /// Messages whose store changes may not be on disk yet, and since when.
     unsynced: usize,
     unsynced_since: Instant,
+    /// A batch's store changes were committed without their journal rows and without an fsync.
+    must_sync: bool,
+}
+
+impl Journal {
+    /// Every message taken so far has its store changes on disk.
+    fn mark_durable(&mut self) {
+        self.durable_through = self.last_seq;
+        self.unsynced = 0;
+        self.unsynced_since = Instant::now();
+    }
 }
 
 /// What one message in a batch comes to, before the batch commits.
@@ -155,8 +166,14 @@ impl AdtWriter {
         }
         let last_seq = journal.last_seq().await?;
         // Replayed batches were committed with their fsync: every row may go.
-        let journal =
-            Journal { journal, last_seq, durable_through: last_seq, unsynced: 0, unsynced_since: Instant::now() };
+        let journal = Journal {
+            journal,
+            last_seq,
+            durable_through: last_seq,
+            unsynced: 0,
+            unsynced_since: Instant::now(),
+            must_sync: false,
+        };
         Ok(Self::start(store, Some(journal), config, outbox_waker, stats))
     }
 
@@ -230,10 +247,10 @@ async fn run(
             _ => tracing::Instrument::instrument(commit_batch(&store, &config, &batch, now, true), span).await,
         };
         let (decisions, enqueued) = match committed {
-            Ok(result) => {
+            Ok(committed) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.committed_messages.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                result
+                (committed.decisions, committed.enqueued)
             }
             Err(error) => {
                 // Nothing of the batch is stored: every sender gets AE and will send again.
@@ -278,7 +295,14 @@ async fn commit_journaled(
     batch: &[Job],
     now: i64,
     journal: &mut Journal,
-) -> Result<(Vec<Decided>, bool), StoreError> {
+) -> Result<Committed, StoreError> {
+    if journal.must_sync {
+        // An earlier batch was stored without its journal rows and is not on disk yet. A resend
+        // of it would be answered from the store, so nothing is answered until it is on disk.
+        store.make_durable().await?;
+        journal.must_sync = false;
+        journal.mark_durable();
+    }
     let first = journal.last_seq + 1;
     let last = journal.last_seq + batch.len() as i64;
     journal.last_seq = last;
@@ -294,11 +318,9 @@ async fn commit_journaled(
         commit_batch(store, config, batch, now, sync_store)
     );
     match (&journaled, &stored) {
-        (_, Ok(_)) if sync_store => {
-            journal.durable_through = last;
-            journal.unsynced = 0;
-            journal.unsynced_since = Instant::now();
-        }
+        // A commit with its fsync puts every earlier one on disk too (the WAL is written in
+        // order); a batch of repeats only commits nothing.
+        (_, Ok(committed)) if sync_store && committed.wrote => journal.mark_durable(),
         (_, Ok(_)) => journal.unsynced += batch.len(),
         (Ok(()), Err(_)) => {
             // Journaled, not stored: answered as not stored, so a replay must not apply them.
@@ -308,8 +330,12 @@ async fn commit_journaled(
         }
         (Err(_), Err(_)) => {}
     }
-    // Stored but not journaled: answered as not stored too. The store's changes stand (with
-    // their recorded ACKs), so a resend is a repeat and gets the answer it would have had.
+    if journaled.is_err() && stored.as_ref().is_ok_and(|committed| committed.wrote && !sync_store) {
+        // Stored but not journaled: answered as not stored too. The store's changes stand (with
+        // their recorded ACKs), so a resend is a repeat and gets the answer it would have had,
+        // once they are on disk (see the top of this function).
+        journal.must_sync = true;
+    }
     journaled?;
     stored
 }
@@ -333,12 +359,25 @@ async fn replay(store: &Store, config: &AdtConfig, rows: &[JournalRow]) -> Resul
                     }
                 }
             }
-            let (decisions, queued) = commit_batch(store, config, &jobs, chunk[0].received_at, true).await?;
-            applied += decisions.iter().filter(|decided| !matches!(decided.outcome, Outcome::Repeated { .. })).count();
-            enqueued |= queued;
+            let committed = commit_batch(store, config, &jobs, chunk[0].received_at, true).await?;
+            applied += committed
+                .decisions
+                .iter()
+                .filter(|decided| !matches!(decided.outcome, Outcome::Repeated { .. }))
+                .count();
+            enqueued |= committed.enqueued;
         }
     }
     Ok((applied, enqueued))
+}
+
+/// What a committed batch comes to.
+struct Committed {
+    decisions: Vec<Decided>,
+    /// Outbox items were queued.
+    enqueued: bool,
+    /// Something was written (a batch of repeats only writes nothing, and commits nothing).
+    wrote: bool,
 }
 
 /// Decides the batch and commits its changes to the store, with the store's fsync when `synced`.
@@ -348,17 +387,18 @@ async fn commit_batch(
     batch: &[Job],
     now: i64,
     synced: bool,
-) -> Result<(Vec<Decided>, bool), StoreError> {
+) -> Result<Committed, StoreError> {
     let mut session = if synced { store.write_session().await? } else { store.write_session_unsynced().await? };
     match decide(&mut session, config, batch).await {
         Ok((decisions, changes, enqueued)) => {
-            if changes.is_empty() {
+            let wrote = !changes.is_empty();
+            if wrote {
+                session.commit(&changes, now).await?;
+            } else {
                 // Only repeats: nothing to make durable.
                 session.rollback().await?;
-            } else {
-                session.commit(&changes, now).await?;
             }
-            Ok((decisions, enqueued))
+            Ok(Committed { decisions, enqueued, wrote })
         }
         Err(error) => {
             // The error is what the senders hear about; a failed rollback closes the connection.

@@ -16,6 +16,7 @@ use hie_broker::commit::AdtWriter;
 use hie_core::profile::PatientMergePolicy;
 use hie_store::Store;
 use hie_store::journal::{AdtJournal, JournalEntry};
+use sqlx::Connection as _;
 
 const LOCAL: &str = "uid:1.2.840.99999.1.1";
 
@@ -103,4 +104,58 @@ async fn answers_come_from_the_store_and_a_restart_applies_what_only_the_journal
     let journal = AdtJournal::open(&journal_url, Duration::from_secs(5)).await.unwrap();
     let seqs: Vec<i64> = journal.rows().await.unwrap().iter().map(|row| row.seq).collect();
     assert_eq!(seqs, [last + 4], "only the message taken after the restart");
+}
+
+#[tokio::test]
+async fn a_batch_the_journal_refuses_is_answered_not_stored_and_its_resend_waits_for_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("hie.db").display());
+    let journal_url = format!("sqlite://{}", dir.path().join("hie-adt-journal.db").display());
+    let store = Store::connect(&support::options(store_url, 4)).await.unwrap();
+    let (writer, task) = start(&store, &journal_url).await;
+    assert!(send(&writer, "A04", "J1", "J1^^^HOSP").await.contains("\rMSA|AA|J1"));
+
+    // Another connection makes the journal refuse every row, as a full or failing disk would.
+    let mut other = sqlx::SqliteConnection::connect(&journal_url).await.unwrap();
+    sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON adt_journal BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let refused = send(&writer, "A04", "J2", "J2^^^HOSP").await;
+    assert!(refused.contains("\rMSA|AE|J2") && refused.contains("207"), "{refused}");
+    assert_eq!(writer.stats_handle().failed_commits.load(Ordering::Relaxed), 1);
+    // Its store changes committed beside the journal and stand, with the ACK they recorded,
+    // in the WAL only...
+    assert!(store.patient_by_identifier(LOCAL, "J2").await.unwrap().is_some());
+    assert_eq!(in_database_file(dir.path(), "J2").await, 0, "not checkpointed yet");
+    sqlx::query("DROP TRIGGER refuse").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+    // ...so the resend is a repeat, answered once they are on disk (checkpointed into the
+    // database file, the WAL synced first), and applied once.
+    assert!(send(&writer, "A04", "J2", "J2^^^HOSP").await.contains("\rMSA|AA|J2"));
+    assert_eq!(in_database_file(dir.path(), "J2").await, 1, "the store was made durable before the answer");
+    assert_eq!(store.patient_by_identifier(LOCAL, "J2").await.unwrap().unwrap().history.len(), 1);
+    assert!(send(&writer, "A04", "J3", "J3^^^HOSP").await.contains("\rMSA|AA|J3"), "the journal takes rows again");
+    drop(writer);
+    task.await.unwrap();
+}
+
+/// How many identifiers `id_value` the store's database file holds without its WAL: what a
+/// checkpoint has copied there. Read from a copy of the file alone.
+async fn in_database_file(dir: &std::path::Path, id_value: &str) -> i64 {
+    let copy = dir.join(format!("file-only-{id_value}-{}.db", hie_store::now_micros()));
+    std::fs::copy(dir.join("hie.db"), &copy).unwrap();
+    let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", copy.display())).await.unwrap();
+    // Before the first checkpoint even the schema is only in the WAL.
+    let count = match sqlx::query_scalar("SELECT count(*) FROM patient_identifiers WHERE id_value = $1")
+        .bind(id_value)
+        .fetch_one(&mut connection)
+        .await
+    {
+        Ok(count) => count,
+        Err(error) if error.to_string().contains("no such table") => 0,
+        Err(error) => panic!("reading the copy: {error}"),
+    };
+    connection.close().await.unwrap();
+    count
 }

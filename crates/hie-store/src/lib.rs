@@ -174,6 +174,24 @@ impl Store {
         Ok(())
     }
 
+    /// Puts every commit so far on disk, including those of sessions from
+    /// [`Store::write_session_unsynced`]. SQLite: a FULL checkpoint on the writer connection
+    /// (which waits, within `acquire_timeout`, for readers on older snapshots), which syncs the
+    /// WAL before it copies it into the database file and syncs that; an error unless every
+    /// frame was copied. PostgreSQL: nothing to do, every commit waited for its flush.
+    pub async fn make_durable(&self) -> Result<(), StoreError> {
+        if let Backend::Sqlite { writer, .. } = &self.backend {
+            let (busy, log, checkpointed): (i64, i64, i64) =
+                sqlx::query_as("PRAGMA wal_checkpoint(FULL)").fetch_one(writer).await?;
+            if busy != 0 || log != checkpointed {
+                return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                    "checkpoint incomplete: busy={busy}, {checkpointed} of {log} WAL frames copied"
+                ))));
+            }
+        }
+        Ok(())
+    }
+
     /// Closes every connection, waiting for checked-out ones to come back.
     pub async fn close(&self) {
         match &self.backend {

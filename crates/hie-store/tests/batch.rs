@@ -284,6 +284,7 @@ async fn an_unsynced_commit_is_visible_at_once_and_leaves_the_writer_at_full() {
             // Every other transaction on the one writer connection is still durable at commit.
             assert_eq!(writer_synchronous(&store).await, 2);
         }
+        store.make_durable().await.expect("everything committed is put on disk");
 
         // A failed unsynced commit stores nothing and leaves the writer at FULL; so does a
         // session dropped half-way, and one that only read.
