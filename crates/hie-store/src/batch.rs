@@ -26,11 +26,12 @@ use std::future::Future;
 use std::sync::LazyLock;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection};
+use sqlx::{PgConnection, Postgres, SqliteConnection};
 
 use crate::json::JsonArray;
 use crate::outbox::ENQUEUE_LOCK_CLASS;
 use crate::patients::{Demographics, IdentifierRow, PatientRow, RecordedAck};
+use crate::sqlite_writer::WriterGuard;
 use crate::submissions::REGISTERED_PUBLICATION;
 use crate::{Backend, Store, StoreError, Tx};
 
@@ -145,16 +146,16 @@ pub trait ReadState: Send {
 
 /// The writer connection held for one group commit: reads with [`WriteSession::read_state`],
 /// then [`WriteSession::commit`] writes and commits. Dropped without a commit, nothing is
-/// written (on SQLite the connection is closed, which rolls back, rather than handed back to the
-/// pool inside an open transaction).
+/// written (on SQLite the next holder of the writer connection rolls back first, see
+/// `sqlite_writer`).
 pub struct WriteSession {
     inner: Session,
 }
 
 enum Session {
     Sqlite {
-        /// `None` once the connection has been handed back or closed.
-        connection: Option<PoolConnection<Sqlite>>,
+        /// `None` once the connection has been handed back.
+        connection: Option<WriterGuard>,
         /// `BEGIN IMMEDIATE` has been sent and neither COMMIT nor ROLLBACK has completed.
         in_transaction: bool,
         /// The session commits at synchronous=NORMAL ([`Store::write_session_unsynced`]).
@@ -188,7 +189,7 @@ impl Store {
     async fn session(&self, unsynced: bool) -> Result<WriteSession, StoreError> {
         let inner = match &self.backend {
             Backend::Sqlite { writer, .. } => Session::Sqlite {
-                connection: Some(writer.acquire().await?),
+                connection: Some(writer.lock().await?),
                 in_transaction: false,
                 unsynced,
                 at_normal: false,
@@ -286,14 +287,12 @@ impl ReadState for Tx<'_> {
 
 impl Drop for WriteSession {
     fn drop(&mut self) {
-        if let Session::Sqlite { connection, in_transaction, at_normal, .. } = &mut self.inner
+        if let Session::Sqlite { connection: Some(connection), in_transaction, at_normal, .. } = &mut self.inner
             && (*in_transaction || *at_normal)
-            && let Some(connection) = connection.take()
         {
             // Cancelled or failed between BEGIN and the end of the transaction (or before FULL
-            // was restored). Closing the connection rolls it back; the pool opens a fresh one,
-            // at FULL, when next asked.
-            drop(connection.detach());
+            // was restored): the next holder rolls back and restores FULL first.
+            connection.mark_needs_reset();
         }
     }
 }
@@ -344,7 +343,7 @@ impl std::fmt::Debug for WriteSession {
     }
 }
 
-fn sqlite_connection(connection: &mut Option<PoolConnection<Sqlite>>) -> Result<&mut SqliteConnection, StoreError> {
+fn sqlite_connection(connection: &mut Option<WriterGuard>) -> Result<&mut SqliteConnection, StoreError> {
     match connection {
         Some(connection) => Ok(&mut **connection),
         None => Err(StoreError::Database(sqlx::Error::PoolClosed)),

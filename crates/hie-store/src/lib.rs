@@ -2,7 +2,7 @@
 //! instances sharing one database).
 //!
 //! One [`Store`] hides the engine. Writes go through a [`Tx`]; SQLite gets a single writer
-//! connection (`BEGIN IMMEDIATE`, WAL, `synchronous=FULL`) and a separate read pool, PostgreSQL a
+//! connection (`BEGIN IMMEDIATE`, WAL, `synchronous=FULL`; `sqlite_writer`) and a separate read pool, PostgreSQL a
 //! pool shared by writers and readers. SQL is written once with `$n` placeholders, which both
 //! engines bind by number, and run through the `on_tx!`/`on_pool!` macros that expand the same
 //! code once per engine, so there is no `Any` driver and no per-engine copy of a query.
@@ -18,6 +18,9 @@
 //! - [`refregistry`]: the tables of the built-in reference XDS registry and repository (`reg_*`).
 //! - [`batch`]: patient state for a whole group commit, read in one statement and written in one
 //!   hand-off, and the [`batch::WriteSession`] that runs a batch with the fewest round trips.
+//! - [`journal`]: the ADT journal, a second SQLite file that makes a batch durable while its
+//!   store changes commit without waiting for the disk.
+//! - `sqlite_writer`: the SQLite writer connection behind an async mutex, and [`SqliteTx`].
 
 pub mod batch;
 pub mod journal;
@@ -26,6 +29,7 @@ pub mod outbox;
 pub mod patients;
 pub mod refregistry;
 pub mod retrieval;
+mod sqlite_writer;
 pub mod studies;
 pub mod submissions;
 
@@ -34,7 +38,9 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{ConnectOptions as _, PgPool, Postgres, SqlitePool, Transaction};
+
+pub use crate::sqlite_writer::SqliteTx;
 
 /// Which database engine a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,21 +87,19 @@ pub struct Store {
 #[derive(Debug, Clone)]
 enum Backend {
     Sqlite {
-        writer: SqlitePool,
+        // Boxed: the connect options it keeps (to reconnect) are large.
+        writer: Box<sqlite_writer::Writer>,
         readers: SqlitePool,
     },
     /// `batch_writer`: one connection for the group-commit writer's batches (see
     /// `connect_postgres`); everything else uses `pool`.
-    Postgres {
-        pool: PgPool,
-        batch_writer: PgPool,
-    },
+    Postgres { pool: PgPool, batch_writer: PgPool },
 }
 
 /// A write transaction (or a savepoint inside one) on either engine.
 #[derive(Debug)]
 pub enum Tx<'c> {
-    Sqlite(Transaction<'c, Sqlite>),
+    Sqlite(SqliteTx<'c>),
     Postgres(Transaction<'c, Postgres>),
 }
 
@@ -161,7 +165,7 @@ impl Store {
     /// IMMEDIATE`) so a transaction never fails half-way on a lock upgrade.
     pub async fn begin(&self) -> Result<Tx<'static>, StoreError> {
         Ok(match &self.backend {
-            Backend::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Sqlite { writer, .. } => Tx::Sqlite(SqliteTx::begin(writer.lock().await?).await?),
             Backend::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -181,8 +185,9 @@ impl Store {
     /// frame was copied. PostgreSQL: nothing to do, every commit waited for its flush.
     pub async fn make_durable(&self) -> Result<(), StoreError> {
         if let Backend::Sqlite { writer, .. } = &self.backend {
+            let mut connection = writer.lock().await?;
             let (busy, log, checkpointed): (i64, i64, i64) =
-                sqlx::query_as("PRAGMA wal_checkpoint(FULL)").fetch_one(writer).await?;
+                sqlx::query_as("PRAGMA wal_checkpoint(FULL)").fetch_one(&mut *connection).await?;
             if busy != 0 || log != checkpointed {
                 return Err(StoreError::Database(sqlx::Error::Protocol(format!(
                     "checkpoint incomplete: busy={busy}, {checkpointed} of {log} WAL frames copied"
@@ -219,7 +224,7 @@ impl Tx<'_> {
     /// usable. The group-commit writer gives each message one.
     pub async fn savepoint(&mut self) -> Result<Tx<'_>, StoreError> {
         Ok(match self {
-            Tx::Sqlite(transaction) => Tx::Sqlite(sqlx::Connection::begin(&mut **transaction).await?),
+            Tx::Sqlite(transaction) => Tx::Sqlite(transaction.savepoint().await?),
             Tx::Postgres(transaction) => Tx::Postgres(sqlx::Connection::begin(&mut **transaction).await?),
         })
     }
@@ -276,22 +281,12 @@ async fn connect_sqlite(options: &StoreOptions) -> Result<Backend, StoreError> {
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(options.acquire_timeout);
-    let writer = SqlitePoolOptions::new()
-        // One writer: SQLite serializes writers anyway, and one connection lets the group-commit
-        // writer own the lock without contention.
-        .max_connections(1)
-        .min_connections(1)
-        // sqlx would ping a connection before handing it out: a round trip to the connection's
-        // thread on every batch, and an in-process SQLite connection does not go stale. Without
-        // it the journaled ADT writer went from 1,395-1,406 to 1,557-1,565 msgs/s at one sender
-        // and stayed at 4,400-5,000 at 16 (`writer_alone`, two alternating runs each). (Before
-        // the journal, with the fsync in the store's commit, the ping had measured faster at one
-        // sender; that path is now only for `[store] adt_journal = false`.)
-        .test_before_acquire(false)
-        .acquire_timeout(options.acquire_timeout)
-        .connect_with(base.clone().create_if_missing(true))
-        .await?;
-    sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+    // One writer connection, held by one transaction at a time (`sqlite_writer`): SQLite
+    // serializes writers anyway, and one connection lets the group-commit writer own the lock
+    // without contention.
+    let mut connection = base.clone().create_if_missing(true).connect().await?;
+    sqlx::migrate!("./migrations/sqlite").run(&mut connection).await?;
+    let writer = Box::new(sqlite_writer::Writer::new(connection, base.clone(), options.acquire_timeout));
     let readers = SqlitePoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .acquire_timeout(options.acquire_timeout)
