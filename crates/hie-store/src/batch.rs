@@ -160,9 +160,6 @@ enum Session {
         in_transaction: bool,
         /// The session commits at synchronous=NORMAL ([`Store::write_session_unsynced`]).
         unsynced: bool,
-        /// `PRAGMA synchronous = NORMAL` may have run and FULL has not been restored: the
-        /// connection must not serve anyone else like this.
-        at_normal: bool,
     },
     Postgres {
         connection: PoolConnection<Postgres>,
@@ -188,12 +185,9 @@ impl Store {
 
     async fn session(&self, unsynced: bool) -> Result<WriteSession, StoreError> {
         let inner = match &self.backend {
-            Backend::Sqlite { writer, .. } => Session::Sqlite {
-                connection: Some(writer.lock().await?),
-                in_transaction: false,
-                unsynced,
-                at_normal: false,
-            },
+            Backend::Sqlite { writer, .. } => {
+                Session::Sqlite { connection: Some(writer.lock().await?), in_transaction: false, unsynced }
+            }
             Backend::Postgres { batch_writer, .. } => Session::Postgres { connection: batch_writer.acquire().await? },
         };
         Ok(WriteSession { inner })
@@ -205,17 +199,19 @@ impl WriteSession {
     /// transaction, so everything read stays true until the commit.
     pub async fn read_state(&mut self, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
         match &mut self.inner {
-            Session::Sqlite { connection, in_transaction, unsynced, at_normal } => {
-                let connection = sqlite_connection(connection)?;
+            Session::Sqlite { connection, in_transaction, unsynced } => {
+                let guard = connection.as_mut().ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
                 if *in_transaction {
-                    return sqlite_read(connection, SQLITE_READ, request).await;
+                    return sqlite_read(guard, SQLITE_READ, request).await;
                 }
+                let sql = match guard.synchronous_for(*unsynced) {
+                    None => SQLITE_BEGIN_READ,
+                    Some(_) if *unsynced => SQLITE_NORMAL_BEGIN_READ,
+                    Some(_) => SQLITE_FULL_BEGIN_READ,
+                };
+                // From here an error leaves the connection to be reset (Drop).
                 *in_transaction = true;
-                if *unsynced {
-                    *at_normal = true;
-                    return sqlite_read(connection, SQLITE_UNSYNCED_BEGIN_READ, request).await;
-                }
-                sqlite_read(connection, SQLITE_BEGIN_READ, request).await
+                sqlite_read(guard, sql, request).await
             }
             Session::Postgres { connection } => pg_read(connection, request).await,
         }
@@ -225,19 +221,21 @@ impl WriteSession {
     /// from [`Store::write_session_unsynced`], committed). On an error nothing of them is stored.
     pub async fn commit(mut self, changes: &Changes, now: i64) -> Result<(), StoreError> {
         let result = match &mut self.inner {
-            Session::Sqlite { connection, in_transaction, unsynced, at_normal } => {
-                let framing = match (*in_transaction, *unsynced) {
-                    (true, false) => Framing::Commit,
-                    (false, false) => Framing::BeginCommit,
-                    (true, true) => Framing::CommitUnsynced,
-                    (false, true) => Framing::BeginCommitUnsynced,
+            Session::Sqlite { connection, in_transaction, unsynced } => {
+                let guard = connection.as_mut().ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
+                let framing = if *in_transaction {
+                    Framing::Commit
+                } else {
+                    Framing::BeginCommit { synchronous: guard.synchronous_for(*unsynced) }
                 };
                 *in_transaction = true;
-                *at_normal |= *unsynced;
-                let result = sqlite_write(sqlite_connection(connection)?, framing, changes, now).await;
+                let result = sqlite_write(guard, framing, changes, now).await;
                 if result.is_ok() {
                     *in_transaction = false;
-                    *at_normal = false;
+                } else {
+                    // Whatever failed, the next holder starts from a rolled-back connection at
+                    // FULL, even if the ROLLBACK below succeeds.
+                    guard.mark_needs_reset();
                 }
                 result
             }
@@ -258,16 +256,11 @@ impl WriteSession {
     }
 
     async fn roll_back(&mut self) -> Result<(), StoreError> {
-        if let Session::Sqlite { connection, in_transaction, at_normal, .. } = &mut self.inner {
-            let sql = match (*in_transaction, *at_normal) {
-                (false, false) => return Ok(()),
-                (true, false) => "ROLLBACK",
-                (true, true) => "ROLLBACK; PRAGMA synchronous = FULL",
-                (false, true) => "PRAGMA synchronous = FULL",
-            };
-            sqlx::query(sql).execute(sqlite_connection(connection)?).await?;
+        if let Session::Sqlite { connection, in_transaction, .. } = &mut self.inner
+            && *in_transaction
+        {
+            sqlx::query("ROLLBACK").execute(sqlite_connection(connection)?).await?;
             *in_transaction = false;
-            *at_normal = false;
         }
         Ok(())
     }
@@ -287,11 +280,9 @@ impl ReadState for Tx<'_> {
 
 impl Drop for WriteSession {
     fn drop(&mut self) {
-        if let Session::Sqlite { connection: Some(connection), in_transaction, at_normal, .. } = &mut self.inner
-            && (*in_transaction || *at_normal)
-        {
-            // Cancelled or failed between BEGIN and the end of the transaction (or before FULL
-            // was restored): the next holder rolls back and restores FULL first.
+        if let Session::Sqlite { connection: Some(connection), in_transaction: true, .. } = &mut self.inner {
+            // Cancelled or failed between BEGIN and the end of the transaction: the next holder
+            // rolls back and restores FULL first.
             connection.mark_needs_reset();
         }
     }
@@ -403,8 +394,9 @@ macro_rules! sqlite_read_sql {
 
 const SQLITE_READ: &str = sqlite_read_sql!();
 const SQLITE_BEGIN_READ: &str = concat!("BEGIN IMMEDIATE; ", sqlite_read_sql!());
-/// SQLite takes the setting only outside a transaction; `Framing::CommitUnsynced` restores it.
-const SQLITE_UNSYNCED_BEGIN_READ: &str = concat!("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE; ", sqlite_read_sql!());
+/// SQLite takes the setting only outside a transaction (see `WriterGuard::synchronous_for`).
+const SQLITE_NORMAL_BEGIN_READ: &str = concat!("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE; ", sqlite_read_sql!());
+const SQLITE_FULL_BEGIN_READ: &str = concat!("PRAGMA synchronous = FULL; BEGIN IMMEDIATE; ", sqlite_read_sql!());
 
 /// PostgreSQL: `$1`/`$2` ack senders and control ids, `$3`/`$4` identifier keys and values, `$5`
 /// patient ids, `$6` how many fresh ids (taken from the identity's sequence).
@@ -572,13 +564,9 @@ enum Framing {
     Within,
     /// The session's transaction is open: the writes end it.
     Commit,
-    /// Nothing is open yet: the writes open and end it.
-    BeginCommit,
-    /// As `Commit`, for a session at synchronous=NORMAL (see
-    /// [`Store::write_session_unsynced`]): FULL is restored after the COMMIT.
-    CommitUnsynced,
-    /// As `BeginCommit`, unsynced: NORMAL is set before the BEGIN.
-    BeginCommitUnsynced,
+    /// Nothing is open yet: the writes open and end it, after `synchronous` when the session
+    /// needs the other setting (see `WriterGuard::synchronous_for`).
+    BeginCommit { synchronous: Option<&'static str> },
 }
 
 /// The SQL text for `changes`: only the statements that have rows, in the fixed order.
@@ -594,16 +582,13 @@ fn sqlite_write_sql(changes: &Changes, framing: Framing) -> String {
         (!changes.studies_registered_under.is_empty(), SQLITE_STUDIES_DUE.as_str()),
     ];
     let mut parts: Vec<&str> = Vec::with_capacity(statements.len() + 2);
-    match framing {
-        Framing::BeginCommit => parts.push("BEGIN IMMEDIATE"),
-        Framing::BeginCommitUnsynced => parts.extend(["PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE"]),
-        Framing::Within | Framing::Commit | Framing::CommitUnsynced => {}
+    if let Framing::BeginCommit { synchronous } = framing {
+        parts.extend(synchronous);
+        parts.push("BEGIN IMMEDIATE");
     }
     parts.extend(statements.iter().filter(|(needed, _)| *needed).map(|(_, sql)| *sql));
-    match framing {
-        Framing::Within => {}
-        Framing::Commit | Framing::BeginCommit => parts.push("COMMIT"),
-        Framing::CommitUnsynced | Framing::BeginCommitUnsynced => parts.extend(["COMMIT", "PRAGMA synchronous = FULL"]),
+    if matches!(framing, Framing::Commit | Framing::BeginCommit { .. }) {
+        parts.push("COMMIT");
     }
     parts.join("; ")
 }

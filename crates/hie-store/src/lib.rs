@@ -165,7 +165,18 @@ impl Store {
     /// IMMEDIATE`) so a transaction never fails half-way on a lock upgrade.
     pub async fn begin(&self) -> Result<Tx<'static>, StoreError> {
         Ok(match &self.backend {
-            Backend::Sqlite { writer, .. } => Tx::Sqlite(SqliteTx::begin(writer.lock().await?).await?),
+            Backend::Sqlite { writer, .. } => Tx::Sqlite(SqliteTx::begin(writer.lock().await?, false).await?),
+            Backend::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// As [`Store::begin`], for a transaction whose loss at a crash of the machine only means
+    /// work done again (an outbox lease or report: delivery is at least once anyway). On SQLite
+    /// its commit runs at synchronous=NORMAL: visible at once, on disk with the next fsync of the
+    /// WAL, and never before an earlier commit. On PostgreSQL it is [`Store::begin`].
+    pub async fn begin_unsynced(&self) -> Result<Tx<'static>, StoreError> {
+        Ok(match &self.backend {
+            Backend::Sqlite { writer, .. } => Tx::Sqlite(SqliteTx::begin(writer.lock().await?, true).await?),
             Backend::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
         })
     }
