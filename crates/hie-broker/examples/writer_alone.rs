@@ -5,8 +5,7 @@
 //!
 //! `cargo run --release -p hie-broker --example writer_alone -- [STORE_URL] [SUBMITTERS] [SECONDS]`
 //! (defaults: a fresh SQLite file in a temporary directory, 1, 3). PostgreSQL: pass
-//! `postgres://hie:hie@127.0.0.1:5432/<empty database>`. `WRITER_JOURNAL=<sqlite URL>` runs the
-//! journaled writer (`hie_store::journal`) with its journal there.
+//! `postgres://hie:hie@127.0.0.1:5432/<empty database>`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 use hie_broker::adt::AdtConfig;
 use hie_broker::commit::AdtWriter;
 use hie_core::{AffinityDomain, AssigningAuthority, Oid};
-use hie_hl7::adt::parse_adt;
+use hie_hl7::adt::{AdtMessage, parse_adt};
 use hie_store::{Store, StoreOptions};
 
 const AFFINITY_DOMAIN_OID: &str = "1.3.6.1.4.1.21367.13.20.1000";
@@ -47,16 +46,7 @@ async fn main() {
         max_batch: 256,
         patient_merge: hie_core::profile::PatientMergePolicy::default(),
     });
-    let waker = Arc::new(tokio::sync::Notify::new());
-    let (writer, _task) = match std::env::var("WRITER_JOURNAL") {
-        Ok(journal_url) => {
-            let journal = hie_store::journal::AdtJournal::open(&journal_url, Duration::from_secs(10))
-                .await
-                .expect("open the journal");
-            AdtWriter::spawn_journaled(store.clone(), journal, config, waker).await.expect("the journal applies")
-        }
-        Err(_) => AdtWriter::spawn(store.clone(), config, waker),
-    };
+    let (writer, _task) = AdtWriter::spawn(store.clone(), config, Arc::new(tokio::sync::Notify::new()));
     let run = format!("{:x}", hie_store::now_micros());
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
@@ -69,10 +59,9 @@ async fn main() {
             while Instant::now() < end {
                 let event = if seq.is_multiple_of(UPDATES_PER_PATIENT + 1) { "A04" } else { "A08" };
                 let patient = format!("{tag}p{}", seq / (UPDATES_PER_PATIENT + 1));
-                let text = message(event, &format!("{tag}m{seq}"), &patient);
-                let message = parse_adt(&text).expect("the example message parses");
+                let message = message(event, &format!("{tag}m{seq}"), &patient);
                 let sent = Instant::now();
-                let frames = writer.submit_received(message, text).await.expect("the writer runs");
+                let frames = writer.submit(message).await.expect("the writer runs");
                 latencies_us.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
                 assert!(frames.first().is_some_and(|ack| ack.contains("\rMSA|AA|")), "not AA: {frames:?}");
                 seq += 1;
@@ -102,11 +91,12 @@ async fn main() {
 
 /// The ADT bench's message shape, trimmed to what the writer reads: MSH, EVN, PID with the MRN
 /// and the affinity domain's ID (so each message queues an identity feed).
-fn message(event: &str, control_id: &str, patient: &str) -> String {
-    format!(
+fn message(event: &str, control_id: &str, patient: &str) -> AdtMessage {
+    let text = format!(
         "MSH|^~\\&|ADT1|HOSP|HIE-EDGE|HIE|20250314083000||ADT^{event}^ADT_A01|{control_id}|P|2.5\r\
          EVN|{event}|20250314083000\r\
          PID|1||MRN{patient}^^^HOSP&1.2.840.99999.1.1&ISO^MR~AD{patient}^^^&{AFFINITY_DOMAIN_OID}&ISO^PI||\
          Beispiel-Mustermann^Johanna||19700101|F\r"
-    )
+    );
+    parse_adt(&text).expect("the example message parses")
 }

@@ -18,18 +18,6 @@
 //! against the commit; pick the faster way per epoch) were measured too and lost on SQLite as
 //! well. With one sender the next message is the one awaited anyway, so nothing waits longer.
 //!
-//! On SQLite with a journal (`hie_store::journal`, the default for a store in a file), a batch
-//! is made durable by its journal rows, one per message under a sequential key, while its
-//! changes to the store commit beside them without waiting for the disk; the batch is answered
-//! when both are done, so what it changed is visible the moment its ACKs go out. A store commit
-//! costs the pages it touches, spread over the tables' indexes, and the journal's commit costs
-//! the few pages at the end of its file: the two run side by side on their own connections. The
-//! store is made durable every [`SYNC_EVERY_MESSAGES`] messages or [`SYNC_EVERY`] (a commit with
-//! its fsync), and the journal rows it covers are pruned. At start, whatever the journal still
-//! holds is applied again in order ([`AdtWriter::spawn_journaled`]): messages the store kept are
-//! repeats by sender and MSH-10 and change nothing, those a crash of the machine lost are
-//! applied as they were the first time.
-//!
 //! A batch costs the same few trips to the database whatever it holds: one read of everything
 //! its messages name (recorded ACKs, the patients holding their identifiers, fresh ids), the
 //! identity rules applied in memory in arrival order (`working_set`), then one write of every
@@ -46,7 +34,6 @@ use std::time::Duration;
 
 use hie_hl7::adt::{AdtMessage, MessageHeader};
 use hie_store::batch::{Changes, NewAck, WriteSession};
-use hie_store::journal::{AdtJournal, JournalEntry, JournalRow};
 use hie_store::patients::RecordedAck;
 use hie_store::{Engine, Store, StoreError, now_micros};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -63,12 +50,6 @@ const QUEUE_DEPTH: usize = 4_096;
 /// The longest the writer holds a batch open for senders it has just answered (PostgreSQL, see
 /// the module doc); the last commit's duration bounds it below that.
 pub const MAX_GATHER: Duration = Duration::from_millis(2);
-
-/// With a journal, the store's changes are made durable at least every this many messages...
-pub const SYNC_EVERY_MESSAGES: usize = 4_096;
-
-/// ...and at least this often, bounding the journal and the work a replay may have to redo.
-pub const SYNC_EVERY: Duration = Duration::from_millis(500);
 
 /// A handle for submitting ADT to the writer; cheap to clone.
 #[derive(Debug, Clone)]
@@ -87,8 +68,6 @@ pub struct AdtStats {
     pub commits: AtomicU64,
     pub committed_messages: AtomicU64,
     pub failed_commits: AtomicU64,
-    /// Journaled messages applied again at start (none applied twice: see the module doc).
-    pub replayed: AtomicU64,
 }
 
 /// The writer has stopped (shutdown); the message was not taken.
@@ -99,33 +78,7 @@ pub struct WriterStopped;
 #[derive(Debug)]
 struct Job {
     message: AdtMessage,
-    /// The message as received (decoded to UTF-8), which the journal keeps; without it the
-    /// batch is committed to the store with its fsync.
-    text: Option<String>,
     reply: oneshot::Sender<Vec<String>>,
-}
-
-/// The writer's journal and where it stands (see the module doc).
-struct Journal {
-    journal: AdtJournal,
-    /// The seq of the last message taken.
-    last_seq: i64,
-    /// Every message up to this seq has its store changes on disk: its rows may go.
-    durable_through: i64,
-    /// Messages whose store changes may not be on disk yet, and since when.
-    unsynced: usize,
-    unsynced_since: Instant,
-    /// A batch's store changes were committed without their journal rows and without an fsync.
-    must_sync: bool,
-}
-
-impl Journal {
-    /// Every message taken so far has its store changes on disk.
-    fn mark_durable(&mut self) {
-        self.durable_through = self.last_seq;
-        self.unsynced = 0;
-        self.unsynced_since = Instant::now();
-    }
 }
 
 /// What one message in a batch comes to, before the batch commits.
@@ -142,69 +95,17 @@ impl AdtWriter {
         config: Arc<AdtConfig>,
         outbox_waker: Arc<Notify>,
     ) -> (AdtWriter, tokio::task::JoinHandle<()>) {
-        Self::start(store, None, config, outbox_waker, Arc::new(AdtStats::default()))
-    }
-
-    /// Starts the writer with a journal (SQLite; see the module doc), after applying again
-    /// whatever the journal still holds. An error there is the broker's to report: it must not
-    /// take new messages over ones it has not applied.
-    pub async fn spawn_journaled(
-        store: Store,
-        journal: AdtJournal,
-        config: Arc<AdtConfig>,
-        outbox_waker: Arc<Notify>,
-    ) -> Result<(AdtWriter, tokio::task::JoinHandle<()>), StoreError> {
-        let stats = Arc::new(AdtStats::default());
-        let rows = journal.rows().await?;
-        let (replayed, enqueued) = replay(&store, &config, &rows).await?;
-        if !rows.is_empty() {
-            tracing::info!(journaled = rows.len(), replayed, "ADT journal applied at start");
-        }
-        stats.replayed.store(replayed as u64, Ordering::Relaxed);
-        if enqueued {
-            outbox_waker.notify_one();
-        }
-        let last_seq = journal.last_seq().await?;
-        // Replayed batches were committed with their fsync: every row may go.
-        let journal = Journal {
-            journal,
-            last_seq,
-            durable_through: last_seq,
-            unsynced: 0,
-            unsynced_since: Instant::now(),
-            must_sync: false,
-        };
-        Ok(Self::start(store, Some(journal), config, outbox_waker, stats))
-    }
-
-    fn start(
-        store: Store,
-        journal: Option<Journal>,
-        config: Arc<AdtConfig>,
-        outbox_waker: Arc<Notify>,
-        stats: Arc<AdtStats>,
-    ) -> (AdtWriter, tokio::task::JoinHandle<()>) {
         let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(run(store, journal, config, outbox_waker, receiver, Arc::clone(&stats)));
+        let stats = Arc::new(AdtStats::default());
+        let task = tokio::spawn(run(store, config, outbox_waker, receiver, Arc::clone(&stats)));
         (AdtWriter { jobs, stats }, task)
     }
 
     /// Applies a message and returns the frames to answer with, once they may be sent: after the
     /// commit that made the message's effects durable.
     pub async fn submit(&self, message: AdtMessage) -> Result<Vec<String>, WriterStopped> {
-        self.send(Job { message, text: None, reply: oneshot::channel().0 }).await
-    }
-
-    /// As [`AdtWriter::submit`], with the text the message was parsed from (`hie_hl7::adt::parse_adt`),
-    /// which a journaled writer keeps instead of waiting for the store's fsync.
-    pub async fn submit_received(&self, message: AdtMessage, text: String) -> Result<Vec<String>, WriterStopped> {
-        self.send(Job { message, text: Some(text), reply: oneshot::channel().0 }).await
-    }
-
-    async fn send(&self, mut job: Job) -> Result<Vec<String>, WriterStopped> {
         let (reply, answer) = oneshot::channel();
-        job.reply = reply;
-        self.jobs.send(job).await.map_err(|_| WriterStopped)?;
+        self.jobs.send(Job { message, reply }).await.map_err(|_| WriterStopped)?;
         answer.await.map_err(|_| WriterStopped)
     }
 
@@ -216,7 +117,6 @@ impl AdtWriter {
 
 async fn run(
     store: Store,
-    mut journal: Option<Journal>,
     config: Arc<AdtConfig>,
     outbox_waker: Arc<Notify>,
     mut receiver: mpsc::Receiver<Job>,
@@ -240,17 +140,12 @@ async fn run(
         let started = Instant::now();
         let now = now_micros();
         let span = tracing::info_span!("adt.group_commit", n_messages = batch.len());
-        let committed = match journal.as_mut() {
-            Some(journal) if batch.iter().all(|job| job.text.is_some()) => {
-                tracing::Instrument::instrument(commit_journaled(&store, &config, &batch, now, journal), span).await
-            }
-            _ => tracing::Instrument::instrument(commit_batch(&store, &config, &batch, now, true), span).await,
-        };
+        let committed = tracing::Instrument::instrument(commit_batch(&store, &config, &batch, now), span).await;
         let (decisions, enqueued) = match committed {
-            Ok(committed) => {
+            Ok(result) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.committed_messages.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                (committed.decisions, committed.enqueued)
+                result
             }
             Err(error) => {
                 // Nothing of the batch is stored: every sender gets AE and will send again.
@@ -283,122 +178,24 @@ async fn run(
             gather = Some(((receiver.len() + answered).min(max_batch), finished + linger));
         }
     }
-    if let Some(journal) = journal {
-        journal.journal.close().await;
-    }
 }
 
-/// Journals the batch and commits its store changes side by side (see the module doc).
-async fn commit_journaled(
-    store: &Store,
-    config: &AdtConfig,
-    batch: &[Job],
-    now: i64,
-    journal: &mut Journal,
-) -> Result<Committed, StoreError> {
-    if journal.must_sync {
-        // An earlier batch was stored without its journal rows and is not on disk yet. A resend
-        // of it would be answered from the store, so nothing is answered until it is on disk.
-        store.make_durable().await?;
-        journal.must_sync = false;
-        journal.mark_durable();
-    }
-    let first = journal.last_seq + 1;
-    let last = journal.last_seq + batch.len() as i64;
-    journal.last_seq = last;
-    let entries: Vec<JournalEntry<'_>> = batch
-        .iter()
-        .zip(first..)
-        .map(|(job, seq)| JournalEntry { seq, received_at: now, message: job.text.as_deref().unwrap_or_default() })
-        .collect();
-    let sync_store =
-        journal.unsynced + batch.len() >= SYNC_EVERY_MESSAGES || journal.unsynced_since.elapsed() >= SYNC_EVERY;
-    let (journaled, stored) = tokio::join!(
-        journal.journal.append(&entries, journal.durable_through),
-        commit_batch(store, config, batch, now, sync_store)
-    );
-    match (&journaled, &stored) {
-        // A commit with its fsync puts every earlier one on disk too (the WAL is written in
-        // order); a batch of repeats only commits nothing.
-        (_, Ok(committed)) if sync_store && committed.wrote => journal.mark_durable(),
-        (_, Ok(_)) => journal.unsynced += batch.len(),
-        (Ok(()), Err(_)) => {
-            // Journaled, not stored: answered as not stored, so a replay must not apply them.
-            if let Err(error) = journal.journal.forget(first, last).await {
-                tracing::warn!(%error, first, last, "could not drop the journal rows of a failed ADT batch");
-            }
-        }
-        (Err(_), Err(_)) => {}
-    }
-    if journaled.is_err() && stored.as_ref().is_ok_and(|committed| committed.wrote && !sync_store) {
-        // Stored but not journaled: answered as not stored too. The store's changes stand (with
-        // their recorded ACKs), so a resend is a repeat and gets the answer it would have had,
-        // once they are on disk (see the top of this function).
-        journal.must_sync = true;
-    }
-    journaled?;
-    stored
-}
-
-/// Applies journaled messages again, in order, with the time they were first written with.
-/// Returns how many were applied (the others were repeats) and whether outbox items were queued.
-async fn replay(store: &Store, config: &AdtConfig, rows: &[JournalRow]) -> Result<(usize, bool), StoreError> {
-    let mut applied = 0;
-    let mut enqueued = false;
-    let max_batch = config.max_batch.max(1);
-    for same_time in rows.chunk_by(|a, b| a.received_at == b.received_at) {
-        for chunk in same_time.chunks(max_batch) {
-            let mut jobs = Vec::with_capacity(chunk.len());
-            for row in chunk {
-                match hie_hl7::adt::parse_adt(&row.message) {
-                    // Nobody waits for these answers.
-                    Ok(message) => jobs.push(Job { message, text: None, reply: oneshot::channel().0 }),
-                    // It parsed when it was taken: only a different parser could refuse it now.
-                    Err(error) => {
-                        tracing::warn!(seq = row.seq, code = ?error.code, "a journaled ADT message no longer parses; skipped")
-                    }
-                }
-            }
-            let committed = commit_batch(store, config, &jobs, chunk[0].received_at, true).await?;
-            applied += committed
-                .decisions
-                .iter()
-                .filter(|decided| !matches!(decided.outcome, Outcome::Repeated { .. }))
-                .count();
-            enqueued |= committed.enqueued;
-        }
-    }
-    Ok((applied, enqueued))
-}
-
-/// What a committed batch comes to.
-struct Committed {
-    decisions: Vec<Decided>,
-    /// Outbox items were queued.
-    enqueued: bool,
-    /// Something was written (a batch of repeats only writes nothing, and commits nothing).
-    wrote: bool,
-}
-
-/// Decides the batch and commits its changes to the store, with the store's fsync when `synced`.
 async fn commit_batch(
     store: &Store,
     config: &AdtConfig,
     batch: &[Job],
     now: i64,
-    synced: bool,
-) -> Result<Committed, StoreError> {
-    let mut session = if synced { store.write_session().await? } else { store.write_session_unsynced().await? };
+) -> Result<(Vec<Decided>, bool), StoreError> {
+    let mut session = store.write_session().await?;
     match decide(&mut session, config, batch).await {
         Ok((decisions, changes, enqueued)) => {
-            let wrote = !changes.is_empty();
-            if wrote {
-                session.commit(&changes, now).await?;
-            } else {
+            if changes.is_empty() {
                 // Only repeats: nothing to make durable.
                 session.rollback().await?;
+            } else {
+                session.commit(&changes, now).await?;
             }
-            Ok(Committed { decisions, enqueued, wrote })
+            Ok((decisions, enqueued))
         }
         Err(error) => {
             // The error is what the senders hear about; a failed rollback closes the connection.

@@ -88,17 +88,7 @@ impl App {
             max_batch: config.store.group_commit_max_batch,
             patient_merge,
         });
-        let (writer, writer_task) = match &config.store.adt_journal {
-            Some(url) => {
-                let journal = hie_store::journal::AdtJournal::open(url, config.store.acquire_timeout)
-                    .await
-                    .context("opening the ADT journal")?;
-                AdtWriter::spawn_journaled(store.clone(), journal, Arc::clone(&adt_config), Arc::clone(&outbox_waker))
-                    .await
-                    .context("applying the ADT journal")?
-            }
-            None => AdtWriter::spawn(store.clone(), Arc::clone(&adt_config), Arc::clone(&outbox_waker)),
-        };
+        let (writer, writer_task) = AdtWriter::spawn(store.clone(), Arc::clone(&adt_config), Arc::clone(&outbox_waker));
 
         let mut tasks = Vec::new();
         let publish_hook = registry.as_ref().map(|_| hie_broker::studies::PublishHook {

@@ -170,8 +170,6 @@ pub struct StoreConfig {
     pub outbox_max_attempts: u32,
     pub outbox_linger: Duration,
     pub retention: Duration,
-    /// The ADT journal's database URL ([`adt_journal_beside`] the store), `None` when off.
-    pub adt_journal: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -263,7 +261,6 @@ impl Config {
         {
             problem("store.url", format!("{store_url:?} is neither sqlite://… nor postgres://…"));
         }
-        let adt_journal = if raw.boolean("store", "adt_journal") { adt_journal_beside(&store_url) } else { None };
         let positive = |section: &str, key: &str, problem: &mut dyn FnMut(&str, String)| -> u64 {
             let value = raw.integer(section, key);
             if value <= 0 {
@@ -465,7 +462,6 @@ impl Config {
                         outbox_linger_ms.clamp(0, MAX_OUTBOX_LINGER_MS).unsigned_abs(),
                     ),
                     retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
-                    adt_journal,
                 },
                 hl7: Hl7Config {
                     listen: hl7_listen,
@@ -785,37 +781,26 @@ fn registry_config(
 /// those commits would queue for the one SQLite writer with the ADT group commits. A PostgreSQL
 /// store (no such lock), or an in-memory one, is shared.
 pub fn registry_store_beside(store_url: &str) -> String {
-    sqlite_file_beside(store_url, "registry").unwrap_or_else(|| store_url.to_owned())
-}
-
-/// The ADT journal's database (`hie_store::journal`) for `[store] adt_journal = true`: beside a
-/// SQLite store in a file (`var/hie-edge.db`: `var/hie-edge-adt-journal.db`). `None` for a
-/// PostgreSQL or in-memory store, which commits ADT without one.
-pub fn adt_journal_beside(store_url: &str) -> Option<String> {
-    sqlite_file_beside(store_url, "adt-journal")
-}
-
-/// The URL of a SQLite file named after the store's, with `-<suffix>` before `.db`, keeping the
-/// URL's query. `None` unless `store_url` is a SQLite store in a file.
-fn sqlite_file_beside(store_url: &str, suffix: &str) -> Option<String> {
-    let (scheme, rest) = ["sqlite://", "sqlite:"]
-        .iter()
-        .find_map(|scheme| store_url.strip_prefix(scheme).map(|rest| (*scheme, rest)))?;
+    let Some((scheme, rest)) =
+        ["sqlite://", "sqlite:"].iter().find_map(|scheme| store_url.strip_prefix(scheme).map(|rest| (*scheme, rest)))
+    else {
+        return store_url.to_owned();
+    };
     let (path, query) = match rest.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (rest, None),
     };
-    if path.is_empty() || path.starts_with(":memory:") || query.is_some_and(|query| query.contains("mode=memory")) {
-        return None;
+    if path.is_empty() || path.starts_with(":memory:") || path.contains("mode=memory") {
+        return store_url.to_owned();
     }
     let beside = match path.strip_suffix(".db") {
-        Some(stem) => format!("{stem}-{suffix}.db"),
-        None => format!("{path}-{suffix}"),
+        Some(stem) => format!("{stem}-registry.db"),
+        None => format!("{path}-registry"),
     };
-    Some(match query {
+    match query {
         Some(query) => format!("{scheme}{beside}?{query}"),
         None => format!("{scheme}{beside}"),
-    })
+    }
 }
 
 /// An address that may be left empty (the listener is then off).

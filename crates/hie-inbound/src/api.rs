@@ -285,12 +285,6 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             Kind::Counter,
             load(&adt.failed_commits),
         )
-        .single(
-            "hie_adt_journal_replayed_total",
-            "Journaled ADT messages applied again at start (SQLite journal; repeats not counted)",
-            Kind::Counter,
-            load(&adt.replayed),
-        )
         .family(
             "hie_mllp_connections_total",
             "MLLP connections, by fate",

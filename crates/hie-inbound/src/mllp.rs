@@ -106,7 +106,7 @@ async fn handle_frame(shared: &Shared, frame: &[u8]) -> Vec<String> {
         Ok(message) => message,
         Err(error) => return decode_failed(header, error),
     };
-    match shared.writer.submit_received(message, text).await {
+    match shared.writer.submit(message).await {
         Ok(frames) => frames,
         Err(stopped) => {
             let outcome = Outcome::not_stored(&stopped.to_string());

@@ -158,8 +158,6 @@ enum Session {
         connection: Option<WriterGuard>,
         /// `BEGIN IMMEDIATE` has been sent and neither COMMIT nor ROLLBACK has completed.
         in_transaction: bool,
-        /// The session commits at synchronous=NORMAL ([`Store::write_session_unsynced`]).
-        unsynced: bool,
     },
     Postgres {
         connection: PoolConnection<Postgres>,
@@ -169,24 +167,9 @@ enum Session {
 impl Store {
     /// Takes the writer connection (SQLite) or a pool connection (PostgreSQL) for one batch.
     pub async fn write_session(&self) -> Result<WriteSession, StoreError> {
-        self.session(false).await
-    }
-
-    /// As [`Store::write_session`], for a batch whose commit does not wait for the disk: on
-    /// SQLite this one transaction runs at synchronous=NORMAL (set before it opens, since SQLite
-    /// refuses the change inside a transaction, and set back to FULL after it), so its commit is
-    /// visible to every reader at once and on disk with the next fsync of the WAL (any later
-    /// synchronous commit, or a checkpoint). A crash of the machine may lose it, and with it
-    /// every later unsynchronised commit, never an earlier one. The caller keeps what it needs to
-    /// redo it (`journal`). On PostgreSQL the commit is synchronous as ever.
-    pub async fn write_session_unsynced(&self) -> Result<WriteSession, StoreError> {
-        self.session(true).await
-    }
-
-    async fn session(&self, unsynced: bool) -> Result<WriteSession, StoreError> {
         let inner = match &self.backend {
             Backend::Sqlite { writer, .. } => {
-                Session::Sqlite { connection: Some(writer.lock().await?), in_transaction: false, unsynced }
+                Session::Sqlite { connection: Some(writer.lock().await?), in_transaction: false }
             }
             Backend::Postgres { batch_writer, .. } => Session::Postgres { connection: batch_writer.acquire().await? },
         };
@@ -199,43 +182,28 @@ impl WriteSession {
     /// transaction, so everything read stays true until the commit.
     pub async fn read_state(&mut self, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
         match &mut self.inner {
-            Session::Sqlite { connection, in_transaction, unsynced } => {
-                let guard = connection.as_mut().ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
+            Session::Sqlite { connection, in_transaction } => {
+                let connection = sqlite_connection(connection)?;
                 if *in_transaction {
-                    return sqlite_read(guard, SQLITE_READ, request).await;
+                    return sqlite_read(connection, SQLITE_READ, request).await;
                 }
-                let sql = match guard.synchronous_for(*unsynced) {
-                    None => SQLITE_BEGIN_READ,
-                    Some(_) if *unsynced => SQLITE_NORMAL_BEGIN_READ,
-                    Some(_) => SQLITE_FULL_BEGIN_READ,
-                };
-                // From here an error leaves the connection to be reset (Drop).
                 *in_transaction = true;
-                sqlite_read(guard, sql, request).await
+                sqlite_read(connection, SQLITE_BEGIN_READ, request).await
             }
             Session::Postgres { connection } => pg_read(connection, request).await,
         }
     }
 
-    /// Writes `changes` and commits; when this returns `Ok`, they are durable (or, for a session
-    /// from [`Store::write_session_unsynced`], committed). On an error nothing of them is stored.
+    /// Writes `changes` and commits; when this returns `Ok`, they are durable. On an error
+    /// nothing of them is stored.
     pub async fn commit(mut self, changes: &Changes, now: i64) -> Result<(), StoreError> {
         let result = match &mut self.inner {
-            Session::Sqlite { connection, in_transaction, unsynced } => {
-                let guard = connection.as_mut().ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
-                let framing = if *in_transaction {
-                    Framing::Commit
-                } else {
-                    Framing::BeginCommit { synchronous: guard.synchronous_for(*unsynced) }
-                };
+            Session::Sqlite { connection, in_transaction } => {
+                let framing = if *in_transaction { Framing::Commit } else { Framing::BeginCommit };
                 *in_transaction = true;
-                let result = sqlite_write(guard, framing, changes, now).await;
+                let result = sqlite_write(sqlite_connection(connection)?, framing, changes, now).await;
                 if result.is_ok() {
                     *in_transaction = false;
-                } else {
-                    // Whatever failed, the next holder starts from a rolled-back connection at
-                    // FULL, even if the ROLLBACK below succeeds.
-                    guard.mark_needs_reset();
                 }
                 result
             }
@@ -256,7 +224,7 @@ impl WriteSession {
     }
 
     async fn roll_back(&mut self) -> Result<(), StoreError> {
-        if let Session::Sqlite { connection, in_transaction, .. } = &mut self.inner
+        if let Session::Sqlite { connection, in_transaction } = &mut self.inner
             && *in_transaction
         {
             sqlx::query("ROLLBACK").execute(sqlite_connection(connection)?).await?;
@@ -280,9 +248,9 @@ impl ReadState for Tx<'_> {
 
 impl Drop for WriteSession {
     fn drop(&mut self) {
-        if let Session::Sqlite { connection: Some(connection), in_transaction: true, .. } = &mut self.inner {
+        if let Session::Sqlite { connection: Some(connection), in_transaction: true } = &mut self.inner {
             // Cancelled or failed between BEGIN and the end of the transaction: the next holder
-            // rolls back and restores FULL first.
+            // of the writer connection rolls back first.
             connection.mark_needs_reset();
         }
     }
@@ -394,9 +362,6 @@ macro_rules! sqlite_read_sql {
 
 const SQLITE_READ: &str = sqlite_read_sql!();
 const SQLITE_BEGIN_READ: &str = concat!("BEGIN IMMEDIATE; ", sqlite_read_sql!());
-/// SQLite takes the setting only outside a transaction (see `WriterGuard::synchronous_for`).
-const SQLITE_NORMAL_BEGIN_READ: &str = concat!("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE; ", sqlite_read_sql!());
-const SQLITE_FULL_BEGIN_READ: &str = concat!("PRAGMA synchronous = FULL; BEGIN IMMEDIATE; ", sqlite_read_sql!());
 
 /// PostgreSQL: `$1`/`$2` ack senders and control ids, `$3`/`$4` identifier keys and values, `$5`
 /// patient ids, `$6` how many fresh ids (taken from the identity's sequence).
@@ -564,9 +529,8 @@ enum Framing {
     Within,
     /// The session's transaction is open: the writes end it.
     Commit,
-    /// Nothing is open yet: the writes open and end it, after `synchronous` when the session
-    /// needs the other setting (see `WriterGuard::synchronous_for`).
-    BeginCommit { synchronous: Option<&'static str> },
+    /// Nothing is open yet: the writes open and end it.
+    BeginCommit,
 }
 
 /// The SQL text for `changes`: only the statements that have rows, in the fixed order.
@@ -582,12 +546,11 @@ fn sqlite_write_sql(changes: &Changes, framing: Framing) -> String {
         (!changes.studies_registered_under.is_empty(), SQLITE_STUDIES_DUE.as_str()),
     ];
     let mut parts: Vec<&str> = Vec::with_capacity(statements.len() + 2);
-    if let Framing::BeginCommit { synchronous } = framing {
-        parts.extend(synchronous);
+    if matches!(framing, Framing::BeginCommit) {
         parts.push("BEGIN IMMEDIATE");
     }
     parts.extend(statements.iter().filter(|(needed, _)| *needed).map(|(_, sql)| *sql));
-    if matches!(framing, Framing::Commit | Framing::BeginCommit { .. }) {
+    if matches!(framing, Framing::Commit | Framing::BeginCommit) {
         parts.push("COMMIT");
     }
     parts.join("; ")

@@ -18,12 +18,9 @@
 //! - [`refregistry`]: the tables of the built-in reference XDS registry and repository (`reg_*`).
 //! - [`batch`]: patient state for a whole group commit, read in one statement and written in one
 //!   hand-off, and the [`batch::WriteSession`] that runs a batch with the fewest round trips.
-//! - [`journal`]: the ADT journal, a second SQLite file that makes a batch durable while its
-//!   store changes commit without waiting for the disk.
 //! - `sqlite_writer`: the SQLite writer connection behind an async mutex, and [`SqliteTx`].
 
 pub mod batch;
-pub mod journal;
 mod json;
 pub mod outbox;
 pub mod patients;
@@ -165,18 +162,7 @@ impl Store {
     /// IMMEDIATE`) so a transaction never fails half-way on a lock upgrade.
     pub async fn begin(&self) -> Result<Tx<'static>, StoreError> {
         Ok(match &self.backend {
-            Backend::Sqlite { writer, .. } => Tx::Sqlite(SqliteTx::begin(writer.lock().await?, false).await?),
-            Backend::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
-        })
-    }
-
-    /// As [`Store::begin`], for a transaction whose loss at a crash of the machine only means
-    /// work done again (an outbox lease or report: delivery is at least once anyway). On SQLite
-    /// its commit runs at synchronous=NORMAL: visible at once, on disk with the next fsync of the
-    /// WAL, and never before an earlier commit. On PostgreSQL it is [`Store::begin`].
-    pub async fn begin_unsynced(&self) -> Result<Tx<'static>, StoreError> {
-        Ok(match &self.backend {
-            Backend::Sqlite { writer, .. } => Tx::Sqlite(SqliteTx::begin(writer.lock().await?, true).await?),
+            Backend::Sqlite { writer, .. } => Tx::Sqlite(SqliteTx::begin(writer.lock().await?).await?),
             Backend::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -186,25 +172,6 @@ impl Store {
         on_pool!(self, |pool| {
             sqlx::query("SELECT 1").execute(pool).await?;
         });
-        Ok(())
-    }
-
-    /// Puts every commit so far on disk, including those of sessions from
-    /// [`Store::write_session_unsynced`]. SQLite: a FULL checkpoint on the writer connection
-    /// (which waits, within `acquire_timeout`, for readers on older snapshots), which syncs the
-    /// WAL before it copies it into the database file and syncs that; an error unless every
-    /// frame was copied. PostgreSQL: nothing to do, every commit waited for its flush.
-    pub async fn make_durable(&self) -> Result<(), StoreError> {
-        if let Backend::Sqlite { writer, .. } = &self.backend {
-            let mut connection = writer.lock().await?;
-            let (busy, log, checkpointed): (i64, i64, i64) =
-                sqlx::query_as("PRAGMA wal_checkpoint(FULL)").fetch_one(&mut *connection).await?;
-            if busy != 0 || log != checkpointed {
-                return Err(StoreError::Database(sqlx::Error::Protocol(format!(
-                    "checkpoint incomplete: busy={busy}, {checkpointed} of {log} WAL frames copied"
-                ))));
-            }
-        }
         Ok(())
     }
 

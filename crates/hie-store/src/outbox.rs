@@ -246,9 +246,7 @@ impl Store {
         // draws a new one.
         let lease_token: i64 = rand::rng().random();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // A lease lost at a crash of the machine only means the item is claimed again, as it
-        // would be after the lease ran out: no fsync for it (SQLite; see `Store::begin_unsynced`).
-        let mut tx = self.begin_unsynced().await?;
+        let mut tx = self.begin().await?;
         if let Tx::Postgres(transaction) = &mut tx {
             // See `claim_sql`: keeps the planned walk of the pending index even without statistics.
             sqlx::query("SET LOCAL enable_sort = off").execute(&mut **transaction).await?;
@@ -297,8 +295,8 @@ impl Store {
         self.single_report(item, Report::Failed { error }, now, &OutboxPolicy::default()).await
     }
 
-    /// Records many outcomes in one transaction (one commit; on SQLite without its own fsync,
-    /// see below), as a worker does after each round of deliveries. Returns, per report, `false` when that lease was lost.
+    /// Records many outcomes in one transaction (one commit, one fsync), as a worker does after
+    /// each round of deliveries. Returns, per report, `false` when that lease was lost.
     ///
     /// Deliveries, the bulk, are recorded by one statement for all of them: on SQLite the worker
     /// shares the single writer connection with the ADT writer, which waits meanwhile, so one
@@ -314,9 +312,7 @@ impl Store {
             .filter(|(_, report)| matches!(report, Report::Delivered))
             .map(|(item, _)| (item.id, item.lease_token))
             .collect();
-        // A report lost at a crash of the machine only means the items are delivered (or tried)
-        // again: delivery is at least once anyway, as after a crash between delivery and report.
-        let mut tx = self.begin_unsynced().await?;
+        let mut tx = self.begin().await?;
         let done_ids = mark_delivered(&mut tx, &delivered, now).await?;
         wake_parked(&mut tx, &done_ids, now).await?;
         let mut recorded = Vec::with_capacity(reports.len());

@@ -3,18 +3,19 @@
 //!
 //! Why not a pool of one: sqlx's pool pings a connection whenever it comes back (in a spawned
 //! task, which the next acquire waits for), and a ping is a round trip to the connection's
-//! worker thread. With the ADT journal the group-commit writer takes the connection for every
-//! batch, and the wait measured 60-70 µs per batch at one sender and 130 at sixteen, a tenth of
-//! the batch. An in-process SQLite connection does not go stale, so nothing needs the ping.
+//! worker thread. The group-commit writer takes the connection for every batch, and that wait
+//! measured 60-70 µs per batch at one sender and 130 µs at sixteen. Without it the writer alone
+//! (`hie-broker`'s `writer_alone` example, three alternating runs) went from 1,166-1,309 to
+//! 1,309-1,435 msgs/s at one sender and from 4,670-5,024 to 5,040-5,369 at sixteen. An
+//! in-process SQLite connection does not go stale, so nothing needs the ping.
 //!
 //! What the pool gave and this keeps: one holder at a time, a bounded wait (`acquire_timeout`),
 //! and no transaction left open for the next holder. A holder that goes away inside a
 //! transaction (a cancelled future, an error before COMMIT) cannot roll back from `Drop`, so it
-//! marks the connection, and the next [`Writer::lock`] rolls back (and restores
-//! `synchronous=FULL`) before handing it out. Transactions are framed by hand (`BEGIN
+//! marks the connection, and the next [`Writer::lock`] rolls back (replacing the connection if
+//! it no longer answers) before handing it out. Transactions are framed by hand (`BEGIN
 //! IMMEDIATE`, savepoints by name), never through sqlx's transaction manager, so sqlx's idea of
-//! the nesting depth never disagrees with the connection's. The connection's `synchronous`
-//! setting is tracked here too, so a transaction that must be durable always runs at FULL.
+//! the nesting depth never disagrees with the connection's.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -31,11 +32,8 @@ use crate::StoreError;
 pub(crate) struct Slot {
     /// `None` once the store is closed.
     connection: Option<SqliteConnection>,
-    /// A holder left a transaction open, or a statement that set `synchronous` failed: roll
-    /// back and set FULL first.
+    /// A holder left a transaction open: roll back first.
     needs_reset: bool,
-    /// The connection is at synchronous=NORMAL (see [`WriterGuard::synchronous_for`]).
-    normal: bool,
     /// Savepoints open inside the current transaction.
     depth: usize,
     /// A savepoint was dropped without being released or rolled back: the transaction around it
@@ -59,13 +57,7 @@ pub(crate) struct WriterGuard {
 
 impl Writer {
     pub(crate) fn new(connection: SqliteConnection, options: SqliteConnectOptions, timeout: Duration) -> Writer {
-        let slot = Slot {
-            connection: Some(connection),
-            needs_reset: false,
-            normal: false,
-            depth: 0,
-            savepoint_abandoned: false,
-        };
+        let slot = Slot { connection: Some(connection), needs_reset: false, depth: 0, savepoint_abandoned: false };
         Writer { slot: Arc::new(Mutex::new(slot)), options, timeout }
     }
 
@@ -77,16 +69,17 @@ impl Writer {
         let slot = &mut *guard;
         if slot.needs_reset {
             let connection = slot.connection.as_mut().ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
-            // "no transaction is active" is fine: the holder may have failed before BEGIN.
+            // "no transaction is active" is fine: the holder may have failed before BEGIN, or
+            // SQLite may have rolled back already. A connection that no longer answers a
+            // statement after that is replaced.
             let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-            if sqlx::query("PRAGMA synchronous = FULL").execute(&mut *connection).await.is_err() {
+            if sqlx::query("SELECT 1").execute(&mut *connection).await.is_err() {
                 let fresh = self.options.connect().await?;
                 if let Some(broken) = slot.connection.replace(fresh) {
                     let _ = broken.close().await;
                 }
             }
             slot.needs_reset = false;
-            slot.normal = false;
             slot.depth = 0;
             slot.savepoint_abandoned = false;
         }
@@ -106,22 +99,9 @@ impl Writer {
 }
 
 impl WriterGuard {
-    /// The next holder rolls back whatever this one leaves open, and restores FULL.
+    /// The next holder rolls back whatever this one leaves open.
     pub(crate) fn mark_needs_reset(&mut self) {
         self.guard.needs_reset = true;
-    }
-
-    /// The statement to run before `BEGIN` so that the transaction commits at NORMAL
-    /// (`unsynced`) or FULL, `None` when the connection is there already. SQLite refuses the
-    /// change inside a transaction, and the setting stays until changed, so it travels with the
-    /// next BEGIN rather than costing a statement after each COMMIT. Recorded as done: if the
-    /// statement fails, the holder must [`WriterGuard::mark_needs_reset`].
-    pub(crate) fn synchronous_for(&mut self, unsynced: bool) -> Option<&'static str> {
-        if self.guard.normal == unsynced {
-            return None;
-        }
-        self.guard.normal = unsynced;
-        Some(if unsynced { "PRAGMA synchronous = NORMAL" } else { "PRAGMA synchronous = FULL" })
     }
 }
 
@@ -165,14 +145,8 @@ enum Frame<'c> {
 }
 
 impl SqliteTx<'static> {
-    /// `unsynced`: the commit runs at synchronous=NORMAL (see `Store::begin_unsynced`).
-    pub(crate) async fn begin(mut guard: WriterGuard, unsynced: bool) -> Result<SqliteTx<'static>, StoreError> {
-        let sql = match guard.synchronous_for(unsynced) {
-            None => "BEGIN IMMEDIATE",
-            Some(_) if unsynced => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
-            Some(_) => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
-        };
-        if let Err(error) = sqlx::query(sql).execute(&mut *guard).await {
+    pub(crate) async fn begin(mut guard: WriterGuard) -> Result<SqliteTx<'static>, StoreError> {
+        if let Err(error) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *guard).await {
             guard.mark_needs_reset();
             return Err(error.into());
         }
@@ -310,10 +284,10 @@ mod tests {
     async fn a_transaction_dropped_open_is_rolled_back_before_the_next_holder_starts() {
         let dir = tempfile::tempdir().unwrap();
         let writer = writer(dir.path()).await;
-        let mut tx = SqliteTx::begin(writer.lock().await.unwrap(), false).await.unwrap();
+        let mut tx = SqliteTx::begin(writer.lock().await.unwrap()).await.unwrap();
         insert(&mut tx).await;
         drop(tx);
-        let mut tx = SqliteTx::begin(writer.lock().await.unwrap(), false).await.expect("no transaction is left open");
+        let mut tx = SqliteTx::begin(writer.lock().await.unwrap()).await.expect("no transaction is left open");
         insert(&mut tx).await;
         tx.commit().await.unwrap();
         assert_eq!(rows(&writer).await, 1, "only the committed row");
@@ -323,7 +297,7 @@ mod tests {
     async fn savepoints_roll_back_alone_and_an_abandoned_one_fails_the_commit() {
         let dir = tempfile::tempdir().unwrap();
         let writer = writer(dir.path()).await;
-        let mut tx = SqliteTx::begin(writer.lock().await.unwrap(), false).await.unwrap();
+        let mut tx = SqliteTx::begin(writer.lock().await.unwrap()).await.unwrap();
         insert(&mut tx).await;
         let mut savepoint = tx.savepoint().await.unwrap();
         insert(&mut savepoint).await;
@@ -334,7 +308,7 @@ mod tests {
         tx.commit().await.unwrap();
         assert_eq!(rows(&writer).await, 2);
 
-        let mut tx = SqliteTx::begin(writer.lock().await.unwrap(), false).await.unwrap();
+        let mut tx = SqliteTx::begin(writer.lock().await.unwrap()).await.unwrap();
         insert(&mut tx).await;
         {
             let mut savepoint = tx.savepoint().await.unwrap();
@@ -342,7 +316,7 @@ mod tests {
         }
         assert!(tx.commit().await.is_err(), "the abandoned savepoint's work must not be committed");
         assert_eq!(rows(&writer).await, 2, "nothing of that transaction is kept");
-        let mut tx = SqliteTx::begin(writer.lock().await.unwrap(), false).await.unwrap();
+        let mut tx = SqliteTx::begin(writer.lock().await.unwrap()).await.unwrap();
         insert(&mut tx).await;
         tx.commit().await.expect("the next transaction is unaffected");
         assert_eq!(rows(&writer).await, 3);
@@ -357,41 +331,5 @@ mod tests {
         drop(held);
         writer.close().await;
         assert!(matches!(writer.lock().await, Err(StoreError::Database(sqlx::Error::PoolClosed))));
-    }
-}
-
-#[cfg(test)]
-mod synchronous_tests {
-    use std::str::FromStr as _;
-
-    use super::*;
-
-    async fn setting(writer: &Writer) -> i64 {
-        let mut guard = writer.lock().await.unwrap();
-        sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *guard).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn each_transaction_commits_at_the_setting_it_asked_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.path().join("s.db").display()))
-            .unwrap()
-            .create_if_missing(true)
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
-        let connection = options.connect().await.unwrap();
-        let writer = Writer::new(connection, options, Duration::from_secs(1));
-        // 2 = FULL, 1 = NORMAL.
-        for (unsynced, want) in [(true, 1), (true, 1), (false, 2), (true, 1)] {
-            let tx = SqliteTx::begin(writer.lock().await.unwrap(), unsynced).await.unwrap();
-            tx.commit().await.unwrap();
-            assert_eq!(setting(&writer).await, want, "after a transaction with unsynced={unsynced}");
-        }
-        // Left open at NORMAL: the next holder gets FULL back, whatever it then asks for.
-        let tx = SqliteTx::begin(writer.lock().await.unwrap(), true).await.unwrap();
-        drop(tx);
-        assert_eq!(setting(&writer).await, 2);
-        let tx = SqliteTx::begin(writer.lock().await.unwrap(), false).await.unwrap();
-        tx.commit().await.unwrap();
-        assert_eq!(setting(&writer).await, 2);
     }
 }

@@ -26,12 +26,6 @@ pub fn domain() -> AffinityDomain {
 
 /// An ADT message; `pid3` and `mrg1` are raw field text.
 pub fn adt_message(event: &str, control_id: &str, pid3: &str, mrg1: Option<&str>) -> AdtMessage {
-    let text = adt_text(event, control_id, pid3, mrg1);
-    parse_adt(&text).unwrap_or_else(|error| panic!("test message does not parse: {error:?}"))
-}
-
-/// The text [`adt_message`] parses.
-pub fn adt_text(event: &str, control_id: &str, pid3: &str, mrg1: Option<&str>) -> String {
     let structure = if event == "A40" { "ADT_A39" } else { "ADT_A01" };
     let mut text = format!(
         "MSH|^~\\&|ADT|HOSP|HIE|HIE|20261128120000||ADT^{event}^{structure}|{control_id}|P|2.5\rEVN|{event}|20261128120000\r\
@@ -40,7 +34,7 @@ pub fn adt_text(event: &str, control_id: &str, pid3: &str, mrg1: Option<&str>) -
     if let Some(mrg1) = mrg1 {
         text.push_str(&format!("MRG|{mrg1}\r"));
     }
-    text
+    parse_adt(&text).unwrap_or_else(|error| panic!("test message does not parse: {error:?}"))
 }
 
 /// Applies `message` in a transaction of its own: committed if the rules accept it, rolled back

@@ -100,13 +100,6 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "store",
-        "adt_journal",
-        K::Boolean,
-        D::Boolean(true),
-        "SQLite in a file: make ADT durable by a journal beside the store (`<name>-adt-journal.db`) and commit the patient changes without waiting for the disk; PostgreSQL and in-memory stores ignore it.",
-    ),
-    key(
-        "store",
         "outbox_lease_secs",
         K::Integer,
         D::Integer(30),

@@ -472,26 +472,7 @@ fn the_builtin_registry_gets_its_own_sqlite_file_beside_the_store() {
     assert_eq!(registry_store_beside("sqlite://var/hie-edge.db"), "sqlite://var/hie-edge-registry.db");
     assert_eq!(registry_store_beside("sqlite:/tmp/x.db?mode=rwc"), "sqlite:/tmp/x-registry.db?mode=rwc");
     assert_eq!(registry_store_beside("sqlite://var/store"), "sqlite://var/store-registry");
-    for shared in
-        ["sqlite::memory:", "sqlite:file:x?mode=memory", "postgres://hie:hie@127.0.0.1/hie", "postgresql://db/hie"]
-    {
+    for shared in ["sqlite::memory:", "postgres://hie:hie@127.0.0.1/hie", "postgresql://db/hie"] {
         assert_eq!(registry_store_beside(shared), shared);
     }
-}
-
-#[test]
-fn a_sqlite_store_in_a_file_gets_an_adt_journal_beside_it_unless_turned_off() {
-    assert_eq!(adt_journal_beside("sqlite://var/hie-edge.db").as_deref(), Some("sqlite://var/hie-edge-adt-journal.db"));
-    assert_eq!(
-        adt_journal_beside("sqlite:/tmp/x.db?mode=rwc").as_deref(),
-        Some("sqlite:/tmp/x-adt-journal.db?mode=rwc")
-    );
-    for none in ["sqlite::memory:", "sqlite:file:x?mode=memory", "postgres://hie:hie@127.0.0.1/hie"] {
-        assert_eq!(adt_journal_beside(none), None, "{none}");
-    }
-    let on = Config::from_raw(&RawConfig::parse(MINIMAL, no_env()).unwrap()).unwrap();
-    assert_eq!(on.store.adt_journal.as_deref(), Some("sqlite://var/test-adt-journal.db"));
-    let env = vec![("HIE_EDGE__STORE__ADT_JOURNAL".to_owned(), "false".to_owned())];
-    let off = Config::from_raw(&RawConfig::parse(MINIMAL, env).unwrap()).unwrap();
-    assert_eq!(off.store.adt_journal, None);
 }
