@@ -21,9 +21,10 @@
 //! AE back measures nothing. `ADT_BENCH_SECS` sets the measured seconds per point (default 5,
 //! after 1 s of warm-up), `ADT_BENCH_CEILING_SECS` those of each ceiling window (default 2).
 //! `ADT_BENCH_ENGINES=sqlite` and `ADT_BENCH_CONNECTIONS=1,16` restrict the points (diagnosis);
-//! `HIE_E2E_BROKER_EXE` runs another build of the broker, e.g. to compare before and after. `ADT_BENCH_PID3=local` sends PID-3 with the local MRN only (no
-//! affinity-domain ID, so no identity feed is queued): a diagnosis knob that shows what the outbox
-//! costs. Results go to `docs/performance.md` by hand.
+//! `HIE_E2E_BROKER_EXE` runs another build of the broker, e.g. to compare before and after (on
+//! this machine only alternating runs of two builds compare them). `ADT_BENCH_PID3=local` sends
+//! PID-3 with the local MRN only (no affinity-domain ID, so no identity feed is queued): a
+//! diagnosis knob that shows what the outbox costs. Results go to `docs/performance.md` by hand.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

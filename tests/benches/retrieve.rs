@@ -12,9 +12,9 @@
 //!
 //! Printed: MB/s, instances/s, time to first byte (curl's `time_starttransfer`; for dcmtk, until
 //! the first file lands in the output folder), the CPU seconds per GB of Orthanc, the clients and
-//! the broker or stunnel (utime + stime of `/proc/<pid>/stat`), and the broker's peak memory per concurrent retrieval (VmHWM, reset with
-//! `clear_refs` before each measure) for 4 concurrent retrievals and for single retrievals of 100
-//! and 2,000-instance studies. Asserts nothing about time; checks that every retrieval was whole.
+//! the broker or stunnel (utime + stime of `/proc/<pid>/stat`), and the broker's peak memory per
+//! concurrent retrieval (VmHWM, reset with `clear_refs` before each measure) for 4 concurrent
+//! retrievals and for single retrievals of 100 and 2,000-instance studies. Asserts nothing about time; checks that every retrieval was whole.
 //! `RETRIEVE_BENCH_RUNS` sets the runs per path (default 3); `RETRIEVE_BENCH_PROFILE_SECS=N` first
 //! repeats the CT retrieval through each broker for N seconds, for a profiler attached to it.
 //! Results go to docs/performance.md.

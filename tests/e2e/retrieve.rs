@@ -621,7 +621,8 @@ fn leave_halfway_over_dicomweb(rig: &Rig, big: &GeneratedStudy) {
 /// refuse before it reads the cancel, that refusal), then the association released (not
 /// aborted; the pool opens a new one for the next retrieval). C-MOVE: Orthanc stops the move
 /// itself at the first sub-operation our listener refuses (0xA700, the receiver is gone), its
-/// final response comes, and the clean association goes back to the pool. No association is aborted either way.
+/// final response comes, and the clean association goes back to the pool. No association is
+/// aborted either way.
 ///
 /// The client leaves in the middle of the second series, not after 20 MB: the broker fetches
 /// series by series (one C-GET or C-MOVE of 500 instances each), and 20 MB is within a dozen

@@ -790,7 +790,7 @@ pub fn registry_store_beside(store_url: &str) -> String {
         Some((path, query)) => (path, Some(query)),
         None => (rest, None),
     };
-    if path.is_empty() || path.starts_with(":memory:") || path.contains("mode=memory") {
+    if path.is_empty() || path.starts_with(":memory:") || query.is_some_and(|query| query.contains("mode=memory")) {
         return store_url.to_owned();
     }
     let beside = match path.strip_suffix(".db") {

@@ -2,8 +2,8 @@
 //! instances sharing one database).
 //!
 //! One [`Store`] hides the engine. Writes go through a [`Tx`]; SQLite gets a single writer
-//! connection (`BEGIN IMMEDIATE`, WAL, `synchronous=FULL`; `sqlite_writer`) and a separate read pool, PostgreSQL a
-//! pool shared by writers and readers. SQL is written once with `$n` placeholders, which both
+//! connection (`BEGIN IMMEDIATE`, WAL, `synchronous=FULL`; `sqlite_writer`) and a separate read
+//! pool, PostgreSQL a pool shared by writers and readers. SQL is written once with `$n` placeholders, which both
 //! engines bind by number, and run through the `on_tx!`/`on_pool!` macros that expand the same
 //! code once per engine, so there is no `Any` driver and no per-engine copy of a query.
 //!

@@ -34,8 +34,6 @@ pub(crate) struct Slot {
     connection: Option<SqliteConnection>,
     /// A holder left a transaction open: roll back first.
     needs_reset: bool,
-    /// Savepoints open inside the current transaction.
-    depth: usize,
     /// A savepoint was dropped without being released or rolled back: the transaction around it
     /// must not commit what it did.
     savepoint_abandoned: bool,
@@ -57,7 +55,7 @@ pub(crate) struct WriterGuard {
 
 impl Writer {
     pub(crate) fn new(connection: SqliteConnection, options: SqliteConnectOptions, timeout: Duration) -> Writer {
-        let slot = Slot { connection: Some(connection), needs_reset: false, depth: 0, savepoint_abandoned: false };
+        let slot = Slot { connection: Some(connection), needs_reset: false, savepoint_abandoned: false };
         Writer { slot: Arc::new(Mutex::new(slot)), options, timeout }
     }
 
@@ -80,7 +78,6 @@ impl Writer {
                 }
             }
             slot.needs_reset = false;
-            slot.depth = 0;
             slot.savepoint_abandoned = false;
         }
         if slot.connection.is_none() {
@@ -141,7 +138,12 @@ pub struct SqliteTx<'c> {
 #[derive(Debug)]
 enum Frame<'c> {
     Transaction(WriterGuard),
-    Savepoint { slot: &'c mut Slot, depth: usize },
+    /// `depth`: 1 inside the transaction, 2 inside that savepoint... A savepoint borrows the
+    /// frame it was opened in, so only one is open per depth and `hie_sp<depth>` names it.
+    Savepoint {
+        slot: &'c mut Slot,
+        depth: usize,
+    },
 }
 
 impl SqliteTx<'static> {
@@ -157,10 +159,11 @@ impl SqliteTx<'static> {
 impl SqliteTx<'_> {
     /// Opens a savepoint inside this transaction.
     pub(crate) async fn savepoint(&mut self) -> Result<SqliteTx<'_>, StoreError> {
-        let slot = self.slot_mut();
-        let depth = slot.depth + 1;
+        let (slot, depth) = match &mut self.frame {
+            Frame::Transaction(guard) => (&mut *guard.guard, 1),
+            Frame::Savepoint { slot, depth } => (&mut **slot, *depth + 1),
+        };
         sqlx::query(sqlx::AssertSqlSafe(format!("SAVEPOINT hie_sp{depth}"))).execute(connection_mut(slot)).await?;
-        slot.depth = depth;
         Ok(SqliteTx { frame: Frame::Savepoint { slot, depth }, open: true })
     }
 
@@ -201,22 +204,12 @@ impl SqliteTx<'_> {
         Ok(result?)
     }
 
-    fn slot_mut(&mut self) -> &mut Slot {
-        match &mut self.frame {
-            Frame::Transaction(guard) => &mut guard.guard,
-            Frame::Savepoint { slot, .. } => slot,
-        }
-    }
-
-    /// Ended cleanly: nothing for Drop to do.
+    /// Ended cleanly: nothing for Drop to do. A transaction's end also ends whatever a
+    /// savepoint abandoned inside it.
     fn close_frame(&mut self) {
         self.open = false;
-        match &mut self.frame {
-            Frame::Transaction(guard) => {
-                guard.guard.depth = 0;
-                guard.guard.savepoint_abandoned = false;
-            }
-            Frame::Savepoint { slot, depth } => slot.depth = *depth - 1,
+        if let Frame::Transaction(guard) = &mut self.frame {
+            guard.guard.savepoint_abandoned = false;
         }
     }
 }
@@ -228,10 +221,7 @@ impl Drop for SqliteTx<'_> {
         }
         match &mut self.frame {
             Frame::Transaction(guard) => guard.mark_needs_reset(),
-            Frame::Savepoint { slot, depth } => {
-                slot.depth = *depth - 1;
-                slot.savepoint_abandoned = true;
-            }
+            Frame::Savepoint { slot, .. } => slot.savepoint_abandoned = true,
         }
     }
 }
@@ -304,6 +294,10 @@ mod tests {
         savepoint.rollback().await.unwrap();
         let mut savepoint = tx.savepoint().await.unwrap();
         insert(&mut savepoint).await;
+        // One level deeper, rolled back alone: the outer savepoint keeps its row.
+        let mut inner = savepoint.savepoint().await.unwrap();
+        insert(&mut inner).await;
+        inner.rollback().await.unwrap();
         savepoint.commit().await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(rows(&writer).await, 2);

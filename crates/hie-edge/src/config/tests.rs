@@ -472,7 +472,9 @@ fn the_builtin_registry_gets_its_own_sqlite_file_beside_the_store() {
     assert_eq!(registry_store_beside("sqlite://var/hie-edge.db"), "sqlite://var/hie-edge-registry.db");
     assert_eq!(registry_store_beside("sqlite:/tmp/x.db?mode=rwc"), "sqlite:/tmp/x-registry.db?mode=rwc");
     assert_eq!(registry_store_beside("sqlite://var/store"), "sqlite://var/store-registry");
-    for shared in ["sqlite::memory:", "postgres://hie:hie@127.0.0.1/hie", "postgresql://db/hie"] {
+    for shared in
+        ["sqlite::memory:", "sqlite:file:x?mode=memory", "postgres://hie:hie@127.0.0.1/hie", "postgresql://db/hie"]
+    {
         assert_eq!(registry_store_beside(shared), shared);
     }
 }
