@@ -28,6 +28,8 @@
 //! memory if a later group is refused.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -89,7 +91,13 @@ struct Decided {
 }
 
 impl AdtWriter {
-    /// Starts the writer task. `outbox_waker` is notified after a commit that queued outbox items.
+    /// Starts the writer. `outbox_waker` is notified after a commit that queued outbox items.
+    /// The handle finishes when the writer has stopped (every `AdtWriter` dropped).
+    ///
+    /// On SQLite the writer runs on a thread of its own: its batches run their statements on
+    /// the calling thread (`hie_store::batch::WriteSession`), fsync included, which must not
+    /// hold up a runtime worker that the connections' tasks need. On PostgreSQL it is a task
+    /// like any other: its statements are network round trips.
     pub fn spawn(
         store: Store,
         config: Arc<AdtConfig>,
@@ -97,8 +105,12 @@ impl AdtWriter {
     ) -> (AdtWriter, tokio::task::JoinHandle<()>) {
         let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(AdtStats::default());
-        let task = tokio::spawn(run(store, config, outbox_waker, receiver, Arc::clone(&stats)));
-        (AdtWriter { jobs, stats }, task)
+        let writer = AdtWriter { jobs, stats: Arc::clone(&stats) };
+        let task = match store.engine() {
+            Engine::Postgres => tokio::spawn(run(store, config, outbox_waker, receiver, stats)),
+            Engine::Sqlite => spawn_on_own_thread(run(store, config, outbox_waker, receiver, stats)),
+        };
+        (writer, task)
     }
 
     /// Applies a message and returns the frames to answer with, once they may be sent: after the
@@ -112,6 +124,35 @@ impl AdtWriter {
     /// The writer's counters, shared with `/metrics`.
     pub fn stats_handle(&self) -> Arc<AdtStats> {
         Arc::clone(&self.stats)
+    }
+}
+
+/// Runs `writer` on a new thread with a single-threaded runtime of its own; the returned task
+/// finishes when it does. Should the thread not start, the writer runs as a task instead:
+/// correct, only slower for the other tasks.
+fn spawn_on_own_thread(writer: impl Future<Output = ()> + Send + 'static) -> tokio::task::JoinHandle<()> {
+    let (finished, on_finish) = oneshot::channel::<()>();
+    let (handover, start) = std::sync::mpsc::sync_channel::<Pin<Box<dyn Future<Output = ()> + Send>>>(1);
+    let thread = std::thread::Builder::new().name("hie-adt-writer".to_owned()).spawn(move || {
+        let Ok(writer) = start.recv() else { return };
+        match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(runtime) => runtime.block_on(writer),
+            Err(error) => tracing::error!(%error, "the ADT writer's runtime did not start"),
+        }
+        let _ = finished.send(());
+    });
+    let writer: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(writer);
+    match thread {
+        Ok(_) => match handover.send(writer) {
+            Ok(()) => tokio::spawn(async move {
+                let _ = on_finish.await;
+            }),
+            Err(std::sync::mpsc::SendError(writer)) => tokio::spawn(writer),
+        },
+        Err(error) => {
+            tracing::warn!(%error, "no thread for the ADT writer; it runs as a task");
+            tokio::spawn(writer)
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use sqlx::{PgConnection, Postgres, SqliteConnection};
 use crate::json::JsonArray;
 use crate::outbox::ENQUEUE_LOCK_CLASS;
 use crate::patients::{Demographics, IdentifierRow, PatientRow, RecordedAck};
+use crate::sqlite_native;
 use crate::sqlite_writer::WriterGuard;
 use crate::submissions::REGISTERED_PUBLICATION;
 use crate::{Backend, Store, StoreError, Tx};
@@ -183,12 +184,12 @@ impl WriteSession {
     pub async fn read_state(&mut self, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
         match &mut self.inner {
             Session::Sqlite { connection, in_transaction } => {
-                let connection = sqlite_connection(connection)?;
-                if *in_transaction {
-                    return sqlite_read(connection, SQLITE_READ, request).await;
+                let connection = native_connection(connection)?;
+                if !*in_transaction {
+                    sqlite_native::execute(connection, "BEGIN IMMEDIATE", &[])?;
+                    *in_transaction = true;
                 }
-                *in_transaction = true;
-                sqlite_read(connection, SQLITE_BEGIN_READ, request).await
+                native_read(connection, request)
             }
             Session::Postgres { connection } => pg_read(connection, request).await,
         }
@@ -199,9 +200,13 @@ impl WriteSession {
     pub async fn commit(mut self, changes: &Changes, now: i64) -> Result<(), StoreError> {
         let result = match &mut self.inner {
             Session::Sqlite { connection, in_transaction } => {
-                let framing = if *in_transaction { Framing::Commit } else { Framing::BeginCommit };
-                *in_transaction = true;
-                let result = sqlite_write(sqlite_connection(connection)?, framing, changes, now).await;
+                let connection = native_connection(connection)?;
+                if !*in_transaction {
+                    sqlite_native::execute(connection, "BEGIN IMMEDIATE", &[])?;
+                    *in_transaction = true;
+                }
+                let result = native_write(connection, changes, now)
+                    .and_then(|()| sqlite_native::execute(connection, "COMMIT", &[]).map(drop));
                 if result.is_ok() {
                     *in_transaction = false;
                 }
@@ -212,22 +217,22 @@ impl WriteSession {
         };
         if result.is_err() {
             // A statement before COMMIT failed inside the open transaction: undo it here so the
-            // connection goes back to the pool clean. If that fails too, Drop closes it.
-            let _ = self.roll_back().await;
+            // connection goes back clean. If that fails too, Drop leaves it to the next holder.
+            let _ = self.roll_back();
         }
         result
     }
 
     /// Gives up the batch: nothing read or decided is written.
     pub async fn rollback(mut self) -> Result<(), StoreError> {
-        self.roll_back().await
+        self.roll_back()
     }
 
-    async fn roll_back(&mut self) -> Result<(), StoreError> {
+    fn roll_back(&mut self) -> Result<(), StoreError> {
         if let Session::Sqlite { connection, in_transaction } = &mut self.inner
             && *in_transaction
         {
-            sqlx::query("ROLLBACK").execute(sqlite_connection(connection)?).await?;
+            sqlite_native::roll_back(native_connection(connection)?)?;
             *in_transaction = false;
         }
         Ok(())
@@ -249,9 +254,12 @@ impl ReadState for Tx<'_> {
 impl Drop for WriteSession {
     fn drop(&mut self) {
         if let Session::Sqlite { connection: Some(connection), in_transaction: true } = &mut self.inner {
-            // Cancelled or failed between BEGIN and the end of the transaction: the next holder
-            // of the writer connection rolls back first.
-            connection.mark_needs_reset();
+            // Cancelled or failed between BEGIN and the end of the transaction. The in-process
+            // connection can roll back right here; if even that fails, the next holder of the
+            // writer slot rolls back (or reopens) first.
+            if sqlite_native::roll_back(connection.native()).is_err() {
+                connection.mark_needs_reset();
+            }
         }
     }
 }
@@ -259,7 +267,7 @@ impl Drop for WriteSession {
 /// Loads state inside `tx` (see [`StateRequest`]).
 pub async fn read_state(tx: &mut Tx<'_>, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
     match tx {
-        Tx::Sqlite(transaction) => sqlite_read(transaction, SQLITE_READ, request).await,
+        Tx::Sqlite(transaction) => sqlite_read(transaction, request).await,
         Tx::Postgres(transaction) => pg_read(transaction, request).await,
     }
 }
@@ -267,7 +275,7 @@ pub async fn read_state(tx: &mut Tx<'_>, request: &StateRequest<'_>) -> Result<S
 /// Writes `changes` inside `tx`; the caller commits.
 pub async fn write_changes(tx: &mut Tx<'_>, changes: &Changes, now: i64) -> Result<(), StoreError> {
     match tx {
-        Tx::Sqlite(transaction) => sqlite_write(transaction, Framing::Within, changes, now).await,
+        Tx::Sqlite(transaction) => sqlite_write(transaction, changes, now).await,
         Tx::Postgres(transaction) => pg_write(transaction, changes, now).await,
     }
 }
@@ -302,9 +310,9 @@ impl std::fmt::Debug for WriteSession {
     }
 }
 
-fn sqlite_connection(connection: &mut Option<WriterGuard>) -> Result<&mut SqliteConnection, StoreError> {
+fn native_connection(connection: &mut Option<WriterGuard>) -> Result<&rusqlite::Connection, StoreError> {
     match connection {
-        Some(connection) => Ok(&mut **connection),
+        Some(connection) => Ok(connection.native()),
         None => Err(StoreError::Database(sqlx::Error::PoolClosed)),
     }
 }
@@ -340,28 +348,21 @@ const ROW_NEW_ID: i64 = 2;
 
 /// SQLite: `$1` acks `[[sender, control_id]…]`, `$2` identifiers `[[key, value]…]`, `$3`
 /// patient ids `[id…]`, `$4` how many fresh ids, `$5` the highest id handed out already.
-macro_rules! sqlite_read_sql {
-    () => {
-        "SELECT 0, NULL, NULL, NULL, NULL, sender, control_id, ack_code, ack, \
-             NULL, NULL, NULL, NULL, NULL, NULL \
-         FROM hl7_inbound WHERE (sender, control_id) IN (SELECT value->>0, value->>1 FROM json_each($1)) \
-         UNION ALL \
-         SELECT 1, p.id, p.merged_into, h.active, h.position, p.family_name, p.given_name, p.birth_date, p.sex, \
-             h.authority_key, h.id_value, h.namespace_id, h.universal_id, h.universal_id_type, h.id_type_code \
-         FROM patients p LEFT JOIN patient_identifiers h ON h.patient_id = p.id \
-         WHERE p.id IN ( \
-             SELECT m.patient_id FROM patient_identifiers m \
-             WHERE (m.authority_key, m.id_value) IN (SELECT value->>0, value->>1 FROM json_each($2)) \
-             UNION SELECT value FROM json_each($3)) \
-         UNION ALL \
-         SELECT 2, max(coalesce((SELECT max(id) FROM patients), 0), $5), $4, NULL, NULL, \
-             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
-         WHERE $4 > 0"
-    };
-}
-
-const SQLITE_READ: &str = sqlite_read_sql!();
-const SQLITE_BEGIN_READ: &str = concat!("BEGIN IMMEDIATE; ", sqlite_read_sql!());
+const SQLITE_READ: &str = "SELECT 0, NULL, NULL, NULL, NULL, sender, control_id, ack_code, ack, \
+         NULL, NULL, NULL, NULL, NULL, NULL \
+     FROM hl7_inbound WHERE (sender, control_id) IN (SELECT value->>0, value->>1 FROM json_each($1)) \
+     UNION ALL \
+     SELECT 1, p.id, p.merged_into, h.active, h.position, p.family_name, p.given_name, p.birth_date, p.sex, \
+         h.authority_key, h.id_value, h.namespace_id, h.universal_id, h.universal_id_type, h.id_type_code \
+     FROM patients p LEFT JOIN patient_identifiers h ON h.patient_id = p.id \
+     WHERE p.id IN ( \
+         SELECT m.patient_id FROM patient_identifiers m \
+         WHERE (m.authority_key, m.id_value) IN (SELECT value->>0, value->>1 FROM json_each($2)) \
+         UNION SELECT value FROM json_each($3)) \
+     UNION ALL \
+     SELECT 2, max(coalesce((SELECT max(id) FROM patients), 0), $5), $4, NULL, NULL, \
+         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+     WHERE $4 > 0";
 
 /// PostgreSQL: `$1`/`$2` ack senders and control ids, `$3`/`$4` identifier keys and values, `$5`
 /// patient ids, `$6` how many fresh ids (taken from the identity's sequence).
@@ -381,11 +382,8 @@ const PG_READ: &str = "SELECT 0::bigint, NULL::bigint, NULL::bigint, NULL::bigin
          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
      FROM generate_series(1, $6::bigint)";
 
-async fn sqlite_read(
-    connection: &mut SqliteConnection,
-    sql: &'static str,
-    request: &StateRequest<'_>,
-) -> Result<StateRows, StoreError> {
+/// `$1`-`$3` of the SQLite read: acks, identifiers, patient ids as JSON arrays.
+fn sqlite_read_arrays(request: &StateRequest<'_>) -> [String; 3] {
     let mut acks = JsonArray::new();
     for (sender, control_id) in request.acks {
         acks.row().str(sender).str(control_id);
@@ -398,15 +396,56 @@ async fn sqlite_read(
     for patient_id in request.patients {
         patients.int(*patient_id);
     }
-    let rows: Vec<StateTuple> = sqlx::query_as(sql)
-        .bind(acks.finish())
-        .bind(identifiers.finish())
-        .bind(patients.finish())
+    [acks.finish(), identifiers.finish(), patients.finish()]
+}
+
+/// SQLite counts fresh ids up from the largest one in use.
+fn sqlite_count_up(base: i64, n_ids: i64) -> Vec<i64> {
+    (1..=n_ids).map(|offset| base + offset).collect()
+}
+
+async fn sqlite_read(connection: &mut SqliteConnection, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
+    let [acks, identifiers, patients] = sqlite_read_arrays(request);
+    let rows: Vec<StateTuple> = sqlx::query_as(SQLITE_READ)
+        .bind(acks)
+        .bind(identifiers)
+        .bind(patients)
         .bind(count(request.new_ids))
         .bind(request.ids_handed_out)
         .fetch_all(connection)
         .await?;
-    state_from_rows(rows, |base, n_ids| (1..=n_ids).map(|offset| base + offset).collect())
+    state_from_rows(rows, sqlite_count_up)
+}
+
+/// [`sqlite_read`] on the writer's in-process connection.
+fn native_read(connection: &rusqlite::Connection, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
+    let [acks, identifiers, patients] = sqlite_read_arrays(request);
+    let new_ids = count(request.new_ids);
+    let rows = sqlite_native::query(
+        connection,
+        SQLITE_READ,
+        &[&acks, &identifiers, &patients, &new_ids, &request.ids_handed_out],
+        |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get(7)?,
+                row.get(8)?,
+                row.get(9)?,
+                row.get(10)?,
+                row.get(11)?,
+                row.get(12)?,
+                row.get(13)?,
+                row.get(14)?,
+            ))
+        },
+    )?;
+    state_from_rows(rows, sqlite_count_up)
 }
 
 async fn pg_read(connection: &mut PgConnection, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
@@ -522,20 +561,10 @@ static SQLITE_STUDIES_DUE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// What surrounds a batch's write statements on SQLite.
-#[derive(Debug, Clone, Copy)]
-enum Framing {
-    /// Inside a caller's transaction.
-    Within,
-    /// The session's transaction is open: the writes end it.
-    Commit,
-    /// Nothing is open yet: the writes open and end it.
-    BeginCommit,
-}
-
-/// The SQL text for `changes`: only the statements that have rows, in the fixed order.
-fn sqlite_write_sql(changes: &Changes, framing: Framing) -> String {
-    let statements = [
+/// The write statements in their fixed order, each with whether `changes` has rows for it. Only
+/// those with rows run.
+fn sqlite_write_statements(changes: &Changes) -> [(bool, &'static str); 8] {
+    [
         (!changes.new_patients.is_empty(), SQLITE_INSERT_PATIENTS),
         (!changes.patient_updates.is_empty(), SQLITE_UPDATE_PATIENTS),
         (!changes.identifiers.is_empty(), SQLITE_UPSERT_IDENTIFIERS),
@@ -544,28 +573,11 @@ fn sqlite_write_sql(changes: &Changes, framing: Framing) -> String {
         (!changes.outbox.is_empty(), SQLITE_INSERT_OUTBOX),
         (!changes.acks.is_empty(), SQLITE_INSERT_ACKS),
         (!changes.studies_registered_under.is_empty(), SQLITE_STUDIES_DUE.as_str()),
-    ];
-    let mut parts: Vec<&str> = Vec::with_capacity(statements.len() + 2);
-    if matches!(framing, Framing::BeginCommit) {
-        parts.push("BEGIN IMMEDIATE");
-    }
-    parts.extend(statements.iter().filter(|(needed, _)| *needed).map(|(_, sql)| *sql));
-    if matches!(framing, Framing::Commit | Framing::BeginCommit) {
-        parts.push("COMMIT");
-    }
-    parts.join("; ")
+    ]
 }
 
-async fn sqlite_write(
-    connection: &mut SqliteConnection,
-    framing: Framing,
-    changes: &Changes,
-    now: i64,
-) -> Result<(), StoreError> {
-    let sql = sqlite_write_sql(changes, framing);
-    if sql.is_empty() {
-        return Ok(());
-    }
+/// `$2`-`$9` of the write statements: one JSON array of rows per table.
+fn sqlite_write_arrays(changes: &Changes) -> [String; 8] {
     let mut new_patients = JsonArray::new();
     for patient in &changes.new_patients {
         let demographics = &patient.demographics;
@@ -621,19 +633,52 @@ async fn sqlite_write(
         acks.row().str(&ack.sender).str(&ack.control_id).str(&ack.recorded.ack_code).str(&ack.recorded.ack);
     }
     let registered_under: Vec<&str> = changes.studies_registered_under.iter().map(String::as_str).collect();
+    [
+        new_patients.finish(),
+        updates.finish(),
+        identifiers.finish(),
+        retired.finish(),
+        history.finish(),
+        outbox.finish(),
+        acks.finish(),
+        crate::retrieval::json_array(&registered_under),
+    ]
+}
+
+/// Writes `changes` inside the caller's transaction, as one multi-statement execution (one
+/// hand-off to the connection's worker thread).
+async fn sqlite_write(connection: &mut SqliteConnection, changes: &Changes, now: i64) -> Result<(), StoreError> {
+    let statements = sqlite_write_statements(changes);
+    let sql: Vec<&str> = statements.iter().filter(|(needed, _)| *needed).map(|(_, sql)| *sql).collect();
+    if sql.is_empty() {
+        return Ok(());
+    }
+    let [a2, a3, a4, a5, a6, a7, a8, a9] = sqlite_write_arrays(changes);
     // Built only from the constants above: no value is spliced into the text.
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    sqlx::query(sqlx::AssertSqlSafe(sql.join("; ")))
         .bind(now)
-        .bind(new_patients.finish())
-        .bind(updates.finish())
-        .bind(identifiers.finish())
-        .bind(retired.finish())
-        .bind(history.finish())
-        .bind(outbox.finish())
-        .bind(acks.finish())
-        .bind(crate::retrieval::json_array(&registered_under))
+        .bind(a2)
+        .bind(a3)
+        .bind(a4)
+        .bind(a5)
+        .bind(a6)
+        .bind(a7)
+        .bind(a8)
+        .bind(a9)
         .execute(connection)
         .await?;
+    Ok(())
+}
+
+/// [`sqlite_write`] on the writer's in-process connection: each statement with rows on its own,
+/// from the statement cache, in the same order.
+fn native_write(connection: &rusqlite::Connection, changes: &Changes, now: i64) -> Result<(), StoreError> {
+    let arrays = sqlite_write_arrays(changes);
+    let [a2, a3, a4, a5, a6, a7, a8, a9] = &arrays;
+    let values: [&dyn rusqlite::ToSql; 9] = [&now, a2, a3, a4, a5, a6, a7, a8, a9];
+    for (_, sql) in sqlite_write_statements(changes).iter().filter(|(needed, _)| *needed) {
+        sqlite_native::execute(connection, sql, &values)?;
+    }
     Ok(())
 }
 

@@ -19,6 +19,8 @@
 //! - [`batch`]: patient state for a whole group commit, read in one statement and written in one
 //!   hand-off, and the [`batch::WriteSession`] that runs a batch with the fewest round trips.
 //! - `sqlite_writer`: the SQLite writer connection behind an async mutex, and [`SqliteTx`].
+//! - `sqlite_native`: the writer's in-process connection (rusqlite), which runs the group
+//!   commit's batches on the caller's thread.
 
 pub mod batch;
 mod json;
@@ -26,6 +28,7 @@ pub mod outbox;
 pub mod patients;
 pub mod refregistry;
 pub mod retrieval;
+mod sqlite_native;
 mod sqlite_writer;
 pub mod studies;
 pub mod submissions;
@@ -70,6 +73,9 @@ pub enum StoreError {
     /// The database refused or lost the operation; usually worth retrying later.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The same, from the SQLite writer's in-process connection (`sqlite_native`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A row held something this version cannot read (a bug or a foreign writer).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -264,7 +270,8 @@ async fn connect_sqlite(options: &StoreOptions) -> Result<Backend, StoreError> {
     // without contention.
     let mut connection = base.clone().create_if_missing(true).connect().await?;
     sqlx::migrate!("./migrations/sqlite").run(&mut connection).await?;
-    let writer = Box::new(sqlite_writer::Writer::new(connection, base.clone(), options.acquire_timeout));
+    let native = sqlite_native::open(&base, options.acquire_timeout)?;
+    let writer = Box::new(sqlite_writer::Writer::new(connection, native, base.clone(), options.acquire_timeout));
     let readers = SqlitePoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .acquire_timeout(options.acquire_timeout)

@@ -16,6 +16,10 @@
 //! it no longer answers) before handing it out. Transactions are framed by hand (`BEGIN
 //! IMMEDIATE`, savepoints by name), never through sqlx's transaction manager, so sqlx's idea of
 //! the nesting depth never disagrees with the connection's.
+//!
+//! The slot also holds the writer's in-process connection (`sqlite_native`), which the
+//! group-commit writer's batches use. Holding the slot is what entitles either connection to
+//! write, so the two never contend for SQLite's write lock.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -25,13 +29,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::StoreError;
+use crate::{StoreError, sqlite_native};
 
 /// The writer connection and what its next holder must know.
 #[derive(Debug)]
 pub(crate) struct Slot {
     /// `None` once the store is closed.
     connection: Option<SqliteConnection>,
+    /// The in-process connection to the same file; `None` once the store is closed.
+    native: Option<rusqlite::Connection>,
     /// A holder left a transaction open: roll back first.
     needs_reset: bool,
     /// A savepoint was dropped without being released or rolled back: the transaction around it
@@ -54,8 +60,14 @@ pub(crate) struct WriterGuard {
 }
 
 impl Writer {
-    pub(crate) fn new(connection: SqliteConnection, options: SqliteConnectOptions, timeout: Duration) -> Writer {
-        let slot = Slot { connection: Some(connection), needs_reset: false, savepoint_abandoned: false };
+    pub(crate) fn new(
+        connection: SqliteConnection,
+        native: rusqlite::Connection,
+        options: SqliteConnectOptions,
+        timeout: Duration,
+    ) -> Writer {
+        let slot =
+            Slot { connection: Some(connection), native: Some(native), needs_reset: false, savepoint_abandoned: false };
         Writer { slot: Arc::new(Mutex::new(slot)), options, timeout }
     }
 
@@ -77,6 +89,12 @@ impl Writer {
                     let _ = broken.close().await;
                 }
             }
+            if let Some(native) = &slot.native
+                && sqlite_native::roll_back(native).is_err()
+            {
+                let fresh = sqlite_native::open(&self.options, self.timeout)?;
+                slot.native = Some(fresh);
+            }
             slot.needs_reset = false;
             slot.savepoint_abandoned = false;
         }
@@ -92,6 +110,10 @@ impl Writer {
         if let Some(connection) = slot.connection.take() {
             let _ = connection.close().await;
         }
+        // Closing it checkpoints the WAL if it is the last connection; no statement is open.
+        if let Some(native) = slot.native.take() {
+            let _ = native.close();
+        }
     }
 }
 
@@ -99,6 +121,11 @@ impl WriterGuard {
     /// The next holder rolls back whatever this one leaves open.
     pub(crate) fn mark_needs_reset(&mut self) {
         self.guard.needs_reset = true;
+    }
+
+    /// The in-process connection (`sqlite_native`), for the group-commit writer's batches.
+    pub(crate) fn native(&mut self) -> &rusqlite::Connection {
+        self.guard.native.as_ref().expect("a held writer slot holds its connections")
     }
 }
 
@@ -257,8 +284,10 @@ mod tests {
             .unwrap()
             .create_if_missing(true);
         let mut connection = options.connect().await.unwrap();
+        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut connection).await.unwrap();
         sqlx::query("CREATE TABLE t (x INTEGER)").execute(&mut connection).await.unwrap();
-        Writer::new(connection, options, Duration::from_millis(200))
+        let native = sqlite_native::open(&options, Duration::from_millis(200)).unwrap();
+        Writer::new(connection, native, options, Duration::from_millis(200))
     }
 
     async fn rows(writer: &Writer) -> i64 {
