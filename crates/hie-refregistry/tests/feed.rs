@@ -85,6 +85,29 @@ async fn a_repeated_message_is_answered_again_and_not_applied_twice() {
 }
 
 #[tokio::test]
+async fn concurrent_feeds_are_each_applied_once_and_a_repeat_racing_its_original_gets_the_same_ack() {
+    // On SQLite these commit in groups: a message and its resend, sent at once on two
+    // connections, may land in the same transaction, where the second must see the first.
+    for engine in support::ENGINES {
+        let harness = Harness::start(engine, IPF_DOMAIN).await;
+        let before = harness.counts().await;
+        let messages: Vec<String> =
+            (0..24).map(|n| adt_a01(&harness.patient(&format!("C{n}")), &format!("CONC{n}"))).collect();
+        // Every message twice, each copy on a connection of its own, all at once.
+        let frames: Vec<Vec<u8>> = messages.iter().chain(&messages).map(|message| frame(message)).collect();
+        let sends = frames.iter().map(|bytes| raw(&harness, bytes, 1));
+        let answers: Vec<String> = futures::future::join_all(sends).await.into_iter().flatten().collect();
+        assert_eq!(answers.len(), 48);
+        for (n, (first, second)) in answers[..24].iter().zip(&answers[24..]).enumerate() {
+            assert_eq!(msa_code(first), "AA", "{engine:?}: {first}");
+            assert_eq!(msa_field(first, 2), format!("CONC{n}"));
+            assert_eq!(first, second, "{engine:?}: the resend gets the recorded ACK, byte for byte");
+        }
+        assert_eq!(harness.counts().await.patients, before.patients + 24, "{engine:?}: each patient once");
+    }
+}
+
+#[tokio::test]
 async fn refusals_get_the_codes_of_iti_tf_2x_c23() {
     let harness = Harness::start(Engine::Sqlite, IPF_DOMAIN).await;
     let p1 = harness.patient("P1");
