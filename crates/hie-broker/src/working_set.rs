@@ -240,6 +240,11 @@ impl WorkingSet {
             let mut row = row.clone();
             row.active = true;
             let stored = StoredIdentifier { row, position: position + i64::try_from(row_idx).unwrap_or(0) };
+            if self.identifiers.get(&key).is_some_and(|entry| entry.stored == stored) {
+                // Already so (an update repeating PID-3): rewriting the row would only cost its
+                // pages in the commit.
+                continue;
+            }
             let previous_holder = self.identifiers.get(&key).map(|entry| entry.stored.row.patient_id);
             if previous_holder != Some(stored.row.patient_id) {
                 if let Some(previous) = previous_holder
@@ -372,5 +377,53 @@ impl WorkingSet {
         fresh.append(&mut self.fresh_ids);
         fresh.sort_unstable_by(|a, b| b.cmp(a));
         self.fresh_ids = fresh;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hie_store::patients::IdentifierRow;
+
+    use super::*;
+
+    fn stored(id_value: &str, patient_id: i64, position: i64) -> StoredIdentifier {
+        let row = IdentifierRow {
+            authority_key: "1.2.3".to_owned(),
+            id_value: id_value.to_owned(),
+            patient_id,
+            namespace_id: String::new(),
+            universal_id: "1.2.3".to_owned(),
+            universal_id_type: "ISO".to_owned(),
+            id_type_code: String::new(),
+            active: true,
+        };
+        StoredIdentifier { row, position }
+    }
+
+    fn set_holding(identifiers: Vec<StoredIdentifier>) -> WorkingSet {
+        let mut set = WorkingSet::default();
+        let keys: Vec<IdentifierKey> =
+            identifiers.iter().map(|s| (s.row.authority_key.clone(), s.row.id_value.clone())).collect();
+        set.absorb(StateRows { identifiers, ..StateRows::default() }, &keys);
+        set
+    }
+
+    #[test]
+    fn attaching_what_is_stored_writes_nothing_and_a_change_is_written_whole() {
+        let mut set = set_holding(vec![stored("A", 1, 0), stored("B", 1, 1)]);
+        set.attach_identifiers(&[stored("A", 1, 0).row, stored("B", 1, 1).row], 0);
+        assert!(set.clone().into_changes(PatientMergePolicy::default()).identifiers.is_empty());
+
+        // B moves to position 0, A to 1: both rows change.
+        set.attach_identifiers(&[stored("B", 1, 0).row, stored("A", 1, 0).row], 0);
+        let written = set.clone().into_changes(PatientMergePolicy::default()).identifiers;
+        assert_eq!(written, vec![stored("A", 1, 1), stored("B", 1, 0)]);
+
+        // Retired, then attached again as it was: written, active.
+        let mut retired = stored("C", 2, 0);
+        retired.row.active = false;
+        let mut set = set_holding(vec![retired]);
+        set.attach_identifiers(&[stored("C", 2, 0).row], 0);
+        assert_eq!(set.into_changes(PatientMergePolicy::default()).identifiers, vec![stored("C", 2, 0)]);
     }
 }
