@@ -6,7 +6,10 @@
 //! - (a) the raw commit ceiling of each database: single-row INSERTs (1.5 KB text), one
 //!   transaction each, with the broker's durability settings (SQLite WAL + `synchronous=FULL`,
 //!   one writer; PostgreSQL `fsync` and `synchronous_commit` on, at 1, 4 and 16 clients like
-//!   pgbench), through the same driver (sqlx);
+//!   pgbench), through the broker's own driver: rusqlite for SQLite (the group-commit writer's
+//!   connection, `hie_store::sqlite_native`), sqlx for PostgreSQL. SQLite's ceiling through sqlx
+//!   is printed beside it: lower, since sqlx hands every statement to a worker thread, and the
+//!   figure earlier rounds were compared with;
 //! - (b) `python_mllp_server.py`: python-hl7's asyncio MLLP server that parses, commits to SQLite
 //!   (WAL + FULL) and only then ACKs, loaded by the same generator.
 //!
@@ -480,7 +483,7 @@ fn adt_commit_counters(broker: &BrokerProc) -> Option<(f64, f64)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// (a) Raw commit ceilings, through sqlx like the broker.
+// (a) Raw commit ceilings, through the broker's drivers.
 
 fn ceiling_payload() -> String {
     "x".repeat(CEILING_PAYLOAD_BYTES)
@@ -490,6 +493,7 @@ fn ceiling_payload() -> String {
 /// and a fresh PostgreSQL database.
 struct Ceilings {
     sqlite: sqlx::sqlite::SqliteConnection,
+    sqlite_native: rusqlite::Connection,
     pg_url: String,
 }
 
@@ -506,6 +510,8 @@ impl Ceilings {
             .execute(&mut sqlite)
             .await
             .expect("create table");
+        let sqlite_native = rusqlite::Connection::open(path).expect("open ceiling sqlite (rusqlite)");
+        sqlite_native.pragma_update(None, "synchronous", "FULL").expect("synchronous=FULL");
         let pg_url = hie_e2e::fresh_pg_database();
         let mut setup = sqlx::PgConnection::connect(&pg_url).await.expect("connect ceiling postgres");
         sqlx::query("CREATE TABLE t (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)")
@@ -519,14 +525,16 @@ impl Ceilings {
                 .expect("show");
             println!("postgres {setting}={v}");
         }
-        Ceilings { sqlite, pg_url }
+        Ceilings { sqlite, sqlite_native, pg_url }
     }
 
     /// (1-writer ceiling, ceiling at `clients`) for `engine`, commits/s.
     async fn measure(&mut self, engine: Engine, clients: usize, window: Duration) -> (f64, f64) {
         match engine {
             Engine::Sqlite => {
-                let rate = self.sqlite(window).await;
+                let rate = self.sqlite_native(window);
+                let via_sqlx = self.sqlite(window).await;
+                println!("figure ceiling sqlite driver=sqlx commits_per_s={via_sqlx:.0}");
                 (rate, rate)
             }
             Engine::Postgres => {
@@ -549,6 +557,29 @@ impl Ceilings {
                 .bind(&payload)
                 .execute(&mut self.sqlite)
                 .await
+                .expect("insert");
+            let now = Instant::now();
+            if now >= window_end {
+                break;
+            }
+            if now >= window_start {
+                counted += 1;
+            }
+        }
+        counted as f64 / window.as_secs_f64()
+    }
+
+    /// [`Ceilings::sqlite`] through rusqlite, the group-commit writer's driver: on this thread,
+    /// with no hand-off.
+    fn sqlite_native(&mut self, window: Duration) -> f64 {
+        let payload = ceiling_payload();
+        let start = Instant::now();
+        let (window_start, window_end) = (start + CEILING_WARMUP, start + CEILING_WARMUP + window);
+        let mut counted = 0u64;
+        loop {
+            self.sqlite_native
+                .prepare_cached("INSERT INTO t (payload) VALUES ($1)")
+                .and_then(|mut insert| insert.execute([&payload]))
                 .expect("insert");
             let now = Instant::now();
             if now >= window_end {
@@ -598,6 +629,7 @@ impl Ceilings {
 
     async fn close(self) {
         drop(self.sqlite);
+        drop(self.sqlite_native);
         drop_pg_database(&self.pg_url).await;
     }
 }
