@@ -88,11 +88,11 @@ impl MllpFeed {
             return Err(DeliveryError::Permanent(format!("outbox item {}: not a feed payload", item.id)));
         };
         let store_error = |error: hie_store::StoreError| DeliveryError::Retryable(format!("store: {error}"));
-        let Some(patient) = self.store.patient_record(feed.patient).await.map_err(store_error)? else {
+        let Some(patient) = self.store.patient_identity(feed.patient).await.map_err(store_error)? else {
             return Err(DeliveryError::Permanent(format!("patient #{} is not in the store", feed.patient)));
         };
         let prior = match feed.prior {
-            Some(prior) => self.store.patient_record(prior).await.map_err(store_error)?,
+            Some(prior) => self.store.patient_identity(prior).await.map_err(store_error)?,
             None => None,
         };
         let control_id = format!("HIEF{}", item.id);

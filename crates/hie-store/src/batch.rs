@@ -4,15 +4,16 @@
 //! ACKs recorded for their MSH-10s, the patients holding their identifiers (each with all its
 //! identifiers), patients asked for by id, and fresh patient ids. The broker decides in memory,
 //! then [`write_changes`] writes every outcome (patients, identifiers, history, identity feeds,
-//! ACK records, studies a merge makes due) in one hand-off: on SQLite one multi-statement execution whose rows travel as
-//! bound JSON arrays (`json_each`), on PostgreSQL one statement over `UNNEST` arrays whose
+//! ACK records, studies a merge makes due): on SQLite a few statements whose rows travel as bound
+//! JSON arrays (`json_each`), on PostgreSQL one statement over `UNNEST` arrays whose
 //! sub-statements are data-modifying CTEs. The SQL text never depends on the batch, so each
 //! statement is prepared once per connection.
 //!
 //! [`WriteSession`] is the group-commit writer's use of the pair, with the fewest trips to the
 //! database:
-//! - SQLite: `BEGIN IMMEDIATE` travels with the first read and `COMMIT` with the writes, so a
-//!   batch costs two hand-offs to the connection's worker thread (plus one per extra read).
+//! - SQLite: on the writer's in-process connection (`sqlite_native`): `BEGIN IMMEDIATE`, the
+//!   read, the writes and `COMMIT` run on the calling thread, with no hand-off to another thread
+//!   at all. Inside a [`Tx`] the same SQL goes through sqlx (one hand-off per read or write).
 //! - PostgreSQL: the reads run on their own and the writes are one statement in its own implicit
 //!   transaction, committed (WAL flushed, `synchronous_commit`) before the answer comes back: two
 //!   round trips per batch. No lock is lost by reading outside the write transaction: READ

@@ -389,6 +389,22 @@ impl Store {
 
     /// A patient with its identifiers and history, by row id (read pool).
     pub async fn patient_record(&self, patient_id: i64) -> Result<Option<PatientRecord>, StoreError> {
+        let Some(mut record) = self.patient_identity(patient_id).await? else {
+            return Ok(None);
+        };
+        let history: Vec<(i64, String, String, String)> =
+            on_pool!(self, |pool| sqlx::query_as(SELECT_HISTORY_OF).bind(patient_id).fetch_all(pool).await?);
+        record.history = history
+            .into_iter()
+            .map(|(at, event, message_control_id, detail)| HistoryRow { at, event, message_control_id, detail })
+            .collect();
+        Ok(Some(record))
+    }
+
+    /// [`Store::patient_record`] with its history left empty: who the patient is now, for what
+    /// tells others (the identity feed builds each message from it). The history only grows, and
+    /// a feed item read all of it.
+    pub async fn patient_identity(&self, patient_id: i64) -> Result<Option<PatientRecord>, StoreError> {
         let patient: Option<PatientTuple> =
             on_pool!(self, |pool| sqlx::query_as(SELECT_PATIENT).bind(patient_id).fetch_optional(pool).await?);
         let Some(patient) = patient.map(patient_from_tuple) else {
@@ -396,15 +412,10 @@ impl Store {
         };
         let identifiers: Vec<IdentifierTuple> =
             on_pool!(self, |pool| sqlx::query_as(SELECT_IDENTIFIERS_OF).bind(patient_id).fetch_all(pool).await?);
-        let history: Vec<(i64, String, String, String)> =
-            on_pool!(self, |pool| sqlx::query_as(SELECT_HISTORY_OF).bind(patient_id).fetch_all(pool).await?);
         Ok(Some(PatientRecord {
             patient,
             identifiers: identifiers.into_iter().map(identifier_from_tuple).collect(),
-            history: history
-                .into_iter()
-                .map(|(at, event, message_control_id, detail)| HistoryRow { at, event, message_control_id, detail })
-                .collect(),
+            history: Vec::new(),
         }))
     }
 

@@ -116,6 +116,22 @@ async fn merge_link_and_demographics_update_persist() {
 }
 
 #[tokio::test]
+async fn a_patients_identity_is_its_record_without_the_history() {
+    for (engine, store) in support::each_engine().await {
+        let patient = new_patient(&store, "H1").await;
+        let mut tx = store.begin().await.unwrap();
+        patients::add_history(&mut tx, patient, "A08", "M1", "updated", now_micros()).await.unwrap();
+        tx.commit().await.unwrap();
+        let record = store.patient_record(patient).await.unwrap().unwrap();
+        assert!(!record.history.is_empty(), "{engine:?}");
+        let identity = store.patient_identity(patient).await.unwrap().unwrap();
+        assert!(identity.history.is_empty());
+        assert_eq!((identity.patient, identity.identifiers), (record.patient, record.identifiers), "{engine:?}");
+        assert!(store.patient_identity(patient + 1_000).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
 async fn the_first_recorded_ack_for_a_message_stays() {
     for (engine, store) in support::each_engine().await {
         let now = now_micros();
