@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Protocol codecs: sans-IO, self-contained.
 const CODECS: &[&str] = &["hie-hl7", "hie-kos", "hie-dimse", "hie-xds"];
 /// What a codec must never depend on.
-const IO_CRATES: &[&str] = &["tokio", "hyper", "hyper-util", "axum", "sqlx", "hie-core", "hie-store"];
+const IO_CRATES: &[&str] = &["tokio", "hyper", "hyper-util", "axum", "sqlx", "rusqlite", "hie-core", "hie-store"];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
@@ -165,11 +165,22 @@ fn inbound_and_outbound_never_depend_on_each_other() {
 #[test]
 fn the_broker_reaches_no_peer_and_the_database_only_through_the_store() {
     let crates = dependencies();
-    for forbidden in ["hie-inbound", "hie-outbound", "hie-edge", "hie-dicom-net", "hyper", "axum", "sqlx"] {
+    for forbidden in ["hie-inbound", "hie-outbound", "hie-edge", "hie-dicom-net", "hyper", "axum", "sqlx", "rusqlite"] {
         assert!(!depends(&crates, "hie-broker", forbidden), "hie-broker must not depend on {forbidden}");
     }
     for forbidden in ["hie-broker", "hie-inbound", "hie-outbound", "hie-edge"] {
         assert!(!depends(&crates, "hie-store", forbidden), "hie-store must not depend on {forbidden}");
+    }
+}
+
+#[test]
+fn only_the_store_drives_sqlite_directly() {
+    // rusqlite is the SQLite writer's in-process connection (hie-store's `sqlite_native`); the
+    // ADT bench measures its commit ceiling through it too.
+    for (name, deps) in dependencies() {
+        if name != "hie-store" && name != "hie-e2e" {
+            assert!(!deps.iter().any(|dep| dep == "rusqlite"), "{name} must reach SQLite through hie-store");
+        }
     }
 }
 
