@@ -260,6 +260,14 @@ impl Config {
             || store_url.starts_with("postgresql://"))
         {
             problem("store.url", format!("{store_url:?} is neither sqlite://… nor postgres://…"));
+        } else if sqlite_in_memory(&store_url) {
+            problem(
+                "store.url",
+                format!(
+                    "{store_url:?} is an in-memory SQLite database; the store must be a file (its writer's two \
+                     connections and the readers would each see a database of their own)"
+                ),
+            );
         }
         let positive = |section: &str, key: &str, problem: &mut dyn FnMut(&str, String)| -> u64 {
             let value = raw.integer(section, key);
@@ -775,6 +783,18 @@ fn registry_config(
     })
 }
 
+/// `sqlite::memory:`, `sqlite://` with no path, or a `mode=memory` URI: no file behind it.
+fn sqlite_in_memory(url: &str) -> bool {
+    let Some(rest) = ["sqlite://", "sqlite:"].iter().find_map(|scheme| url.strip_prefix(scheme)) else {
+        return false;
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    path.is_empty() || path.starts_with(":memory:") || query.is_some_and(|query| query.contains("mode=memory"))
+}
+
 /// The built-in registry's database when `[registry] builtin_store` is empty. Beside a SQLite
 /// store, in a file of its own (`var/hie-edge.db`: `var/hie-edge-registry.db`): the reference
 /// registry commits each feed message and submission on its own, and on the broker's database
@@ -790,7 +810,7 @@ pub fn registry_store_beside(store_url: &str) -> String {
         Some((path, query)) => (path, Some(query)),
         None => (rest, None),
     };
-    if path.is_empty() || path.starts_with(":memory:") || query.is_some_and(|query| query.contains("mode=memory")) {
+    if sqlite_in_memory(store_url) {
         return store_url.to_owned();
     }
     let beside = match path.strip_suffix(".db") {

@@ -75,7 +75,7 @@ pub const KEYS: &[Key] = &[
         "url",
         K::String,
         D::Required,
-        "Database: sqlite://path/file.db (embedded) or postgres://user:password@host/db.",
+        "Database: sqlite://path/file.db (embedded) or postgres://user:password@host/db. A SQLite store is a file (an in-memory database is refused: the writer's two connections and the readers would each see a database of their own).",
     ),
     key(
         "store",

@@ -468,6 +468,19 @@ transactions = ["RAD-69", "ITI-99"]
 }
 
 #[test]
+fn an_in_memory_sqlite_store_is_refused_by_check_config() {
+    for url in ["sqlite::memory:", "sqlite:file:x?mode=memory&cache=shared", "sqlite://"] {
+        let env = vec![("HIE_EDGE__STORE__URL".to_owned(), url.to_owned())];
+        let problems = problems_of(MINIMAL, env);
+        assert!(problems.iter().any(|p| p.starts_with("store.url:") && p.contains("in-memory")), "{url}: {problems:?}");
+    }
+    assert!(
+        problems_of(MINIMAL, vec![("HIE_EDGE__STORE__URL".to_owned(), "sqlite:/tmp/x.db?mode=rwc".to_owned())])
+            .is_empty()
+    );
+}
+
+#[test]
 fn the_builtin_registry_gets_its_own_sqlite_file_beside_the_store() {
     assert_eq!(registry_store_beside("sqlite://var/hie-edge.db"), "sqlite://var/hie-edge-registry.db");
     assert_eq!(registry_store_beside("sqlite:/tmp/x.db?mode=rwc"), "sqlite:/tmp/x-registry.db?mode=rwc");
