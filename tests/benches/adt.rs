@@ -489,6 +489,40 @@ fn ceiling_payload() -> String {
     "x".repeat(CEILING_PAYLOAD_BYTES)
 }
 
+/// A ceiling's window: [`CEILING_WARMUP`] from its creation, then `window`, counting the
+/// operations that end inside it.
+#[derive(Clone)]
+struct Tally {
+    counting_from: Instant,
+    until: Instant,
+    window: Duration,
+    counted: u64,
+}
+
+impl Tally {
+    fn new(window: Duration) -> Tally {
+        let start = Instant::now();
+        Tally { counting_from: start + CEILING_WARMUP, until: start + CEILING_WARMUP + window, window, counted: 0 }
+    }
+
+    /// Notes one finished operation; `false` once the window is over.
+    fn tick(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.until {
+            return false;
+        }
+        if now >= self.counting_from {
+            self.counted += 1;
+        }
+        true
+    }
+
+    /// Operations per second over the window.
+    fn rate(&self) -> f64 {
+        self.counted as f64 / self.window.as_secs_f64()
+    }
+}
+
 /// The ceiling databases, kept open for the whole run: a SQLite file with the broker's pragmas
 /// and a fresh PostgreSQL database.
 struct Ceilings {
@@ -548,9 +582,7 @@ impl Ceilings {
     /// Single-row INSERTs, one transaction each, one writer (SQLite has no other kind).
     async fn sqlite(&mut self, window: Duration) -> f64 {
         let payload = ceiling_payload();
-        let start = Instant::now();
-        let (window_start, window_end) = (start + CEILING_WARMUP, start + CEILING_WARMUP + window);
-        let mut counted = 0u64;
+        let mut tally = Tally::new(window);
         loop {
             // One statement outside BEGIN is one transaction: one WAL fsync per row.
             sqlx::query("INSERT INTO t (payload) VALUES ($1)")
@@ -558,66 +590,49 @@ impl Ceilings {
                 .execute(&mut self.sqlite)
                 .await
                 .expect("insert");
-            let now = Instant::now();
-            if now >= window_end {
-                break;
-            }
-            if now >= window_start {
-                counted += 1;
+            if !tally.tick() {
+                return tally.rate();
             }
         }
-        counted as f64 / window.as_secs_f64()
     }
 
     /// [`Ceilings::sqlite`] through rusqlite, the group-commit writer's driver: on this thread,
     /// with no hand-off.
     fn sqlite_native(&mut self, window: Duration) -> f64 {
         let payload = ceiling_payload();
-        let start = Instant::now();
-        let (window_start, window_end) = (start + CEILING_WARMUP, start + CEILING_WARMUP + window);
-        let mut counted = 0u64;
+        let mut tally = Tally::new(window);
         loop {
             self.sqlite_native
                 .prepare_cached("INSERT INTO t (payload) VALUES ($1)")
                 .and_then(|mut insert| insert.execute([&payload]))
                 .expect("insert");
-            let now = Instant::now();
-            if now >= window_end {
-                break;
-            }
-            if now >= window_start {
-                counted += 1;
+            if !tally.tick() {
+                return tally.rate();
             }
         }
-        counted as f64 / window.as_secs_f64()
     }
 
     /// Single-row INSERTs from `clients` connections at once (like pgbench).
     async fn postgres(&self, clients: usize, window: Duration) -> f64 {
-        let start = Instant::now();
-        let (window_start, window_end) = (start + CEILING_WARMUP, start + CEILING_WARMUP + window);
+        // One window for all clients, started before they connect (inside the warm-up).
+        let tally = Tally::new(window);
         let mut tasks = Vec::new();
         for _ in 0..clients {
             let url = self.pg_url.clone();
+            let mut tally = tally.clone();
             tasks.push(tokio::spawn(async move {
                 let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
                 let payload = ceiling_payload();
-                let mut counted = 0u64;
                 loop {
                     sqlx::query("INSERT INTO t (payload) VALUES ($1)")
                         .bind(&payload)
                         .execute(&mut conn)
                         .await
                         .expect("insert");
-                    let now = Instant::now();
-                    if now >= window_end {
-                        break;
-                    }
-                    if now >= window_start {
-                        counted += 1;
+                    if !tally.tick() {
+                        return tally.counted;
                     }
                 }
-                counted
             }));
         }
         let mut total = 0u64;
