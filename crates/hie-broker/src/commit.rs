@@ -22,10 +22,10 @@
 //! its messages name (recorded ACKs, the patients holding their identifiers, fresh ids), the
 //! identity rules applied in memory in arrival order (`working_set`), then one write of every
 //! outcome with the commit (`hie_store::batch::WriteSession`). On SQLite all of it runs on the
-//! writer's own thread, on an in-process connection; on PostgreSQL it is two round trips. Only merges that follow
-//! `merged_into` chains read more. A refused message never undoes its neighbours: the rules
-//! check before they change anything, and a message with several PID/MRG groups is undone in
-//! memory if a later group is refused.
+//! writer's own thread, on an in-process connection; on PostgreSQL it is two round trips. Only
+//! merges that follow `merged_into` chains read more. A refused message never undoes its
+//! neighbours: the rules check before they change anything, and a message with several PID/MRG
+//! groups is undone in memory if a later group is refused.
 
 use std::collections::HashMap;
 use std::future::Future;
