@@ -148,8 +148,11 @@ pub trait ReadState: Send {
 
 /// The writer connection held for one group commit: reads with [`WriteSession::read_state`],
 /// then [`WriteSession::commit`] writes and commits. Dropped without a commit, nothing is
-/// written (on SQLite the next holder of the writer connection rolls back first, see
+/// written (rolled back on the spot, or else by the next holder of the writer connection, see
 /// `sqlite_writer`).
+///
+/// On SQLite its statements run on the calling thread (`sqlite_native`), and `commit` waits
+/// there for the fsync: call it from a thread that may block, as the ADT writer's own does.
 pub struct WriteSession {
     inner: Session,
 }
