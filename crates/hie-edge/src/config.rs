@@ -801,6 +801,9 @@ fn sqlite_in_memory(url: &str) -> bool {
 /// those commits would queue for the one SQLite writer with the ADT group commits. A PostgreSQL
 /// store (no such lock), or an in-memory one, is shared.
 pub fn registry_store_beside(store_url: &str) -> String {
+    if sqlite_in_memory(store_url) {
+        return store_url.to_owned();
+    }
     let Some((scheme, rest)) =
         ["sqlite://", "sqlite:"].iter().find_map(|scheme| store_url.strip_prefix(scheme).map(|rest| (*scheme, rest)))
     else {
@@ -810,9 +813,6 @@ pub fn registry_store_beside(store_url: &str) -> String {
         Some((path, query)) => (path, Some(query)),
         None => (rest, None),
     };
-    if sqlite_in_memory(store_url) {
-        return store_url.to_owned();
-    }
     let beside = match path.strip_suffix(".db") {
         Some(stem) => format!("{stem}-registry.db"),
         None => format!("{path}-registry"),

@@ -188,12 +188,7 @@ impl WriteSession {
     pub async fn read_state(&mut self, request: &StateRequest<'_>) -> Result<StateRows, StoreError> {
         match &mut self.inner {
             Session::Sqlite { connection, in_transaction } => {
-                let connection = native_connection(connection)?;
-                if !*in_transaction {
-                    sqlite_native::execute(connection, "BEGIN IMMEDIATE", &[])?;
-                    *in_transaction = true;
-                }
-                native_read(connection, request)
+                native_read(native_in_transaction(connection, in_transaction)?, request)
             }
             Session::Postgres { connection } => pg_read(connection, request).await,
         }
@@ -204,11 +199,7 @@ impl WriteSession {
     pub async fn commit(mut self, changes: &Changes, now: i64) -> Result<(), StoreError> {
         let result = match &mut self.inner {
             Session::Sqlite { connection, in_transaction } => {
-                let connection = native_connection(connection)?;
-                if !*in_transaction {
-                    sqlite_native::execute(connection, "BEGIN IMMEDIATE", &[])?;
-                    *in_transaction = true;
-                }
+                let connection = native_in_transaction(connection, in_transaction)?;
                 let result = native_write(connection, changes, now)
                     .and_then(|()| sqlite_native::execute(connection, "COMMIT", &[]).map(drop));
                 if result.is_ok() {
@@ -319,6 +310,20 @@ fn native_connection(connection: &mut Option<WriterGuard>) -> Result<&rusqlite::
         Some(connection) => Ok(connection.native()),
         None => Err(StoreError::Database(sqlx::Error::PoolClosed)),
     }
+}
+
+/// The session's in-process connection inside its write transaction, opened (`BEGIN IMMEDIATE`)
+/// by the first read or write that needs it.
+fn native_in_transaction<'a>(
+    connection: &'a mut Option<WriterGuard>,
+    in_transaction: &mut bool,
+) -> Result<&'a rusqlite::Connection, StoreError> {
+    let connection = native_connection(connection)?;
+    if !*in_transaction {
+        sqlite_native::execute(connection, "BEGIN IMMEDIATE", &[])?;
+        *in_transaction = true;
+    }
+    Ok(connection)
 }
 
 // ---------------------------------------------------------------------------------------------

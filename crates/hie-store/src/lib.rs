@@ -3,9 +3,10 @@
 //!
 //! One [`Store`] hides the engine. Writes go through a [`Tx`]; SQLite gets a single writer
 //! connection (`BEGIN IMMEDIATE`, WAL, `synchronous=FULL`; `sqlite_writer`) and a separate read
-//! pool, PostgreSQL a pool shared by writers and readers. SQL is written once with `$n` placeholders, which both
-//! engines bind by number, and run through the `on_tx!`/`on_pool!` macros that expand the same
-//! code once per engine, so there is no `Any` driver and no per-engine copy of a query.
+//! pool, PostgreSQL a pool shared by writers and readers. SQL is written once with `$n`
+//! placeholders, which both engines bind by number, and run through the `on_tx!`/`on_pool!`
+//! macros that expand the same code once per engine, so there is no `Any` driver and no
+//! per-engine copy of a query.
 //!
 //! Modules:
 //! - [`patients`]: identities, merges, history, and the inbound-message log that makes ADT idempotent.
@@ -16,8 +17,9 @@
 //! - [`retrieval`]: what a retrieval (RAD-69, ITI-43) may serve: instances and manifests of each
 //!   study's current registered manifest.
 //! - [`refregistry`]: the tables of the built-in reference XDS registry and repository (`reg_*`).
-//! - [`batch`]: patient state for a whole group commit, read in one statement and written in one
-//!   hand-off, and the [`batch::WriteSession`] that runs a batch with the fewest round trips.
+//! - [`batch`]: patient state for a whole group commit, read in one statement and written in a
+//!   few, and the [`batch::WriteSession`] that runs a batch with the fewest round trips (on
+//!   SQLite, none: in-process).
 //! - `sqlite_writer`: the SQLite writer connection behind an async mutex, and [`SqliteTx`].
 //! - `sqlite_native`: the writer's in-process connection (rusqlite), which runs the group
 //!   commit's batches on the caller's thread.
